@@ -1,1 +1,2 @@
+//! Placeholder: the gateway comes in a later commit.
 fn main() {}

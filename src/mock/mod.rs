@@ -1,1 +1,389 @@
-//! The mock upstream (being written).
+//! A scriptable, OpenAI-compatible mock upstream served over real TCP.
+//!
+//! [`MockUpstream`] binds `127.0.0.1:0` (by default), speaks HTTP/1.1 and h2c,
+//! records every request it receives ([`RecordedRequest`]) and answers the
+//! common OpenAI endpoints under `/v1` with small, deterministic bodies that
+//! the official client types deserialize: chat completions (plain and SSE),
+//! legacy completions, embeddings, moderations, rerank, responses (plain and
+//! SSE), image generation, speech and models. Any request can instead be
+//! answered with a queued [`ScriptedResponse`] (errors, odd headers, delays).
+//!
+//! Dropping the [`MockUpstream`] stops the server and its connections.
+//!
+//! Only compiled with the crate feature `mock`.
+//!
+//! ```no_run
+//! use ai_router::mock::{MockUpstream, ScriptedResponse};
+//!
+//! # async fn demo() -> std::io::Result<()> {
+//! let upstream = MockUpstream::builder().api_key("sk-test").start().await?;
+//! println!("point the router at {}", upstream.base_url());
+//!
+//! // The next request (whatever its path) gets a 429 instead of the normal answer.
+//! upstream.script(ScriptedResponse::openai_error(
+//!     429,
+//!     "Rate limit reached",
+//!     "requests",
+//!     Some("rate_limit_exceeded"),
+//! ));
+//!
+//! // ... drive traffic through the router, then inspect what the upstream saw:
+//! if let Some(request) = upstream.last_request() {
+//!     assert_eq!(request.header("authorization"), Some("Bearer sk-test"));
+//! }
+//! # Ok(())
+//! # }
+//! ```
+
+mod body;
+mod endpoints;
+mod server;
+#[cfg(test)]
+mod tests;
+
+use std::collections::VecDeque;
+use std::fmt;
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
+use std::time::Duration;
+
+use bytes::Bytes;
+use http::header::{CONTENT_TYPE, HeaderName, HeaderValue};
+use http::{HeaderMap, Method, StatusCode};
+
+/// The API key the mock expects unless [`MockUpstreamBuilder::api_key`] says otherwise.
+const DEFAULT_API_KEY: &str = "sk-mock-upstream";
+
+/// A running mock OpenAI-compatible upstream.
+///
+/// Created with [`MockUpstream::start`] or [`MockUpstream::builder`]; must be
+/// started from within a Tokio runtime. Dropping it stops the accept loop and
+/// aborts every open connection.
+pub struct MockUpstream {
+    addr: SocketAddr,
+    shared: Arc<Shared>,
+    task: tokio::task::JoinHandle<()>,
+}
+
+impl MockUpstream {
+    /// Returns a builder with the defaults: key `sk-mock-upstream` expected as
+    /// `Authorization: Bearer …`, bound to `127.0.0.1:0`.
+    pub fn builder() -> MockUpstreamBuilder {
+        MockUpstreamBuilder::default()
+    }
+
+    /// Starts a mock upstream with the [builder](MockUpstream::builder) defaults.
+    pub async fn start() -> std::io::Result<MockUpstream> {
+        Self::builder().start().await
+    }
+
+    /// The address the server is listening on.
+    pub fn addr(&self) -> SocketAddr {
+        self.addr
+    }
+
+    /// The OpenAI base URL of this server, e.g. `http://127.0.0.1:41234/v1`.
+    ///
+    /// An unspecified bind address (`0.0.0.0` / `::`) is reported as loopback.
+    pub fn base_url(&self) -> String {
+        let mut addr = self.addr;
+        if addr.ip().is_unspecified() {
+            addr.set_ip(match addr.ip() {
+                IpAddr::V4(_) => IpAddr::V4(Ipv4Addr::LOCALHOST),
+                IpAddr::V6(_) => IpAddr::V6(Ipv6Addr::LOCALHOST),
+            });
+        }
+        format!("http://{addr}/v1")
+    }
+
+    /// Every request received so far, in arrival order (including rejected
+    /// and scripted ones).
+    pub fn requests(&self) -> Vec<RecordedRequest> {
+        self.shared.requests().clone()
+    }
+
+    /// The most recently received request, if any.
+    pub fn last_request(&self) -> Option<RecordedRequest> {
+        self.shared.requests().last().cloned()
+    }
+
+    /// How many requests have been received so far.
+    pub fn request_count(&self) -> usize {
+        self.shared.requests().len()
+    }
+
+    /// Queues a response (FIFO): the next request, whatever its path, gets
+    /// it instead of the normal answer. The request is still recorded, and
+    /// the credential is not checked for scripted answers.
+    pub fn script(&self, response: ScriptedResponse) {
+        self.shared.scripts().push_back(response);
+    }
+
+    /// How many client connections have ended so far.
+    pub fn connections_closed(&self) -> usize {
+        self.shared.connections_closed.load(Ordering::SeqCst)
+    }
+}
+
+impl Drop for MockUpstream {
+    fn drop(&mut self) {
+        // The accept task owns the connection tasks (a `JoinSet`), so
+        // aborting it also aborts every connection.
+        self.task.abort();
+    }
+}
+
+impl fmt::Debug for MockUpstream {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("MockUpstream")
+            .field("addr", &self.addr)
+            .field("request_count", &self.request_count())
+            .finish_non_exhaustive()
+    }
+}
+
+/// Configures and starts a [`MockUpstream`].
+#[derive(Debug, Clone)]
+pub struct MockUpstreamBuilder {
+    api_key: String,
+    api_key_header: Option<HeaderName>,
+    no_auth: bool,
+    bind: SocketAddr,
+}
+
+impl Default for MockUpstreamBuilder {
+    fn default() -> Self {
+        Self {
+            api_key: DEFAULT_API_KEY.to_owned(),
+            api_key_header: None,
+            no_auth: false,
+            bind: SocketAddr::from((Ipv4Addr::LOCALHOST, 0)),
+        }
+    }
+}
+
+impl MockUpstreamBuilder {
+    /// The key expected as `Authorization: Bearer <key>` (default `sk-mock-upstream`).
+    #[must_use]
+    pub fn api_key(mut self, key: impl Into<String>) -> Self {
+        self.api_key = key.into();
+        self
+    }
+
+    /// Also accepts the key, raw, in this header (Azure style `api-key`).
+    /// Default: none. An invalid header name is ignored (with a warning).
+    #[must_use]
+    pub fn api_key_header(mut self, name: &'static str) -> Self {
+        match HeaderName::from_bytes(name.as_bytes()) {
+            Ok(name) => self.api_key_header = Some(name),
+            Err(_) => tracing::warn!(name, "mock upstream: ignoring invalid api key header name"),
+        }
+        self
+    }
+
+    /// Accepts any credential, or none.
+    #[must_use]
+    pub fn no_auth(mut self) -> Self {
+        self.no_auth = true;
+        self
+    }
+
+    /// The address to listen on (default `127.0.0.1:0`, an ephemeral port).
+    #[must_use]
+    pub fn bind(mut self, addr: SocketAddr) -> Self {
+        self.bind = addr;
+        self
+    }
+
+    /// Binds the listener and spawns the server on the current Tokio runtime.
+    pub async fn start(self) -> std::io::Result<MockUpstream> {
+        let listener = tokio::net::TcpListener::bind(self.bind).await?;
+        let addr = listener.local_addr()?;
+        let auth = if self.no_auth {
+            Auth::None
+        } else {
+            Auth::Key {
+                key: self.api_key,
+                header: self.api_key_header,
+            }
+        };
+        let shared = Arc::new(Shared {
+            auth,
+            requests: Mutex::new(Vec::new()),
+            scripts: Mutex::new(VecDeque::new()),
+            connections_closed: AtomicUsize::new(0),
+        });
+        let task = tokio::spawn(server::accept_loop(listener, Arc::clone(&shared)));
+        Ok(MockUpstream { addr, shared, task })
+    }
+}
+
+/// One request as the mock upstream received it.
+#[derive(Clone, Debug)]
+pub struct RecordedRequest {
+    /// The request method.
+    pub method: Method,
+    /// The path and query, as received (e.g. `/v1/chat/completions?x=1`).
+    pub path: String,
+    /// All request headers.
+    pub headers: HeaderMap,
+    /// The whole request body (empty if it exceeded the 64 MiB cap or failed to arrive).
+    pub body: Bytes,
+}
+
+impl RecordedRequest {
+    /// The body parsed as JSON, if it is valid JSON.
+    pub fn json(&self) -> Option<serde_json::Value> {
+        serde_json::from_slice(&self.body).ok()
+    }
+
+    /// The first value of header `name` (case-insensitive), if present and
+    /// valid visible ASCII.
+    pub fn header(&self, name: &str) -> Option<&str> {
+        self.headers.get(name)?.to_str().ok()
+    }
+}
+
+/// A canned answer for the next request; queue it with [`MockUpstream::script`].
+#[derive(Clone, Debug)]
+pub struct ScriptedResponse {
+    status: StatusCode,
+    headers: HeaderMap,
+    body: Bytes,
+    delay: Option<Duration>,
+}
+
+impl ScriptedResponse {
+    /// An empty response with this status (an invalid code becomes 500).
+    pub fn new(status: u16) -> Self {
+        let status = StatusCode::from_u16(status).unwrap_or_else(|_| {
+            tracing::warn!(status, "mock upstream: invalid scripted status, using 500");
+            StatusCode::INTERNAL_SERVER_ERROR
+        });
+        Self {
+            status,
+            headers: HeaderMap::new(),
+            body: Bytes::new(),
+            delay: None,
+        }
+    }
+
+    /// Adds a response header (appended; it replaces a default header of the
+    /// same name). Invalid names or values are ignored with a warning.
+    #[must_use]
+    pub fn header(mut self, name: &str, value: &str) -> Self {
+        match (
+            HeaderName::from_bytes(name.as_bytes()),
+            HeaderValue::from_str(value),
+        ) {
+            (Ok(name), Ok(value)) => {
+                self.headers.append(name, value);
+            }
+            _ => tracing::warn!(name, "mock upstream: ignoring invalid scripted header"),
+        }
+        self
+    }
+
+    /// Sets the response body.
+    #[must_use]
+    pub fn body(mut self, body: impl Into<Bytes>) -> Self {
+        self.body = body.into();
+        self
+    }
+
+    /// Sets a JSON body and `content-type: application/json`.
+    #[must_use]
+    pub fn json(mut self, value: serde_json::Value) -> Self {
+        self.headers
+            .insert(CONTENT_TYPE, HeaderValue::from_static("application/json"));
+        self.body = Bytes::from(serde_json::to_vec(&value).unwrap_or_default());
+        self
+    }
+
+    /// Waits this long before sending the response head.
+    #[must_use]
+    pub fn delay(mut self, d: Duration) -> Self {
+        self.delay = Some(d);
+        self
+    }
+
+    /// An OpenAI-shaped error:
+    /// `{"error":{"message":…,"type":…,"param":null,"code":…}}`.
+    pub fn openai_error(status: u16, message: &str, kind: &str, code: Option<&str>) -> Self {
+        Self::new(status).json(serde_json::json!({
+            "error": {"message": message, "type": kind, "param": null, "code": code}
+        }))
+    }
+}
+
+/// How requests are authenticated.
+#[derive(Debug)]
+enum Auth {
+    /// `no_auth`: anything goes.
+    None,
+    /// `Authorization: Bearer <key>`, or `<header>: <key>` when configured.
+    Key {
+        key: String,
+        header: Option<HeaderName>,
+    },
+}
+
+impl Auth {
+    /// `Ok` if the request carries the expected key; otherwise the 401 message.
+    fn check(&self, headers: &HeaderMap) -> Result<(), String> {
+        let Auth::Key { key, header } = self else {
+            return Ok(());
+        };
+        let bearer = headers
+            .get(http::header::AUTHORIZATION)
+            .and_then(|v| v.to_str().ok())
+            .map(|v| {
+                v.strip_prefix("Bearer ")
+                    .or_else(|| v.strip_prefix("bearer "))
+                    .unwrap_or(v)
+                    .trim()
+            });
+        let raw = header
+            .as_ref()
+            .and_then(|name| headers.get(name))
+            .and_then(|v| v.to_str().ok())
+            .map(str::trim);
+        if bearer == Some(key.as_str()) || raw == Some(key.as_str()) {
+            return Ok(());
+        }
+        let provided = bearer.or(raw).unwrap_or("");
+        let prefix: String = provided.chars().take(3).collect();
+        Err(format!("Incorrect API key provided: {prefix}***."))
+    }
+}
+
+/// State shared between the handle and the server tasks.
+#[derive(Debug)]
+struct Shared {
+    auth: Auth,
+    requests: Mutex<Vec<RecordedRequest>>,
+    scripts: Mutex<VecDeque<ScriptedResponse>>,
+    connections_closed: AtomicUsize,
+}
+
+impl Shared {
+    fn requests(&self) -> MutexGuard<'_, Vec<RecordedRequest>> {
+        self.requests.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    fn scripts(&self) -> MutexGuard<'_, VecDeque<ScriptedResponse>> {
+        self.scripts.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    /// Records a request and returns its 1-based sequence number.
+    fn record(&self, request: RecordedRequest) -> u64 {
+        let mut requests = self.requests();
+        requests.push(request);
+        requests.len() as u64
+    }
+
+    fn next_script(&self) -> Option<ScriptedResponse> {
+        self.scripts().pop_front()
+    }
+}

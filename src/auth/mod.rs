@@ -1,0 +1,233 @@
+//! Router keys: `Authorization: Bearer <key>` checked before the body is read.
+//!
+//! [`Auth`] reads the bearer key (scheme case-insensitive, whitespace tolerated), hashes it
+//! with SHA-256 and asks a [`KeyStore`] for the [`Principal`] it stands for; the default
+//! [`MemoryKeyStore`] keeps only digests and compares them in constant time. A request that
+//! passes carries the `Principal` as a request extension and no longer has its
+//! `Authorization` header, so the router key cannot travel further. A missing header, another
+//! scheme, an empty or unknown key is a 401 `invalid_api_key` (the message shows at most a
+//! masked prefix of the key); a store failure is a 503. Rejected requests cost no body read
+//! and never reach an upstream.
+//!
+//! # Example
+//! ```
+//! use ai_router::auth::{AuthLayer, MemoryKeyStore, Principal};
+//! use tower::{ServiceBuilder, ServiceExt};
+//! # async fn demo() -> Result<(), ai_router::BoxError> {
+//! let keys = MemoryKeyStore::new().with_key("sk-router-dev", Principal::new("dev"));
+//! let service = ServiceBuilder::new()
+//!     .layer(AuthLayer::new(keys))
+//!     .service_fn(|request: http::Request<()>| async move {
+//!         let who = request.extensions().get::<Principal>().map(|p| p.name().to_owned());
+//!         Ok::<_, ai_router::BoxError>(http::Response::new(who.unwrap_or_default()))
+//!     });
+//! let request = http::Request::builder()
+//!     .header("authorization", "Bearer sk-router-dev")
+//!     .body(())?;
+//! assert_eq!(service.oneshot(request).await?.body(), "dev");
+//! # Ok(()) }
+//! ```
+
+mod future;
+mod key_store;
+
+use std::task::{Context, Poll};
+
+use http::{HeaderMap, Request, Response, header};
+use tower_layer::Layer;
+use tower_service::Service;
+
+use crate::openai_error::{BoxError, Error};
+
+pub use self::future::ResponseFuture;
+pub use self::key_store::{
+    ApiKeyDigest, InvalidDigest, KeyStore, KeyStoreError, MemoryKeyStore, Principal,
+};
+
+/// Adds [`Auth`]. See the module docs.
+#[derive(Clone, Debug)]
+pub struct AuthLayer<K> {
+    keys: K,
+}
+
+impl<K> AuthLayer<K> {
+    /// A layer checking keys against `keys`.
+    pub fn new(keys: K) -> Self {
+        Self { keys }
+    }
+}
+
+impl<S, K: Clone> Layer<S> for AuthLayer<K> {
+    type Service = Auth<S, K>;
+
+    fn layer(&self, inner: S) -> Self::Service {
+        Auth::new(inner, self.keys.clone())
+    }
+}
+
+/// Checks the router key and adds the caller's [`Principal`]. See the module docs.
+#[derive(Clone, Debug)]
+pub struct Auth<S, K> {
+    inner: S,
+    keys: K,
+}
+
+impl<S, K> Auth<S, K> {
+    /// Wraps `inner`, checking keys against `keys`.
+    pub fn new(inner: S, keys: K) -> Self {
+        Self { inner, keys }
+    }
+
+    /// An [`AuthLayer`].
+    pub fn layer(keys: K) -> AuthLayer<K> {
+        AuthLayer::new(keys)
+    }
+
+    /// The inner service.
+    pub fn get_ref(&self) -> &S {
+        &self.inner
+    }
+
+    /// The inner service, mutably.
+    pub fn get_mut(&mut self) -> &mut S {
+        &mut self.inner
+    }
+
+    /// Unwraps the inner service.
+    pub fn into_inner(self) -> S {
+        self.inner
+    }
+}
+
+impl<S, K, ReqBody, ResBody> Service<Request<ReqBody>> for Auth<S, K>
+where
+    S: Service<Request<ReqBody>, Response = Response<ResBody>> + Clone,
+    S::Error: Into<BoxError>,
+    K: KeyStore,
+{
+    type Response = Response<ResBody>;
+    type Error = BoxError;
+    type Future = ResponseFuture<S, K::Future, ReqBody>;
+
+    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
+        self.inner.poll_ready(cx).map_err(Into::into)
+    }
+
+    fn call(&mut self, mut request: Request<ReqBody>) -> Self::Future {
+        if let Some(value) = request.headers_mut().get_mut(header::AUTHORIZATION) {
+            value.set_sensitive(true);
+        }
+        let digest = match bearer_key(request.headers()) {
+            Ok(key) => ApiKeyDigest::of(key),
+            Err(error) => return ResponseFuture::failed(error),
+        };
+        let lookup = self.keys.lookup(&digest);
+        // The inner service was made ready by `poll_ready`: take it, and leave a fresh clone
+        // behind for the next request.
+        let inner = self.inner.clone();
+        let inner = std::mem::replace(&mut self.inner, inner);
+        ResponseFuture::lookup(lookup, request, inner)
+    }
+}
+
+/// The key of an `Authorization: Bearer <key>` header.
+fn bearer_key(headers: &HeaderMap) -> Result<&str, Error> {
+    let value = headers
+        .get(header::AUTHORIZATION)
+        .ok_or_else(Error::missing_api_key)?;
+    let value = value
+        .to_str()
+        .map_err(|_| Error::malformed_authorization())?
+        .trim();
+    let (scheme, key) = value
+        .split_once(|c: char| c.is_ascii_whitespace())
+        .ok_or_else(Error::malformed_authorization)?;
+    let key = key.trim();
+    if !scheme.eq_ignore_ascii_case("bearer") || key.is_empty() {
+        return Err(Error::malformed_authorization());
+    }
+    Ok(key)
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used)]
+mod tests {
+    use super::*;
+    use std::convert::Infallible;
+    use tower::{ServiceBuilder, ServiceExt};
+
+    async fn call(authorization: Option<&str>) -> Result<Response<String>, BoxError> {
+        let keys = MemoryKeyStore::new().with_key("sk-router-good", Principal::new("good"));
+        let service = ServiceBuilder::new()
+            .layer(AuthLayer::new(keys))
+            .service_fn(|request: Request<()>| async move {
+                assert!(request.headers().get(header::AUTHORIZATION).is_none());
+                let who = request.extensions().get::<Principal>().unwrap();
+                Ok::<_, Infallible>(Response::new(who.name().to_owned()))
+            });
+        let mut request = Request::builder();
+        if let Some(value) = authorization {
+            request = request.header(header::AUTHORIZATION, value);
+        }
+        service.oneshot(request.body(()).unwrap()).await
+    }
+
+    fn refusal(result: Result<Response<String>, BoxError>) -> Error {
+        *result.unwrap_err().downcast::<Error>().unwrap()
+    }
+
+    #[tokio::test]
+    async fn accepts_bearer_in_any_case_with_spaces() {
+        for header in [
+            "Bearer sk-router-good",
+            "bearer sk-router-good",
+            "BEARER   sk-router-good  ",
+            "  Bearer\tsk-router-good",
+        ] {
+            assert_eq!(call(Some(header)).await.unwrap().body(), "good", "{header}");
+        }
+    }
+
+    #[tokio::test]
+    async fn refuses_each_malformed_form() {
+        for header in [
+            None,
+            Some("Basic abc"),
+            Some("Bearer"),
+            Some("Bearer   "),
+            Some("sk-router-good"),
+        ] {
+            let error = refusal(call(header).await);
+            assert!(error.is_unauthorized(), "{header:?}");
+        }
+        let error = refusal(call(Some("Bearer sk-router-bad")).await);
+        assert!(error.is_unauthorized());
+        assert_eq!(error.code(), Some("invalid_api_key"));
+        assert!(!error.to_string().contains("router-bad"));
+    }
+
+    #[derive(Clone)]
+    struct BrokenStore;
+
+    impl KeyStore for BrokenStore {
+        type Future = std::future::Ready<Result<Option<Principal>, KeyStoreError>>;
+        fn lookup(&self, _: &ApiKeyDigest) -> Self::Future {
+            std::future::ready(Err(KeyStoreError::new("connection refused")))
+        }
+    }
+
+    #[tokio::test]
+    async fn a_failing_store_never_allows() {
+        let service = ServiceBuilder::new()
+            .layer(AuthLayer::new(BrokenStore))
+            .service_fn(|_: Request<()>| async {
+                Ok::<_, Infallible>(Response::new(String::new()))
+            });
+        let request = Request::builder()
+            .header(header::AUTHORIZATION, "Bearer x")
+            .body(())
+            .unwrap();
+        let error = refusal(service.oneshot(request).await);
+        assert_eq!(error.status(), http::StatusCode::SERVICE_UNAVAILABLE);
+    }
+}

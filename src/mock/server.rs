@@ -1,0 +1,164 @@
+//! Accept loop, per-connection serving and the request pipeline
+//! (read → record → script / auth → route).
+
+use std::convert::Infallible;
+use std::sync::Arc;
+use std::sync::atomic::Ordering;
+use std::time::Duration;
+
+use bytes::Bytes;
+use http::header::{CONTENT_TYPE, HeaderName, HeaderValue};
+use http::{HeaderMap, Request, Response, StatusCode};
+use http_body_util::{BodyExt, LengthLimitError, Limited};
+use hyper::body::Incoming;
+use hyper::service::service_fn;
+use hyper_util::rt::{TokioExecutor, TokioIo};
+use hyper_util::server::conn::auto;
+use tokio::net::TcpListener;
+use tokio::task::JoinSet;
+
+use super::body::MockBody;
+use super::endpoints::{self, Reply};
+use super::{RecordedRequest, ScriptedResponse, Shared};
+
+/// Request bodies larger than this are answered with 413.
+const MAX_BODY: usize = 64 * 1024 * 1024;
+
+/// Accepts connections until aborted; dropping this future (abort) drops the
+/// `JoinSet`, which aborts every connection task.
+pub(super) async fn accept_loop(listener: TcpListener, shared: Arc<Shared>) {
+    let builder = Arc::new(auto::Builder::new(TokioExecutor::new()));
+    let mut connections = JoinSet::new();
+    loop {
+        let stream = match listener.accept().await {
+            Ok((stream, _peer)) => stream,
+            Err(err) => {
+                // e.g. EMFILE: back off briefly instead of spinning.
+                tracing::warn!(%err, "mock upstream: accept failed");
+                tokio::time::sleep(Duration::from_millis(10)).await;
+                continue;
+            }
+        };
+        // Reap finished connection tasks so the set does not grow forever.
+        while connections.try_join_next().is_some() {}
+        if let Err(err) = stream.set_nodelay(true) {
+            tracing::debug!(%err, "mock upstream: set_nodelay failed");
+        }
+        let builder = Arc::clone(&builder);
+        let shared = Arc::clone(&shared);
+        connections.spawn(async move {
+            let service = {
+                let shared = Arc::clone(&shared);
+                service_fn(move |request| {
+                    let shared = Arc::clone(&shared);
+                    async move { Ok::<_, Infallible>(handle(&shared, request).await) }
+                })
+            };
+            if let Err(err) = builder
+                .serve_connection(TokioIo::new(stream), service)
+                .await
+            {
+                tracing::debug!(err = %err, "mock upstream: connection ended with an error");
+            }
+            shared.connections_closed.fetch_add(1, Ordering::SeqCst);
+        });
+    }
+}
+
+/// Serves one request.
+async fn handle(shared: &Shared, request: Request<Incoming>) -> Response<MockBody> {
+    let (parts, body) = request.into_parts();
+
+    // Read (and record) the whole body before answering.
+    let (body, body_error) = match Limited::new(body, MAX_BODY).collect().await {
+        Ok(collected) => (collected.to_bytes(), None),
+        Err(err) if err.downcast_ref::<LengthLimitError>().is_some() => {
+            (Bytes::new(), Some(StatusCode::PAYLOAD_TOO_LARGE))
+        }
+        Err(_) => (Bytes::new(), Some(StatusCode::BAD_REQUEST)),
+    };
+    let auth = shared.auth.check(&parts.headers);
+    let path = parts
+        .uri
+        .path_and_query()
+        .map_or_else(|| parts.uri.path().to_owned(), |pq| pq.as_str().to_owned());
+    let n = shared.record(RecordedRequest {
+        method: parts.method.clone(),
+        path,
+        headers: parts.headers,
+        body: body.clone(),
+    });
+
+    let reply = match body_error {
+        Some(StatusCode::PAYLOAD_TOO_LARGE) => endpoints::error(
+            StatusCode::PAYLOAD_TOO_LARGE,
+            "Request body too large: the limit is 64 MiB.",
+            "invalid_request_error",
+            None,
+        ),
+        Some(status) => endpoints::error(
+            status,
+            "The request body could not be read.",
+            "invalid_request_error",
+            None,
+        ),
+        None => {
+            if let Some(scripted) = shared.next_script() {
+                return scripted_response(scripted, n).await;
+            }
+            match auth {
+                Ok(()) => endpoints::route(&parts.method, parts.uri.path(), &body, n),
+                Err(message) => endpoints::error(
+                    StatusCode::UNAUTHORIZED,
+                    &message,
+                    "invalid_request_error",
+                    Some("invalid_api_key"),
+                ),
+            }
+        }
+    };
+    finish(reply, n)
+}
+
+/// Turns an endpoint reply into a response with the standard headers.
+fn finish(reply: Reply, n: u64) -> Response<MockBody> {
+    let mut response = Response::new(reply.body);
+    *response.status_mut() = reply.status;
+    let headers = response.headers_mut();
+    headers.insert(CONTENT_TYPE, HeaderValue::from_static(reply.content_type));
+    standard_headers(headers, n);
+    response
+}
+
+/// Answers with a scripted response (after its delay).
+async fn scripted_response(scripted: ScriptedResponse, n: u64) -> Response<MockBody> {
+    if let Some(delay) = scripted.delay {
+        tokio::time::sleep(delay).await;
+    }
+    let mut response = Response::new(MockBody::full(scripted.body));
+    *response.status_mut() = scripted.status;
+    let headers = response.headers_mut();
+    standard_headers(headers, n);
+    // Replaces the defaults with the same names; keeps repeated values.
+    headers.extend(scripted.headers);
+    response
+}
+
+/// The headers every mock response carries.
+fn standard_headers(headers: &mut HeaderMap, n: u64) {
+    if let Ok(id) = HeaderValue::try_from(format!("mock-req-{n}")) {
+        headers.insert(HeaderName::from_static("x-request-id"), id);
+    }
+    headers.insert(
+        HeaderName::from_static("openai-processing-ms"),
+        HeaderValue::from_static("1"),
+    );
+    headers.insert(
+        HeaderName::from_static("x-ratelimit-limit-requests"),
+        HeaderValue::from_static("10000"),
+    );
+    headers.insert(
+        HeaderName::from_static("x-ratelimit-remaining-requests"),
+        HeaderValue::from_static("9999"),
+    );
+}

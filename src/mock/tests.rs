@@ -1,0 +1,790 @@
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use http::{HeaderMap, Method, Request, StatusCode};
+use http_body_util::{BodyExt, Full};
+use hyper_util::client::legacy::Client;
+use hyper_util::client::legacy::connect::HttpConnector;
+use hyper_util::rt::TokioExecutor;
+use serde_json::{Value, json};
+
+use super::{MockUpstream, ScriptedResponse};
+
+const KEY: &str = "sk-mock-upstream";
+
+struct Answer {
+    status: StatusCode,
+    headers: HeaderMap,
+    /// The body as received, one entry per data frame.
+    frames: Vec<Bytes>,
+}
+
+impl Answer {
+    fn body(&self) -> Vec<u8> {
+        self.frames.concat()
+    }
+
+    fn json(&self) -> Value {
+        serde_json::from_slice(&self.body()).expect("json body")
+    }
+
+    fn text(&self) -> String {
+        String::from_utf8(self.body()).expect("utf-8 body")
+    }
+
+    fn header(&self, name: &str) -> &str {
+        self.headers
+            .get(name)
+            .and_then(|v| v.to_str().ok())
+            .unwrap_or("")
+    }
+}
+
+fn client() -> Client<HttpConnector, Full<Bytes>> {
+    Client::builder(TokioExecutor::new()).build_http()
+}
+
+async fn call_with(
+    client: &Client<HttpConnector, Full<Bytes>>,
+    mock: &MockUpstream,
+    method: Method,
+    path: &str,
+    key: Option<&str>,
+    body: impl Into<Bytes>,
+) -> Answer {
+    let mut request = Request::builder()
+        .method(method)
+        .uri(format!("http://{}{}", mock.addr(), path))
+        .header("content-type", "application/json");
+    if let Some(key) = key {
+        request = request.header("authorization", format!("Bearer {key}"));
+    }
+    let response = client
+        .request(request.body(Full::new(body.into())).unwrap())
+        .await
+        .expect("request");
+    let (parts, mut body) = response.into_parts();
+    let mut frames = Vec::new();
+    while let Some(frame) = body.frame().await {
+        if let Ok(data) = frame.expect("frame").into_data() {
+            frames.push(data);
+        }
+    }
+    Answer {
+        status: parts.status,
+        headers: parts.headers,
+        frames,
+    }
+}
+
+async fn post(mock: &MockUpstream, path: &str, body: Value) -> Answer {
+    call_with(
+        &client(),
+        mock,
+        Method::POST,
+        path,
+        Some(KEY),
+        body.to_string(),
+    )
+    .await
+}
+
+/// The `data:` payloads of an SSE body.
+fn sse_data(text: &str) -> Vec<&str> {
+    text.split("\n\n")
+        .filter(|frame| !frame.is_empty())
+        .filter_map(|frame| frame.lines().find_map(|l| l.strip_prefix("data: ")))
+        .collect()
+}
+
+#[tokio::test]
+async fn chat_completion_shape_and_recording() {
+    let mock = MockUpstream::start().await.unwrap();
+    assert!(mock.base_url().starts_with("http://127.0.0.1:"));
+    assert!(mock.base_url().ends_with("/v1"));
+    let request = json!({
+        "model": "gpt-test",
+        "messages": [
+            {"role": "system", "content": "be brief"},
+            {"role": "user", "content": "hello \"world\""}
+        ]
+    });
+    let answer = post(&mock, "/v1/chat/completions?trace=1", request.clone()).await;
+    assert_eq!(answer.status, StatusCode::OK);
+    assert_eq!(answer.header("content-type"), "application/json");
+    assert_eq!(answer.header("x-request-id"), "mock-req-1");
+    assert_eq!(answer.header("openai-processing-ms"), "1");
+    assert_eq!(answer.header("x-ratelimit-limit-requests"), "10000");
+    assert_eq!(answer.header("x-ratelimit-remaining-requests"), "9999");
+    let body = answer.json();
+    assert_eq!(body["id"], "chatcmpl-mock-1");
+    assert_eq!(body["object"], "chat.completion");
+    assert_eq!(body["created"], 1_700_000_000);
+    assert_eq!(body["model"], "gpt-test");
+    let choice = &body["choices"][0];
+    assert_eq!(choice["index"], 0);
+    assert_eq!(choice["finish_reason"], "stop");
+    assert_eq!(choice["message"]["role"], "assistant");
+    assert_eq!(choice["message"]["content"], "mock reply: hello \"world\"");
+    assert!(choice["message"]["refusal"].is_null());
+    let usage = &body["usage"];
+    assert_eq!(usage["completion_tokens"], 4);
+    assert_eq!(
+        usage["total_tokens"].as_u64().unwrap(),
+        usage["prompt_tokens"].as_u64().unwrap() + 4
+    );
+
+    assert_eq!(mock.request_count(), 1);
+    let recorded = mock.last_request().unwrap();
+    assert_eq!(recorded.method, Method::POST);
+    assert_eq!(recorded.path, "/v1/chat/completions?trace=1");
+    assert_eq!(
+        recorded.header("authorization"),
+        Some("Bearer sk-mock-upstream")
+    );
+    assert_eq!(recorded.header("Content-Type"), Some("application/json"));
+    assert_eq!(recorded.json(), Some(request));
+
+    let second = post(
+        &mock,
+        "/v1/chat/completions",
+        json!({"model": "m", "messages": []}),
+    )
+    .await;
+    assert_eq!(second.json()["id"], "chatcmpl-mock-2");
+    assert_eq!(
+        second.json()["choices"][0]["message"]["content"],
+        "mock reply: "
+    );
+    assert_eq!(mock.requests().len(), 2);
+    assert_eq!(mock.requests()[0].path, "/v1/chat/completions?trace=1");
+}
+
+#[tokio::test]
+async fn wrong_or_missing_key_is_401() {
+    let mock = MockUpstream::builder()
+        .api_key("sk-right")
+        .start()
+        .await
+        .unwrap();
+    let body = json!({"model": "m", "messages": []}).to_string();
+    let client = client();
+    let wrong = call_with(
+        &client,
+        &mock,
+        Method::POST,
+        "/v1/chat/completions",
+        Some("sk-wrong"),
+        body.clone(),
+    )
+    .await;
+    assert_eq!(wrong.status, StatusCode::UNAUTHORIZED);
+    assert_eq!(wrong.header("content-type"), "application/json");
+    assert_eq!(
+        wrong.json(),
+        json!({"error": {
+            "message": "Incorrect API key provided: sk-***.",
+            "type": "invalid_request_error",
+            "param": null,
+            "code": "invalid_api_key"
+        }})
+    );
+    let missing = call_with(&client, &mock, Method::GET, "/v1/models", None, "").await;
+    assert_eq!(missing.status, StatusCode::UNAUTHORIZED);
+    let right = call_with(
+        &client,
+        &mock,
+        Method::GET,
+        "/v1/models",
+        Some("sk-right"),
+        "",
+    )
+    .await;
+    assert_eq!(right.status, StatusCode::OK);
+    // Rejected requests are recorded too.
+    assert_eq!(mock.request_count(), 3);
+}
+
+#[tokio::test]
+async fn api_key_header_and_no_auth() {
+    let mock = MockUpstream::builder()
+        .api_key("azure-key")
+        .api_key_header("api-key")
+        .start()
+        .await
+        .unwrap();
+    let request = |key: &str| {
+        Request::get(format!("http://{}/v1/models", mock.addr()))
+            .header("api-key", key)
+            .body(Full::new(Bytes::new()))
+            .unwrap()
+    };
+    let client = client();
+    let ok = client.request(request("azure-key")).await.unwrap();
+    assert_eq!(ok.status(), StatusCode::OK);
+    let bad = client.request(request("nope")).await.unwrap();
+    assert_eq!(bad.status(), StatusCode::UNAUTHORIZED);
+
+    let open = MockUpstream::builder().no_auth().start().await.unwrap();
+    let answer = call_with(&client, &open, Method::GET, "/v1/models", None, "").await;
+    assert_eq!(answer.status, StatusCode::OK);
+    assert_eq!(answer.json()["data"][0]["id"], "mock-model");
+}
+
+#[tokio::test]
+async fn scripted_response_is_consumed_once() {
+    let mock = MockUpstream::start().await.unwrap();
+    mock.script(
+        ScriptedResponse::openai_error(429, "slow down", "requests", Some("rate_limit_exceeded"))
+            .header("retry-after", "1")
+            .header("x-request-id", "scripted-id"),
+    );
+    mock.script(
+        ScriptedResponse::new(200)
+            .body("plain")
+            .delay(Duration::from_millis(50)),
+    );
+    let client = client();
+    // Scripted answers skip the key check and ignore the path.
+    let first = call_with(&client, &mock, Method::POST, "/anything", Some("bad"), "{").await;
+    assert_eq!(first.status, StatusCode::TOO_MANY_REQUESTS);
+    assert_eq!(first.header("retry-after"), "1");
+    assert_eq!(first.header("x-request-id"), "scripted-id");
+    assert_eq!(first.header("content-type"), "application/json");
+    assert_eq!(
+        first.json(),
+        json!({"error": {"message": "slow down", "type": "requests", "param": null, "code": "rate_limit_exceeded"}})
+    );
+
+    let started = Instant::now();
+    let second = call_with(&client, &mock, Method::GET, "/v1/models", None, "").await;
+    assert!(started.elapsed() >= Duration::from_millis(50));
+    assert_eq!(second.status, StatusCode::OK);
+    assert_eq!(second.text(), "plain");
+    assert_eq!(second.header("x-request-id"), "mock-req-2");
+
+    let third = post(
+        &mock,
+        "/v1/chat/completions",
+        json!({"model": "m", "messages": []}),
+    )
+    .await;
+    assert_eq!(third.status, StatusCode::OK);
+    assert_eq!(third.json()["object"], "chat.completion");
+    assert_eq!(mock.request_count(), 3);
+    assert_eq!(mock.requests()[0].path, "/anything");
+}
+
+#[tokio::test]
+async fn streaming_chat_sends_frames_and_done() {
+    let mock = MockUpstream::start().await.unwrap();
+    let answer = post(
+        &mock,
+        "/v1/chat/completions",
+        json!({
+            "model": "gpt-stream",
+            "stream": true,
+            "stream_options": {"include_usage": true},
+            "messages": [{"role": "user", "content": "one two"}]
+        }),
+    )
+    .await;
+    assert_eq!(answer.status, StatusCode::OK);
+    assert_eq!(answer.header("content-type"), "text/event-stream");
+    let text = answer.text();
+    assert!(text.ends_with("data: [DONE]\n\n"));
+    let data = sse_data(&text);
+    // role, 4 words ("mock", " reply:", " one", " two"), stop, usage, [DONE]
+    assert_eq!(data.len(), 8);
+    let chunks: Vec<Value> = data[..7]
+        .iter()
+        .map(|d| serde_json::from_str(d).unwrap())
+        .collect();
+    assert!(chunks.iter().all(|c| c["object"] == "chat.completion.chunk"
+        && c["id"] == "chatcmpl-mock-1"
+        && c["model"] == "gpt-stream"));
+    assert_eq!(chunks[0]["choices"][0]["delta"]["role"], "assistant");
+    let content: String = chunks[1..5]
+        .iter()
+        .map(|c| c["choices"][0]["delta"]["content"].as_str().unwrap())
+        .collect();
+    assert_eq!(content, "mock reply: one two");
+    assert_eq!(chunks[5]["choices"][0]["finish_reason"], "stop");
+    assert_eq!(chunks[5]["choices"][0]["delta"], json!({}));
+    assert_eq!(chunks[6]["choices"], json!([]));
+    assert_eq!(chunks[6]["usage"]["completion_tokens"], 4);
+
+    // Without include_usage: no usage chunk.
+    let plain = post(
+        &mock,
+        "/v1/chat/completions",
+        json!({"model": "m", "stream": true, "messages": [{"role": "user", "content": "x"}]}),
+    )
+    .await;
+    let text = plain.text();
+    assert_eq!(sse_data(&text).len(), 1 + 3 + 1 + 1);
+}
+
+#[tokio::test]
+async fn errors_not_found_and_bad_json() {
+    let mock = MockUpstream::start().await.unwrap();
+    let client = client();
+    let missing = call_with(&client, &mock, Method::POST, "/v1/nope", Some(KEY), "{}").await;
+    assert_eq!(missing.status, StatusCode::NOT_FOUND);
+    assert_eq!(
+        missing.json(),
+        json!({"error": {"message": "Invalid URL (POST /v1/nope)", "type": "invalid_request_error", "param": null, "code": null}})
+    );
+    let wrong_method = call_with(
+        &client,
+        &mock,
+        Method::GET,
+        "/v1/chat/completions",
+        Some(KEY),
+        "",
+    )
+    .await;
+    assert_eq!(wrong_method.status, StatusCode::NOT_FOUND);
+    for body in ["{not json", "", "[1,2"] {
+        let bad = call_with(
+            &client,
+            &mock,
+            Method::POST,
+            "/v1/chat/completions",
+            Some(KEY),
+            body,
+        )
+        .await;
+        assert_eq!(bad.status, StatusCode::BAD_REQUEST, "{body:?}");
+        assert_eq!(bad.json()["error"]["type"], "invalid_request_error");
+    }
+    let wrong_shape = call_with(
+        &client,
+        &mock,
+        Method::POST,
+        "/v1/embeddings",
+        Some(KEY),
+        r#"{"model":"m"}"#,
+    )
+    .await;
+    assert_eq!(wrong_shape.status, StatusCode::BAD_REQUEST);
+    assert_eq!(mock.request_count(), 6);
+}
+
+#[tokio::test]
+async fn oversized_body_is_413_and_not_scripted() {
+    let mock = MockUpstream::start().await.unwrap();
+    mock.script(ScriptedResponse::new(204));
+    let body = Bytes::from(vec![b' '; 64 * 1024 * 1024 + 1]);
+    let answer = call_with(
+        &client(),
+        &mock,
+        Method::POST,
+        "/v1/embeddings",
+        Some(KEY),
+        body,
+    )
+    .await;
+    assert_eq!(answer.status, StatusCode::PAYLOAD_TOO_LARGE);
+    assert_eq!(mock.request_count(), 1);
+    assert!(mock.last_request().unwrap().body.is_empty());
+    let next = call_with(&client(), &mock, Method::GET, "/v1/models", None, "").await;
+    assert_eq!(next.status, StatusCode::NO_CONTENT);
+}
+
+#[tokio::test]
+async fn other_endpoints() {
+    let mock = MockUpstream::start().await.unwrap();
+
+    let completion = post(
+        &mock,
+        "/v1/completions",
+        json!({"model": "c", "prompt": "hi"}),
+    )
+    .await;
+    let body = completion.json();
+    assert_eq!(body["object"], "text_completion");
+    assert_eq!(body["id"], "cmpl-mock-1");
+    assert_eq!(body["choices"][0]["text"], "mock completion");
+    assert!(body["usage"]["total_tokens"].is_u64());
+
+    let embeddings = post(
+        &mock,
+        "/v1/embeddings",
+        json!({"model": "e", "input": ["a", "b", [1, 2, 3]]}),
+    )
+    .await
+    .json();
+    assert_eq!(embeddings["object"], "list");
+    assert_eq!(embeddings["data"].as_array().unwrap().len(), 3);
+    assert_eq!(embeddings["data"][2]["index"], 2);
+    assert_eq!(
+        embeddings["data"][0]["embedding"].as_array().unwrap().len(),
+        8
+    );
+    let again = post(&mock, "/v1/embeddings", json!({"model": "e", "input": "a"}))
+        .await
+        .json();
+    assert_eq!(
+        again["data"][0]["embedding"],
+        embeddings["data"][0]["embedding"]
+    );
+    assert_ne!(
+        embeddings["data"][1]["embedding"],
+        embeddings["data"][0]["embedding"]
+    );
+    let tokens = post(
+        &mock,
+        "/v1/embeddings",
+        json!({"model": "e", "input": [1, 2]}),
+    )
+    .await
+    .json();
+    assert_eq!(tokens["data"].as_array().unwrap().len(), 1);
+    assert_eq!(tokens["usage"]["prompt_tokens"], 2);
+
+    let rerank = post(
+        &mock,
+        "/v1/rerank",
+        json!({
+            "model": "r",
+            "query": "red apple",
+            "documents": ["blue sky", {"text": "a red apple"}, "red car"],
+            "top_n": 2,
+            "return_documents": true
+        }),
+    )
+    .await
+    .json();
+    let results = rerank["results"].as_array().unwrap();
+    assert_eq!(results.len(), 2);
+    assert_eq!(results[0]["index"], 1);
+    assert_eq!(results[0]["relevance_score"], 1.0);
+    assert_eq!(results[0]["document"]["text"], "a red apple");
+    assert_eq!(results[1]["index"], 2);
+    assert!(rerank["id"].as_str().unwrap().starts_with("rerank-mock-"));
+    let bare = post(
+        &mock,
+        "/v1/rerank",
+        json!({"model": "r", "query": "x", "documents": ["x"]}),
+    )
+    .await
+    .json();
+    assert!(bare["results"][0].get("document").is_none());
+
+    let images = post(
+        &mock,
+        "/v1/images/generations",
+        json!({"prompt": "p", "n": 2}),
+    )
+    .await;
+    let images = images.json();
+    assert_eq!(images["created"], 1_700_000_000);
+    assert_eq!(images["data"].as_array().unwrap().len(), 2);
+    assert!(images["data"][0]["b64_json"].is_string());
+    let urls = post(
+        &mock,
+        "/v1/images/generations",
+        json!({"prompt": "p", "response_format": "url"}),
+    )
+    .await
+    .json();
+    assert!(urls["data"][0]["url"].is_string());
+
+    let speech = post(
+        &mock,
+        "/v1/audio/speech",
+        json!({"model": "tts", "input": "hello", "voice": "alloy", "response_format": "wav"}),
+    )
+    .await;
+    assert_eq!(speech.status, StatusCode::OK);
+    assert_eq!(speech.header("content-type"), "audio/wav");
+    let audio = speech.body();
+    assert!(audio.starts_with(b"ID3hellohello"));
+    assert!(audio.len() >= 1024);
+    let mp3 = post(
+        &mock,
+        "/v1/audio/speech",
+        json!({"model": "tts", "input": "x"}),
+    )
+    .await;
+    assert_eq!(mp3.header("content-type"), "audio/mpeg");
+
+    let model = call_with(
+        &client(),
+        &mock,
+        Method::GET,
+        "/v1/models/gpt-x",
+        Some(KEY),
+        "",
+    )
+    .await
+    .json();
+    assert_eq!(
+        model,
+        json!({"id": "gpt-x", "object": "model", "created": 1_700_000_000, "owned_by": "mock"})
+    );
+}
+
+#[tokio::test]
+async fn audio_arrives_in_several_frames() {
+    let mock = MockUpstream::start().await.unwrap();
+    let speech = post(
+        &mock,
+        "/v1/audio/speech",
+        json!({"model": "tts", "input": "hi"}),
+    )
+    .await;
+    // Frame boundaries on the client side are not guaranteed, but the body is
+    // streamed (chunked), not length-delimited.
+    assert!(speech.headers.get("content-length").is_none());
+    assert!(!speech.frames.is_empty());
+}
+
+#[tokio::test]
+async fn responses_plain_and_streaming() {
+    let mock = MockUpstream::start().await.unwrap();
+    let plain = post(
+        &mock,
+        "/v1/responses",
+        json!({"model": "gpt-r", "input": "hi there"}),
+    )
+    .await
+    .json();
+    assert_eq!(plain["id"], "resp-mock-1");
+    assert_eq!(plain["object"], "response");
+    assert_eq!(plain["status"], "completed");
+    assert_eq!(plain["model"], "gpt-r");
+    assert_eq!(
+        plain["output"][0]["content"][0]["text"],
+        "mock reply: hi there"
+    );
+
+    let stream = post(
+        &mock,
+        "/v1/responses",
+        json!({"model": "gpt-r", "input": [{"role": "user", "content": "a b"}], "stream": true}),
+    )
+    .await;
+    assert_eq!(stream.header("content-type"), "text/event-stream");
+    let text = stream.text();
+    assert!(!text.contains("[DONE]"));
+    let events: Vec<Value> = sse_data(&text)
+        .iter()
+        .map(|d| serde_json::from_str(d).unwrap())
+        .collect();
+    let types: Vec<&str> = events.iter().map(|e| e["type"].as_str().unwrap()).collect();
+    assert_eq!(
+        types,
+        [
+            "response.created",
+            "response.output_text.delta",
+            "response.output_text.delta",
+            "response.output_text.delta",
+            "response.output_text.delta",
+            "response.completed"
+        ]
+    );
+    for (i, event) in events.iter().enumerate() {
+        assert_eq!(event["sequence_number"], i);
+    }
+    assert!(text.starts_with("event: response.created\ndata: "));
+    assert_eq!(
+        events[5]["response"]["output"][0]["content"][0]["text"],
+        "mock reply: a b"
+    );
+}
+
+#[tokio::test]
+async fn h2c_is_served() {
+    let mock = MockUpstream::start().await.unwrap();
+    let client: Client<HttpConnector, Full<Bytes>> = Client::builder(TokioExecutor::new())
+        .http2_only(true)
+        .build_http();
+    let answer = call_with(
+        &client,
+        &mock,
+        Method::POST,
+        "/v1/chat/completions",
+        Some(KEY),
+        json!({"model": "h2", "stream": true, "messages": []}).to_string(),
+    )
+    .await;
+    assert_eq!(answer.status, StatusCode::OK);
+    assert!(answer.text().ends_with("data: [DONE]\n\n"));
+    assert_eq!(mock.last_request().unwrap().path, "/v1/chat/completions");
+}
+
+#[tokio::test]
+async fn closed_connections_are_counted_and_drop_stops_the_server() {
+    let mock = MockUpstream::start().await.unwrap();
+    let addr = mock.addr();
+    {
+        let client = client();
+        let answer = call_with(&client, &mock, Method::GET, "/v1/models", Some(KEY), "").await;
+        assert_eq!(answer.status, StatusCode::OK);
+        assert_eq!(mock.connections_closed(), 0);
+    }
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while mock.connections_closed() < 1 {
+        assert!(Instant::now() < deadline, "connection close not counted");
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    assert_eq!(mock.connections_closed(), 1);
+
+    drop(mock);
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while tokio::net::TcpStream::connect(addr).await.is_ok() {
+        assert!(
+            Instant::now() < deadline,
+            "server still accepting after drop"
+        );
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+}
+
+/// The bodies deserialize into the official client's types.
+mod async_openai_types {
+    use super::*;
+    use async_openai::types::{chat, completions, embeddings, models, moderations, responses};
+
+    fn parse<T: serde::de::DeserializeOwned>(answer: &Answer) -> T {
+        serde_json::from_slice(&answer.body())
+            .unwrap_or_else(|err| panic!("{err}: {}", answer.text()))
+    }
+
+    #[tokio::test]
+    async fn bodies_deserialize() {
+        let mock = MockUpstream::start().await.unwrap();
+
+        let chat = post(
+            &mock,
+            "/v1/chat/completions",
+            json!({"model": "m", "messages": [{"role": "user", "content": "hi"}]}),
+        )
+        .await;
+        let chat: chat::CreateChatCompletionResponse = parse(&chat);
+        assert_eq!(
+            chat.choices[0].message.content.as_deref(),
+            Some("mock reply: hi")
+        );
+
+        let stream = post(
+            &mock,
+            "/v1/chat/completions",
+            json!({"model": "m", "stream": true, "stream_options": {"include_usage": true},
+                   "messages": [{"role": "user", "content": "hi"}]}),
+        )
+        .await;
+        let text = stream.text();
+        for data in sse_data(&text).into_iter().filter(|d| *d != "[DONE]") {
+            let _chunk: chat::CreateChatCompletionStreamResponse =
+                serde_json::from_str(data).unwrap_or_else(|err| panic!("{err}: {data}"));
+        }
+
+        let completion = post(
+            &mock,
+            "/v1/completions",
+            json!({"model": "m", "prompt": "x"}),
+        )
+        .await;
+        let completion: completions::CreateCompletionResponse = parse(&completion);
+        assert_eq!(completion.choices[0].text, "mock completion");
+
+        let emb = post(
+            &mock,
+            "/v1/embeddings",
+            json!({"model": "m", "input": ["a", "b"]}),
+        )
+        .await;
+        let emb: embeddings::CreateEmbeddingResponse = parse(&emb);
+        assert_eq!(emb.data.len(), 2);
+        assert_eq!(emb.data[0].embedding.len(), 8);
+        let b64 = post(
+            &mock,
+            "/v1/embeddings",
+            json!({"model": "m", "input": "a", "encoding_format": "base64", "dimensions": 4}),
+        )
+        .await;
+        let b64: embeddings::CreateBase64EmbeddingResponse = parse(&b64);
+        assert_eq!(b64.data[0].embedding.0.len(), 24); // 16 bytes → 24 base64 chars
+
+        for input in [json!("x"), json!(["x", "y"])] {
+            let moderation = post(&mock, "/v1/moderations", json!({"input": input})).await;
+            let moderation: moderations::CreateModerationResponse = parse(&moderation);
+            assert!(moderation.results.iter().all(|r| !r.flagged));
+        }
+        let multimodal = post(
+            &mock,
+            "/v1/moderations",
+            json!({"model": "omni", "input": [
+                {"type": "text", "text": "x"},
+                {"type": "image_url", "image_url": {"url": "data:,"}}
+            ]}),
+        )
+        .await;
+        let multimodal: moderations::CreateModerationResponse = parse(&multimodal);
+        assert_eq!(multimodal.results.len(), 1);
+        assert_eq!(
+            multimodal.results[0]
+                .category_applied_input_types
+                .violence
+                .len(),
+            2
+        );
+
+        let response = post(&mock, "/v1/responses", json!({"model": "m", "input": "hi"})).await;
+        let response: responses::Response = parse(&response);
+        assert_eq!(response.status, responses::Status::Completed);
+        assert_eq!(response.usage.map(|u| u.output_tokens), Some(3));
+
+        let stream = post(
+            &mock,
+            "/v1/responses",
+            json!({"model": "m", "input": "hi", "stream": true}),
+        )
+        .await;
+        let text = stream.text();
+        let events: Vec<responses::ResponseStreamEvent> = sse_data(&text)
+            .into_iter()
+            .map(|data| serde_json::from_str(data).unwrap_or_else(|err| panic!("{err}: {data}")))
+            .collect();
+        assert!(matches!(
+            events.last(),
+            Some(responses::ResponseStreamEvent::ResponseCompleted(_))
+        ));
+
+        let list = call_with(&client(), &mock, Method::GET, "/v1/models", Some(KEY), "").await;
+        let list: models::ListModelResponse = parse(&list);
+        assert_eq!(list.data[0].id, "mock-model");
+        let one = call_with(&client(), &mock, Method::GET, "/v1/models/x", Some(KEY), "").await;
+        let one: models::Model = parse(&one);
+        assert_eq!(one.id, "x");
+    }
+}
+
+#[tokio::test]
+async fn client_disconnect_during_delay_is_counted() {
+    let mock = MockUpstream::start().await.unwrap();
+    mock.script(ScriptedResponse::new(200).delay(Duration::from_secs(3)));
+    let started = Instant::now();
+    {
+        let client = client();
+        let pending = call_with(&client, &mock, Method::GET, "/v1/models", None, "");
+        assert!(
+            tokio::time::timeout(Duration::from_millis(200), pending)
+                .await
+                .is_err()
+        );
+    }
+    while mock.connections_closed() < 1 {
+        assert!(
+            started.elapsed() < Duration::from_secs(2),
+            "disconnect not noticed before the delay ended"
+        );
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    assert_eq!(mock.request_count(), 1);
+}

@@ -1,0 +1,591 @@
+//! The one table of router failures and how each is shown to an OpenAI client.
+//!
+//! Every layer below [`OpenAiErrors`](crate::normalize::OpenAiErrors) fails with an [`Error`];
+//! that layer turns it into a response with [`Error::into_response`], the only place that
+//! knows statuses, OpenAI `type`s, `code`s and public messages. Internal detail (hyper and io
+//! errors, upstream bodies) is kept as the error's [`source`](std::error::Error::source) for
+//! logs and never reaches the client.
+//!
+//! # Example
+//! ```
+//! use ai_router::Error;
+//!
+//! let error = Error::model_not_found("acme/nope");
+//! assert_eq!(error.status(), http::StatusCode::NOT_FOUND);
+//! let response = error.into_response();
+//! assert_eq!(response.headers()["content-type"], "application/json");
+//! ```
+
+use std::fmt;
+
+use bytes::Bytes;
+use http::{HeaderValue, Response, StatusCode, header};
+use serde::Serialize;
+
+use crate::body::RouterBody;
+
+/// A boxed error, as Tower and hyper pass them around.
+pub type BoxError = Box<dyn std::error::Error + Send + Sync>;
+
+/// A failure the router reports to its client as an OpenAI error object.
+///
+/// Opaque on purpose: build one with the constructors, ask it with the `is_*` predicates, and
+/// render it with [`Error::into_response`]. See the module docs.
+pub struct Error {
+    kind: Kind,
+    source: Option<BoxError>,
+}
+
+/// What went wrong; each kind is one row of the table in [`Error::parts`].
+#[derive(Debug, Clone, PartialEq, Eq)]
+enum Kind {
+    InvalidJson,
+    InvalidBody(&'static str),
+    MissingParam(&'static str),
+    InvalidModel,
+    UnsupportedContentType,
+    BodyRead,
+    PayloadTooLarge { limit: usize },
+    MissingApiKey,
+    MalformedAuthorization,
+    InvalidApiKey { masked: String },
+    KeyStoreUnavailable,
+    ModelNotFound { model: String },
+    UnknownUrl { method: String, path: String },
+    MethodNotAllowed { allow: &'static str },
+    ProviderUnavailable,
+    ProviderAuthFailed,
+    UpstreamStatus { status: StatusCode },
+    UpstreamUnreachable,
+    UpstreamTimeout,
+    UpstreamProtocol,
+    Internal,
+}
+
+/// The parts of an error response, looked up once per error.
+struct Parts {
+    status: StatusCode,
+    kind: &'static str,
+    code: Option<&'static str>,
+    param: Option<&'static str>,
+    message: String,
+    should_retry: Option<bool>,
+}
+
+impl Error {
+    fn new(kind: Kind) -> Self {
+        Self { kind, source: None }
+    }
+
+    /// Keeps `source` as the cause, for logs only.
+    #[must_use]
+    pub fn with_source(mut self, source: impl Into<BoxError>) -> Self {
+        self.source = Some(source.into());
+        self
+    }
+
+    /// The request body is not valid JSON (400).
+    pub fn invalid_json() -> Self {
+        Self::new(Kind::InvalidJson)
+    }
+
+    /// The request body is JSON but not of the expected shape; `what` says why (400).
+    pub fn invalid_body(what: &'static str) -> Self {
+        Self::new(Kind::InvalidBody(what))
+    }
+
+    /// A required parameter is missing (400, `param` names it).
+    pub fn missing_param(param: &'static str) -> Self {
+        Self::new(Kind::MissingParam(param))
+    }
+
+    /// The `model` value is not a usable model id (400).
+    pub fn invalid_model() -> Self {
+        Self::new(Kind::InvalidModel)
+    }
+
+    /// The body's content type does not fit the endpoint (400 `unsupported_content_type`).
+    pub fn unsupported_content_type() -> Self {
+        Self::new(Kind::UnsupportedContentType)
+    }
+
+    /// The request body could not be read from the client (400).
+    pub fn body_read() -> Self {
+        Self::new(Kind::BodyRead)
+    }
+
+    /// The request body is larger than `limit` bytes (413 `request_too_large`).
+    pub fn payload_too_large(limit: usize) -> Self {
+        Self::new(Kind::PayloadTooLarge { limit })
+    }
+
+    /// No `Authorization` header (401 `invalid_api_key`).
+    pub fn missing_api_key() -> Self {
+        Self::new(Kind::MissingApiKey)
+    }
+
+    /// An `Authorization` header that is not `Bearer <key>` (401 `invalid_api_key`).
+    pub fn malformed_authorization() -> Self {
+        Self::new(Kind::MalformedAuthorization)
+    }
+
+    /// A key that no store knows (401 `invalid_api_key`); only a masked prefix is shown.
+    pub fn invalid_api_key(presented: &str) -> Self {
+        Self::new(Kind::InvalidApiKey {
+            masked: mask_key(presented),
+        })
+    }
+
+    /// The key store could not answer (503): never treated as "allow".
+    pub fn key_store_unavailable() -> Self {
+        Self::new(Kind::KeyStoreUnavailable)
+    }
+
+    /// No provider or alias serves `model` (404 `model_not_found`).
+    pub fn model_not_found(model: &str) -> Self {
+        Self::new(Kind::ModelNotFound {
+            model: model.to_owned(),
+        })
+    }
+
+    /// No endpoint at this path (404, "Invalid URL (METHOD path)").
+    pub fn unknown_url(method: &http::Method, path: &str) -> Self {
+        Self::new(Kind::UnknownUrl {
+            method: method.as_str().to_owned(),
+            path: path.to_owned(),
+        })
+    }
+
+    /// A known path called with the wrong method (405, with `Allow`).
+    pub fn method_not_allowed(allow: &'static str) -> Self {
+        Self::new(Kind::MethodNotAllowed { allow })
+    }
+
+    /// The provider cannot be called, e.g. its key is not configured (503, not retried).
+    pub fn provider_unavailable() -> Self {
+        Self::new(Kind::ProviderUnavailable)
+    }
+
+    /// The provider refused our credential (upstream 401, shown as 502).
+    pub fn provider_auth_failed() -> Self {
+        Self::new(Kind::ProviderAuthFailed)
+    }
+
+    /// The upstream answered `status` with a body that is not an OpenAI error.
+    pub fn upstream_status(status: StatusCode) -> Self {
+        Self::new(Kind::UpstreamStatus { status })
+    }
+
+    /// The upstream could not be reached (502).
+    pub fn upstream_unreachable() -> Self {
+        Self::new(Kind::UpstreamUnreachable)
+    }
+
+    /// The upstream did not answer in time (504).
+    pub fn upstream_timeout() -> Self {
+        Self::new(Kind::UpstreamTimeout)
+    }
+
+    /// The upstream broke the HTTP exchange (502).
+    pub fn upstream_protocol() -> Self {
+        Self::new(Kind::UpstreamProtocol)
+    }
+
+    /// A failure that is the router's own fault (500).
+    pub fn internal() -> Self {
+        Self::new(Kind::Internal)
+    }
+
+    /// Whether the client was refused for its credentials (401).
+    pub fn is_unauthorized(&self) -> bool {
+        matches!(
+            self.kind,
+            Kind::MissingApiKey | Kind::MalformedAuthorization | Kind::InvalidApiKey { .. }
+        )
+    }
+
+    /// Whether the failure is on the upstream's side (unreachable, timeout, broken, refused).
+    pub fn is_upstream(&self) -> bool {
+        matches!(
+            self.kind,
+            Kind::ProviderAuthFailed
+                | Kind::UpstreamStatus { .. }
+                | Kind::UpstreamUnreachable
+                | Kind::UpstreamTimeout
+                | Kind::UpstreamProtocol
+        )
+    }
+
+    /// Whether the upstream timed out.
+    pub fn is_timeout(&self) -> bool {
+        matches!(self.kind, Kind::UpstreamTimeout)
+    }
+
+    /// The HTTP status the client gets.
+    pub fn status(&self) -> StatusCode {
+        self.parts().status
+    }
+
+    /// The OpenAI `code` the client gets, if any.
+    pub fn code(&self) -> Option<&'static str> {
+        self.parts().code
+    }
+
+    /// The table: one row per kind.
+    fn parts(&self) -> Parts {
+        use Kind::*;
+        let row = |status, kind, code, message: String| Parts {
+            status,
+            kind,
+            code,
+            param: None,
+            message,
+            should_retry: None,
+        };
+        match &self.kind {
+            InvalidJson => row(
+                StatusCode::BAD_REQUEST,
+                INVALID_REQUEST,
+                None,
+                "We could not parse the JSON body of your request. The API expects a JSON \
+                 payload, but what was sent was not valid JSON."
+                    .into(),
+            ),
+            InvalidBody(what) => row(
+                StatusCode::BAD_REQUEST,
+                INVALID_REQUEST,
+                None,
+                format!("Invalid request body: {what}."),
+            ),
+            MissingParam(param) => Parts {
+                param: Some(param),
+                ..row(
+                    StatusCode::BAD_REQUEST,
+                    INVALID_REQUEST,
+                    None,
+                    format!("you must provide a {param} parameter"),
+                )
+            },
+            InvalidModel => Parts {
+                param: Some("model"),
+                ..row(
+                    StatusCode::BAD_REQUEST,
+                    INVALID_REQUEST,
+                    Some("invalid_model"),
+                    "The model id must be a non-empty string of at most 256 printable \
+                     characters without path segments such as `..`."
+                        .into(),
+                )
+            },
+            UnsupportedContentType => row(
+                StatusCode::BAD_REQUEST,
+                INVALID_REQUEST,
+                Some("unsupported_content_type"),
+                "Unsupported content type for this endpoint: send a JSON body \
+                 (`Content-Type: application/json`)."
+                    .into(),
+            ),
+            BodyRead => row(
+                StatusCode::BAD_REQUEST,
+                INVALID_REQUEST,
+                None,
+                "The request body could not be read.".into(),
+            ),
+            PayloadTooLarge { limit } => row(
+                StatusCode::PAYLOAD_TOO_LARGE,
+                INVALID_REQUEST,
+                Some("request_too_large"),
+                format!("The request body is larger than the limit of {limit} bytes."),
+            ),
+            MissingApiKey => row(
+                StatusCode::UNAUTHORIZED,
+                INVALID_REQUEST,
+                Some("invalid_api_key"),
+                "You didn't provide an API key. You need to provide your API key in an \
+                 Authorization header using Bearer auth (i.e. Authorization: Bearer YOUR_KEY)."
+                    .into(),
+            ),
+            MalformedAuthorization => row(
+                StatusCode::UNAUTHORIZED,
+                INVALID_REQUEST,
+                Some("invalid_api_key"),
+                "The Authorization header must use the Bearer scheme with a non-empty key \
+                 (i.e. Authorization: Bearer YOUR_KEY)."
+                    .into(),
+            ),
+            InvalidApiKey { masked } => row(
+                StatusCode::UNAUTHORIZED,
+                INVALID_REQUEST,
+                Some("invalid_api_key"),
+                format!("Incorrect API key provided: {masked}."),
+            ),
+            KeyStoreUnavailable => row(
+                StatusCode::SERVICE_UNAVAILABLE,
+                SERVICE_UNAVAILABLE,
+                Some("key_store_unavailable"),
+                "The router could not check your API key right now. Please retry.".into(),
+            ),
+            ModelNotFound { model } => Parts {
+                param: Some("model"),
+                ..row(
+                    StatusCode::NOT_FOUND,
+                    INVALID_REQUEST,
+                    Some("model_not_found"),
+                    format!("The model `{model}` does not exist or you do not have access to it."),
+                )
+            },
+            UnknownUrl { method, path } => row(
+                StatusCode::NOT_FOUND,
+                INVALID_REQUEST,
+                None,
+                format!("Invalid URL ({method} {path})"),
+            ),
+            MethodNotAllowed { allow } => row(
+                StatusCode::METHOD_NOT_ALLOWED,
+                INVALID_REQUEST,
+                Some("method_not_allowed"),
+                format!("Method not allowed for this URL; allowed: {allow}."),
+            ),
+            ProviderUnavailable => Parts {
+                should_retry: Some(false),
+                ..row(
+                    StatusCode::SERVICE_UNAVAILABLE,
+                    SERVICE_UNAVAILABLE,
+                    Some("provider_unavailable"),
+                    "The provider for this model is not configured on the router \
+                     (missing credentials)."
+                        .into(),
+                )
+            },
+            ProviderAuthFailed => row(
+                StatusCode::BAD_GATEWAY,
+                SERVER_ERROR,
+                Some("provider_auth_failed"),
+                "The upstream provider rejected the router's credentials.".into(),
+            ),
+            UpstreamStatus { status } => {
+                let public = upstream_public_status(*status);
+                let kind = if public.is_client_error() {
+                    INVALID_REQUEST
+                } else if public == StatusCode::SERVICE_UNAVAILABLE {
+                    SERVICE_UNAVAILABLE
+                } else if public == StatusCode::GATEWAY_TIMEOUT {
+                    TIMEOUT
+                } else {
+                    SERVER_ERROR
+                };
+                row(
+                    public,
+                    kind,
+                    Some("upstream_error"),
+                    format!(
+                        "The upstream provider returned an error (HTTP {}).",
+                        status.as_u16()
+                    ),
+                )
+            }
+            UpstreamUnreachable => row(
+                StatusCode::BAD_GATEWAY,
+                SERVER_ERROR,
+                Some("upstream_unreachable"),
+                "The upstream provider could not be reached.".into(),
+            ),
+            UpstreamTimeout => row(
+                StatusCode::GATEWAY_TIMEOUT,
+                TIMEOUT,
+                Some("upstream_timeout"),
+                "The upstream provider did not answer in time.".into(),
+            ),
+            UpstreamProtocol => row(
+                StatusCode::BAD_GATEWAY,
+                SERVER_ERROR,
+                Some("upstream_error"),
+                "The upstream provider sent an invalid response.".into(),
+            ),
+            Internal => row(
+                StatusCode::INTERNAL_SERVER_ERROR,
+                SERVER_ERROR,
+                None,
+                "The router had an internal error while processing your request.".into(),
+            ),
+        }
+    }
+
+    /// Renders the OpenAI error response: status, four-key JSON body, `Allow` and
+    /// `x-should-retry` where they apply.
+    pub fn into_response(self) -> Response<RouterBody> {
+        let parts = self.parts();
+        let body = render_body(&parts.message, parts.kind, parts.param, parts.code);
+        let mut response = Response::new(RouterBody::full(body));
+        *response.status_mut() = parts.status;
+        let headers = response.headers_mut();
+        headers.insert(
+            header::CONTENT_TYPE,
+            HeaderValue::from_static("application/json"),
+        );
+        if let Kind::MethodNotAllowed { allow } = self.kind {
+            headers.insert(header::ALLOW, HeaderValue::from_static(allow));
+        }
+        if let Some(retry) = parts.should_retry {
+            headers.insert(
+                X_SHOULD_RETRY,
+                HeaderValue::from_static(if retry { "true" } else { "false" }),
+            );
+        }
+        response
+    }
+}
+
+const INVALID_REQUEST: &str = "invalid_request_error";
+const SERVER_ERROR: &str = "server_error";
+const SERVICE_UNAVAILABLE: &str = "service_unavailable_error";
+const TIMEOUT: &str = "timeout_error";
+
+/// The SDKs' retry switch: `false` on failures a retry cannot fix.
+const X_SHOULD_RETRY: &str = "x-should-retry";
+
+/// Status for an upstream error whose body we do not pass on: 503 and 504 keep their meaning,
+/// other 5xx become 502 (the gateway's view), 4xx keep their status.
+fn upstream_public_status(status: StatusCode) -> StatusCode {
+    match status.as_u16() {
+        503 | 504 => status,
+        500..=599 => StatusCode::BAD_GATEWAY,
+        400..=499 => status,
+        _ => StatusCode::BAD_GATEWAY,
+    }
+}
+
+/// Serializes `{"error":{"message","type","param","code"}}`, all four keys always present.
+pub(crate) fn render_body(
+    message: &str,
+    kind: &str,
+    param: Option<&str>,
+    code: Option<&str>,
+) -> Bytes {
+    #[derive(Serialize)]
+    struct Envelope<'a> {
+        error: Object<'a>,
+    }
+    #[derive(Serialize)]
+    struct Object<'a> {
+        message: &'a str,
+        #[serde(rename = "type")]
+        kind: &'a str,
+        param: Option<&'a str>,
+        code: Option<&'a str>,
+    }
+    let envelope = Envelope {
+        error: Object {
+            message,
+            kind,
+            param,
+            code,
+        },
+    };
+    // Serializing plain strings into a Vec cannot fail; fall back to a fixed body anyway.
+    serde_json::to_vec(&envelope).map(Bytes::from).unwrap_or_else(|_| {
+        Bytes::from_static(
+            br#"{"error":{"message":"internal error","type":"server_error","param":null,"code":null}}"#,
+        )
+    })
+}
+
+/// Shows at most the first few characters of a presented key, then `***`.
+fn mask_key(key: &str) -> String {
+    let prefix: String = key.chars().take(4).filter(|c| !c.is_control()).collect();
+    if key.chars().count() <= 8 {
+        "***".to_owned()
+    } else {
+        format!("{prefix}***")
+    }
+}
+
+impl fmt::Debug for Error {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Error")
+            .field("kind", &self.kind)
+            .field("source", &self.source)
+            .finish()
+    }
+}
+
+impl fmt::Display for Error {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.parts().message)
+    }
+}
+
+impl std::error::Error for Error {
+    fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
+        self.source
+            .as_deref()
+            .map(|e| e as &(dyn std::error::Error + 'static))
+    }
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used, clippy::expect_used)]
+mod tests {
+    use super::*;
+    use http_body_util::BodyExt;
+
+    async fn body_json(error: Error) -> (StatusCode, serde_json::Value) {
+        let response = error.into_response();
+        let status = response.status();
+        let bytes = response.into_body().collect().await.unwrap().to_bytes();
+        (status, serde_json::from_slice(&bytes).unwrap())
+    }
+
+    #[tokio::test]
+    async fn every_body_has_four_keys() {
+        let cases = [
+            Error::invalid_json(),
+            Error::missing_param("model"),
+            Error::payload_too_large(10),
+            Error::missing_api_key(),
+            Error::model_not_found("x/y"),
+            Error::unknown_url(&http::Method::POST, "/v3/router/foo"),
+            Error::method_not_allowed("POST"),
+            Error::provider_unavailable(),
+            Error::upstream_status(StatusCode::INTERNAL_SERVER_ERROR),
+            Error::upstream_timeout(),
+            Error::internal(),
+        ];
+        for error in cases {
+            let (_, json) = body_json(error).await;
+            let object = json["error"].as_object().unwrap();
+            let mut keys: Vec<_> = object.keys().cloned().collect();
+            keys.sort();
+            assert_eq!(keys, ["code", "message", "param", "type"]);
+        }
+    }
+
+    #[test]
+    fn upstream_statuses_follow_the_table() {
+        let status = |s: u16| Error::upstream_status(StatusCode::from_u16(s).unwrap()).status();
+        assert_eq!(status(500), StatusCode::BAD_GATEWAY);
+        assert_eq!(status(502), StatusCode::BAD_GATEWAY);
+        assert_eq!(status(503), StatusCode::SERVICE_UNAVAILABLE);
+        assert_eq!(status(504), StatusCode::GATEWAY_TIMEOUT);
+        assert_eq!(status(404), StatusCode::NOT_FOUND);
+        assert_eq!(status(422), StatusCode::UNPROCESSABLE_ENTITY);
+    }
+
+    #[tokio::test]
+    async fn invalid_key_is_masked() {
+        let (status, json) = body_json(Error::invalid_api_key("sk-secret-abcdefgh")).await;
+        assert_eq!(status, StatusCode::UNAUTHORIZED);
+        let message = json["error"]["message"].as_str().unwrap();
+        assert!(message.contains("sk-s***"), "{message}");
+        assert!(!message.contains("secret"), "{message}");
+        assert_eq!(json["error"]["code"], "invalid_api_key");
+    }
+
+    #[test]
+    fn provider_unavailable_says_do_not_retry() {
+        let response = Error::provider_unavailable().into_response();
+        assert_eq!(response.headers()["x-should-retry"], "false");
+        let response = Error::method_not_allowed("GET").into_response();
+        assert_eq!(response.headers()["allow"], "GET");
+    }
+}

@@ -1,0 +1,159 @@
+//! The OpenAI endpoints the router serves, and how request paths map to them.
+
+use std::borrow::Cow;
+
+use http::Method;
+
+/// An OpenAI endpoint served by the router (paths as under `/v1`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+#[non_exhaustive]
+pub enum Endpoint {
+    /// `GET /models`
+    ListModels,
+    /// `GET /models/{model}`
+    RetrieveModel,
+    /// `POST /chat/completions`
+    ChatCompletions,
+    /// `POST /completions`
+    Completions,
+    /// `POST /embeddings`
+    Embeddings,
+    /// `POST /images/generations`
+    ImagesGenerations,
+    /// `POST /moderations`
+    Moderations,
+    /// `POST /rerank` (Cohere/Jina/vLLM shape)
+    Rerank,
+    /// `POST /audio/speech`, also reachable as `/speech`
+    AudioSpeech,
+    /// `POST /responses`
+    Responses,
+}
+
+impl Endpoint {
+    /// The path under a provider's base URL, e.g. `/chat/completions`.
+    pub fn upstream_path(self) -> &'static str {
+        match self {
+            Self::ListModels | Self::RetrieveModel => "/models",
+            Self::ChatCompletions => "/chat/completions",
+            Self::Completions => "/completions",
+            Self::Embeddings => "/embeddings",
+            Self::ImagesGenerations => "/images/generations",
+            Self::Moderations => "/moderations",
+            Self::Rerank => "/rerank",
+            Self::AudioSpeech => "/audio/speech",
+            Self::Responses => "/responses",
+        }
+    }
+
+    /// A short name for logs and spans, e.g. `chat.completions`.
+    pub fn name(self) -> &'static str {
+        match self {
+            Self::ListModels => "models.list",
+            Self::RetrieveModel => "models.retrieve",
+            Self::ChatCompletions => "chat.completions",
+            Self::Completions => "completions",
+            Self::Embeddings => "embeddings",
+            Self::ImagesGenerations => "images.generations",
+            Self::Moderations => "moderations",
+            Self::Rerank => "rerank",
+            Self::AudioSpeech => "audio.speech",
+            Self::Responses => "responses",
+        }
+    }
+
+    /// The one method the endpoint takes.
+    pub fn method(self) -> Method {
+        match self {
+            Self::ListModels | Self::RetrieveModel => Method::GET,
+            _ => Method::POST,
+        }
+    }
+
+    /// The `Allow` header value for a wrong method.
+    pub(crate) fn allow(self) -> &'static str {
+        match self {
+            Self::ListModels | Self::RetrieveModel => "GET",
+            _ => "POST",
+        }
+    }
+}
+
+/// A request path matched to an endpoint.
+#[derive(Debug, PartialEq, Eq)]
+pub(crate) enum Matched<'a> {
+    /// A body-less or JSON endpoint.
+    Endpoint(Endpoint),
+    /// `GET /models/{model}`, with the model id percent-decoded.
+    RetrieveModel(Cow<'a, str>),
+}
+
+/// Maps a path (below the mount point) to its endpoint.
+pub(crate) fn match_path(path: &str) -> Option<Matched<'_>> {
+    let endpoint = match path.strip_suffix('/').unwrap_or(path) {
+        "/models" => Endpoint::ListModels,
+        "/chat/completions" => Endpoint::ChatCompletions,
+        "/completions" => Endpoint::Completions,
+        "/embeddings" => Endpoint::Embeddings,
+        "/images/generations" => Endpoint::ImagesGenerations,
+        "/moderations" => Endpoint::Moderations,
+        "/rerank" => Endpoint::Rerank,
+        "/audio/speech" | "/speech" => Endpoint::AudioSpeech,
+        "/responses" => Endpoint::Responses,
+        _ => {
+            // The model id is the whole rest of the path: ids contain `/` and `:`.
+            let id = path.strip_prefix("/models/").filter(|id| !id.is_empty())?;
+            let id = percent_encoding::percent_decode_str(id)
+                .decode_utf8()
+                .ok()?;
+            return Some(Matched::RetrieveModel(id));
+        }
+    };
+    Some(Matched::Endpoint(endpoint))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn paths_map_to_endpoints() {
+        let cases = [
+            ("/chat/completions", Endpoint::ChatCompletions),
+            ("/chat/completions/", Endpoint::ChatCompletions),
+            ("/completions", Endpoint::Completions),
+            ("/embeddings", Endpoint::Embeddings),
+            ("/models", Endpoint::ListModels),
+            ("/speech", Endpoint::AudioSpeech),
+            ("/audio/speech", Endpoint::AudioSpeech),
+            ("/rerank", Endpoint::Rerank),
+            ("/responses", Endpoint::Responses),
+            ("/moderations", Endpoint::Moderations),
+            ("/images/generations", Endpoint::ImagesGenerations),
+        ];
+        for (path, endpoint) in cases {
+            assert_eq!(
+                match_path(path),
+                Some(Matched::Endpoint(endpoint)),
+                "{path}"
+            );
+        }
+        assert_eq!(match_path("/chat"), None);
+        assert_eq!(
+            match_path("/models/"),
+            Some(Matched::Endpoint(Endpoint::ListModels))
+        );
+        assert_eq!(match_path(""), None);
+    }
+
+    #[test]
+    fn model_ids_take_the_rest_of_the_path() {
+        let id = |path| match match_path(path) {
+            Some(Matched::RetrieveModel(id)) => id.into_owned(),
+            other => panic!("{path}: {other:?}"),
+        };
+        assert_eq!(id("/models/openai/gpt-4o"), "openai/gpt-4o");
+        assert_eq!(id("/models/ft:gpt-4o:org::id"), "ft:gpt-4o:org::id");
+        assert_eq!(id("/models/openai%2Fgpt-4o"), "openai/gpt-4o");
+    }
+}

@@ -1,0 +1,200 @@
+//! Response future of [`Route`](super::Route): read the body, resolve, then call.
+
+use std::future::Future;
+use std::pin::Pin;
+use std::sync::Arc;
+use std::task::{Context, Poll, ready};
+
+use bytes::Bytes;
+use http::{HeaderValue, Request, Response, header};
+use http_body::Body;
+use http_body_util::combinators::Collect;
+use http_body_util::{BodyExt as _, LengthLimitError, Limited};
+use pin_project_lite::pin_project;
+use tower_service::Service;
+
+use super::endpoint::Endpoint;
+use super::table::check_model_id;
+use super::{Settings, json};
+use crate::body::RouterBody;
+use crate::openai_error::{BoxError, Error};
+
+pin_project! {
+    /// Response future of [`Route`](super::Route).
+    pub struct ResponseFuture<S, ReqBody>
+    where
+        S: Service<Request<Bytes>>,
+        ReqBody: Body,
+        ReqBody::Error: Into<BoxError>,
+    {
+        #[pin]
+        state: State<S, ReqBody>,
+    }
+}
+
+pin_project! {
+    #[project = StateProj]
+    enum State<S, ReqBody>
+    where
+        S: Service<Request<Bytes>>,
+        ReqBody: Body,
+        ReqBody::Error: Into<BoxError>,
+    {
+        Respond { response: Option<Result<Response<RouterBody>, Error>> },
+        Reading {
+            #[pin] collect: Collect<Limited<ReqBody>>,
+            parts: Option<http::request::Parts>,
+            endpoint: Endpoint,
+            inner: Option<S>,
+            settings: Arc<Settings>,
+        },
+        Calling { #[pin] future: S::Future },
+    }
+}
+
+impl<S, ReqBody> ResponseFuture<S, ReqBody>
+where
+    S: Service<Request<Bytes>>,
+    ReqBody: Body,
+    ReqBody::Error: Into<BoxError>,
+{
+    pub(super) fn respond(response: Response<RouterBody>) -> Self {
+        Self {
+            state: State::Respond {
+                response: Some(Ok(response)),
+            },
+        }
+    }
+
+    pub(super) fn error(error: Error) -> Self {
+        Self {
+            state: State::Respond {
+                response: Some(Err(error)),
+            },
+        }
+    }
+
+    pub(super) fn read_body(
+        request: Request<ReqBody>,
+        endpoint: Endpoint,
+        inner: S,
+        settings: Arc<Settings>,
+    ) -> Self {
+        let (parts, body) = request.into_parts();
+        Self {
+            state: State::Reading {
+                collect: Limited::new(body, settings.body_limit).collect(),
+                parts: Some(parts),
+                endpoint,
+                inner: Some(inner),
+                settings,
+            },
+        }
+    }
+}
+
+impl<S, ReqBody> Future for ResponseFuture<S, ReqBody>
+where
+    S: Service<Request<Bytes>, Response = Response<RouterBody>>,
+    S::Error: Into<BoxError>,
+    ReqBody: Body,
+    ReqBody::Error: Into<BoxError>,
+{
+    type Output = Result<Response<RouterBody>, BoxError>;
+
+    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
+        let mut this = self.project();
+        loop {
+            match this.state.as_mut().project() {
+                StateProj::Respond { response } => {
+                    let response = response.take().unwrap_or_else(|| Err(Error::internal()));
+                    return Poll::Ready(response.map_err(Into::into));
+                }
+                StateProj::Reading {
+                    collect,
+                    parts,
+                    endpoint,
+                    inner,
+                    settings,
+                } => {
+                    let read = ready!(collect.poll(cx));
+                    let (Some(parts), Some(mut inner)) = (parts.take(), inner.take()) else {
+                        this.state.set(State::Respond {
+                            response: Some(Err(Error::internal())),
+                        });
+                        continue;
+                    };
+                    let prepared = read
+                        .map_err(|error| read_error(error, settings.body_limit))
+                        .and_then(|collected| {
+                            prepare(parts, collected.to_bytes(), *endpoint, settings)
+                        });
+                    match prepared {
+                        Ok(request) => {
+                            let future = inner.call(request);
+                            this.state.set(State::Calling { future });
+                        }
+                        Err(error) => {
+                            this.state.set(State::Respond {
+                                response: Some(Err(error)),
+                            });
+                        }
+                    }
+                }
+                StateProj::Calling { future } => {
+                    return future.poll(cx).map_err(Into::into);
+                }
+            }
+        }
+    }
+}
+
+/// A body read failure: over the limit (413) or the client's stream broke (400).
+fn read_error(error: BoxError, limit: usize) -> Error {
+    if error.is::<LengthLimitError>() {
+        Error::payload_too_large(limit)
+    } else {
+        Error::body_read().with_source(error)
+    }
+}
+
+/// Resolves the route and builds the request the inner service gets.
+fn prepare(
+    mut parts: http::request::Parts,
+    body: Bytes,
+    endpoint: Endpoint,
+    settings: &Settings,
+) -> Result<Request<Bytes>, Error> {
+    let peeked = json::peek(&body)?;
+    let model = peeked
+        .model
+        .as_deref()
+        .ok_or_else(|| Error::missing_param("model"))?;
+    check_model_id(model)?;
+    let target = settings.table.resolve(model, endpoint)?;
+    let span = tracing::Span::current();
+    span.record("provider", target.provider());
+    span.record("upstream_model", target.upstream_model());
+    let body = json::rewrite_model(body, &peeked, target.upstream_model());
+    // The body is JSON whatever the client labelled it (curl -d sends a form type), and its
+    // length may have changed: the upstream client sets it again.
+    parts.headers.remove(header::CONTENT_LENGTH);
+    if !is_json(&parts.headers) {
+        parts.headers.insert(
+            header::CONTENT_TYPE,
+            HeaderValue::from_static("application/json"),
+        );
+    }
+    parts.extensions.insert(target);
+    Ok(Request::from_parts(parts, body))
+}
+
+fn is_json(headers: &http::HeaderMap) -> bool {
+    headers
+        .get(header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|v| {
+            let essence = v.split(';').next().unwrap_or("").trim();
+            essence.eq_ignore_ascii_case("application/json")
+        })
+}

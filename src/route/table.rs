@@ -1,0 +1,456 @@
+//! The route table: which providers and aliases exist, and what a model id resolves to.
+
+use std::collections::HashMap;
+use std::fmt;
+use std::sync::Arc;
+use std::time::{SystemTime, UNIX_EPOCH};
+
+use bytes::Bytes;
+use serde::Serialize;
+
+use super::endpoint::Endpoint;
+use crate::openai_error::Error;
+
+/// Where a request goes: set by [`Route`](super::Route) as a request extension and read by
+/// the provider services.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct RouteTarget {
+    provider: Arc<str>,
+    upstream_model: Arc<str>,
+    endpoint: Endpoint,
+}
+
+impl RouteTarget {
+    /// A target; the route layer makes these, tests and custom stacks may too.
+    pub fn new(
+        provider: impl Into<Arc<str>>,
+        upstream_model: impl Into<Arc<str>>,
+        endpoint: Endpoint,
+    ) -> Self {
+        Self {
+            provider: provider.into(),
+            upstream_model: upstream_model.into(),
+            endpoint,
+        }
+    }
+
+    /// The provider's name, e.g. `openai`.
+    pub fn provider(&self) -> &str {
+        &self.provider
+    }
+
+    /// The model id the provider gets, e.g. `gpt-4o-mini`.
+    pub fn upstream_model(&self) -> &str {
+        &self.upstream_model
+    }
+
+    /// The endpoint called.
+    pub fn endpoint(&self) -> Endpoint {
+        self.endpoint
+    }
+}
+
+/// A `provider/model` pair an alias points to.
+#[derive(Clone, Debug, PartialEq, Eq)]
+struct ModelRef {
+    provider: Arc<str>,
+    model: Arc<str>,
+}
+
+/// Providers, their listed models and the aliases: what model ids resolve to.
+///
+/// A model id is an alias (exact match) or `provider/upstream-model`, split at the first
+/// `/` (the rest may hold more slashes). Build one with [`RouteTable::builder`].
+///
+/// ```
+/// use ai_router::route::RouteTable;
+///
+/// let table = RouteTable::builder()
+///     .provider("openai", ["gpt-4o-mini"])
+///     .provider("openrouter", [] as [&str; 0])
+///     .alias("fast", ["openai/gpt-4o-mini"])
+///     .build()?;
+/// assert!(table.has_provider("openrouter"));
+/// # Ok::<(), ai_router::BuildError>(())
+/// ```
+#[derive(Clone)]
+pub struct RouteTable {
+    providers: HashMap<Arc<str>, Vec<Arc<str>>>,
+    aliases: HashMap<Arc<str>, Vec<ModelRef>>,
+    /// The `GET /models` answer, rendered once.
+    catalogue: Bytes,
+    created: u64,
+}
+
+impl RouteTable {
+    /// A [`RouteTableBuilder`].
+    pub fn builder() -> RouteTableBuilder {
+        RouteTableBuilder::default()
+    }
+
+    /// Whether a provider of this name is configured.
+    pub fn has_provider(&self, name: &str) -> bool {
+        self.providers.contains_key(name)
+    }
+
+    /// The configured providers' names.
+    pub fn provider_names(&self) -> impl Iterator<Item = &str> {
+        self.providers.keys().map(|name| &**name)
+    }
+
+    /// Resolves a model id for `endpoint`: an alias gives its first target, otherwise the id is
+    /// `provider/model` with a configured provider.
+    pub fn resolve(&self, model: &str, endpoint: Endpoint) -> Result<RouteTarget, Error> {
+        if let Some(target) = self.aliases.get(model).and_then(|targets| targets.first()) {
+            return Ok(RouteTarget {
+                provider: target.provider.clone(),
+                upstream_model: target.model.clone(),
+                endpoint,
+            });
+        }
+        let (provider, upstream_model) = model
+            .split_once('/')
+            .ok_or_else(|| Error::model_not_found(model))?;
+        let (provider, _) = self
+            .providers
+            .get_key_value(provider)
+            .filter(|_| !upstream_model.is_empty())
+            .ok_or_else(|| Error::model_not_found(model))?;
+        Ok(RouteTarget {
+            provider: provider.clone(),
+            upstream_model: upstream_model.into(),
+            endpoint,
+        })
+    }
+
+    /// The `GET /models` body: every listed provider model as `provider/id`, then the aliases.
+    pub(crate) fn catalogue(&self) -> Bytes {
+        self.catalogue.clone()
+    }
+
+    /// The `GET /models/{id}` body, when `id` is listed.
+    pub(crate) fn model_object(&self, id: &str) -> Option<Bytes> {
+        let owned_by = if self.aliases.contains_key(id) {
+            "ai-router"
+        } else {
+            let (provider, model) = id.split_once('/')?;
+            let models = self.providers.get(provider)?;
+            models.iter().any(|m| &**m == model).then_some(provider)?
+        };
+        let object = ModelObject {
+            id,
+            object: "model",
+            created: self.created,
+            owned_by,
+        };
+        serde_json::to_vec(&object).ok().map(Bytes::from)
+    }
+}
+
+impl fmt::Debug for RouteTable {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("RouteTable")
+            .field("providers", &self.providers)
+            .field("aliases", &self.aliases.keys().collect::<Vec<_>>())
+            .finish()
+    }
+}
+
+#[derive(Serialize)]
+struct ModelObject<'a> {
+    id: &'a str,
+    object: &'static str,
+    created: u64,
+    owned_by: &'a str,
+}
+
+/// Builds a [`RouteTable`]. See [`RouteTable`].
+#[derive(Debug, Default)]
+#[must_use]
+pub struct RouteTableBuilder {
+    providers: Vec<(String, Vec<String>)>,
+    aliases: Vec<(String, Vec<String>)>,
+}
+
+impl RouteTableBuilder {
+    /// Adds a provider and the models `GET /models` lists for it. Any model id under a
+    /// configured provider routes, listed or not.
+    pub fn provider<I, M>(mut self, name: impl Into<String>, models: I) -> Self
+    where
+        I: IntoIterator<Item = M>,
+        M: Into<String>,
+    {
+        self.providers
+            .push((name.into(), models.into_iter().map(Into::into).collect()));
+        self
+    }
+
+    /// Adds an alias with its ordered `provider/model` targets (the first is used; the rest
+    /// are the fallback order).
+    pub fn alias<I, M>(mut self, name: impl Into<String>, targets: I) -> Self
+    where
+        I: IntoIterator<Item = M>,
+        M: Into<String>,
+    {
+        self.aliases
+            .push((name.into(), targets.into_iter().map(Into::into).collect()));
+        self
+    }
+
+    /// Checks names and targets and builds the table.
+    pub fn build(self) -> Result<RouteTable, crate::BuildError> {
+        use crate::BuildError;
+        let mut providers: HashMap<Arc<str>, Vec<Arc<str>>> = HashMap::new();
+        for (name, models) in self.providers {
+            if !valid_provider_name(&name) {
+                return Err(BuildError::new(format!(
+                    "provider name `{name}` must be non-empty ASCII letters, digits, `-`, `_` or `.`"
+                )));
+            }
+            if providers.contains_key(name.as_str()) {
+                return Err(BuildError::new(format!(
+                    "provider `{name}` is configured twice"
+                )));
+            }
+            for model in &models {
+                check_model_id(model).map_err(|_| {
+                    BuildError::new(format!(
+                        "provider `{name}` lists an invalid model id `{model}`"
+                    ))
+                })?;
+            }
+            providers.insert(name.into(), models.into_iter().map(Into::into).collect());
+        }
+        let mut aliases = HashMap::new();
+        for (name, targets) in self.aliases {
+            if check_model_id(&name).is_err() {
+                return Err(BuildError::new(format!(
+                    "alias `{name}` is not a valid model id"
+                )));
+            }
+            if targets.is_empty() {
+                return Err(BuildError::new(format!("alias `{name}` has no targets")));
+            }
+            let mut refs = Vec::with_capacity(targets.len());
+            for target in &targets {
+                let model_ref = target
+                    .split_once('/')
+                    .and_then(|(provider, model)| {
+                        let (provider, _) = providers.get_key_value(provider)?;
+                        (!model.is_empty() && check_model_id(model).is_ok()).then(|| ModelRef {
+                            provider: provider.clone(),
+                            model: model.into(),
+                        })
+                    })
+                    .ok_or_else(|| {
+                        BuildError::new(format!(
+                            "alias `{name}`: target `{target}` must be `provider/model` with a configured provider"
+                        ))
+                    })?;
+                refs.push(model_ref);
+            }
+            if aliases
+                .insert(Arc::<str>::from(name.as_str()), refs)
+                .is_some()
+            {
+                return Err(BuildError::new(format!(
+                    "alias `{name}` is configured twice"
+                )));
+            }
+        }
+        let created = SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .map_or(0, |d| d.as_secs());
+        let catalogue = render_catalogue(&providers, &aliases, created);
+        Ok(RouteTable {
+            providers,
+            aliases,
+            catalogue,
+            created,
+        })
+    }
+}
+
+fn render_catalogue(
+    providers: &HashMap<Arc<str>, Vec<Arc<str>>>,
+    aliases: &HashMap<Arc<str>, Vec<ModelRef>>,
+    created: u64,
+) -> Bytes {
+    #[derive(Serialize)]
+    struct List<'a> {
+        object: &'static str,
+        data: Vec<ModelObject<'a>>,
+    }
+    let mut ids: Vec<(String, &str)> = providers
+        .iter()
+        .flat_map(|(provider, models)| {
+            models
+                .iter()
+                .map(move |model| (format!("{provider}/{model}"), &**provider))
+        })
+        .collect();
+    ids.sort();
+    let mut alias_ids: Vec<&str> = aliases.keys().map(|a| &**a).collect();
+    alias_ids.sort_unstable();
+    ids.extend(alias_ids.into_iter().map(|a| (a.to_owned(), "ai-router")));
+    let data = ids
+        .iter()
+        .map(|(id, owned_by)| ModelObject {
+            id,
+            object: "model",
+            created,
+            owned_by,
+        })
+        .collect();
+    let list = List {
+        object: "list",
+        data,
+    };
+    serde_json::to_vec(&list)
+        .map(Bytes::from)
+        .unwrap_or_default()
+}
+
+fn valid_provider_name(name: &str) -> bool {
+    !name.is_empty()
+        && name.len() <= 64
+        && name
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'.'))
+}
+
+/// Refuses model ids that are empty, too long, hold control characters or characters with a
+/// meaning in URLs (`?`, `#`, `\`, `%`), or path segments such as `.`, `..` or an empty one.
+pub(crate) fn check_model_id(model: &str) -> Result<(), Error> {
+    let bad_char = |c: char| c.is_control() || matches!(c, '?' | '#' | '\\' | '%');
+    let bad_segment = |segment: &str| matches!(segment, "" | "." | "..");
+    if model.is_empty()
+        || model.len() > 256
+        || model.chars().any(bad_char)
+        || model.split('/').any(bad_segment)
+    {
+        return Err(Error::invalid_model());
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used)]
+mod tests {
+    use super::*;
+
+    fn table() -> RouteTable {
+        RouteTable::builder()
+            .provider("openai", ["gpt-4o-mini"])
+            .provider("openrouter", [] as [&str; 0])
+            .alias(
+                "fast",
+                ["openai/gpt-4o-mini", "openrouter/meta-llama/llama-3-8b"],
+            )
+            .alias("team/default", ["openrouter/x"])
+            .build()
+            .unwrap()
+    }
+
+    #[test]
+    fn resolves_direct_ids_and_aliases() {
+        let table = table();
+        let target = table
+            .resolve("openai/gpt-4o-mini", Endpoint::ChatCompletions)
+            .unwrap();
+        assert_eq!(
+            (target.provider(), target.upstream_model()),
+            ("openai", "gpt-4o-mini")
+        );
+        let target = table
+            .resolve(
+                "openrouter/meta-llama/llama-3-8b",
+                Endpoint::ChatCompletions,
+            )
+            .unwrap();
+        assert_eq!(target.upstream_model(), "meta-llama/llama-3-8b");
+        let target = table.resolve("fast", Endpoint::Embeddings).unwrap();
+        assert_eq!(
+            (target.provider(), target.upstream_model()),
+            ("openai", "gpt-4o-mini")
+        );
+        let target = table.resolve("team/default", Endpoint::Embeddings).unwrap();
+        assert_eq!(target.provider(), "openrouter");
+    }
+
+    #[test]
+    fn unknown_ids_are_not_found() {
+        let table = table();
+        for model in ["nope/gpt", "gpt-4o", "openai/", "slow"] {
+            let error = table.resolve(model, Endpoint::ChatCompletions).unwrap_err();
+            assert_eq!(error.code(), Some("model_not_found"), "{model}");
+        }
+    }
+
+    #[test]
+    fn model_id_checks() {
+        for good in ["openai/gpt-4o", "ft:gpt-4o:org::id", "a/b/c", "llama3.1:8b"] {
+            assert!(check_model_id(good).is_ok(), "{good}");
+        }
+        for bad in [
+            "",
+            "a/../b",
+            "../x",
+            "a//b",
+            "/a",
+            "a/",
+            "x\ny",
+            "a?b",
+            "a#b",
+            "a\\b",
+            "a%2e",
+            &"x".repeat(300),
+        ] {
+            assert!(check_model_id(bad).is_err(), "{bad:?}");
+        }
+    }
+
+    #[test]
+    fn bad_tables_do_not_build() {
+        assert!(
+            RouteTable::builder()
+                .provider("a/b", [] as [&str; 0])
+                .build()
+                .is_err()
+        );
+        assert!(
+            RouteTable::builder()
+                .alias("x", ["nope/m"])
+                .build()
+                .is_err()
+        );
+        assert!(
+            RouteTable::builder()
+                .alias("x", [] as [&str; 0])
+                .build()
+                .is_err()
+        );
+        assert!(
+            RouteTable::builder()
+                .provider("a", [] as [&str; 0])
+                .provider("a", [] as [&str; 0])
+                .build()
+                .is_err()
+        );
+    }
+
+    #[test]
+    fn catalogue_lists_models_then_aliases() {
+        let json: serde_json::Value = serde_json::from_slice(&table().catalogue()).unwrap();
+        assert_eq!(json["object"], "list");
+        let ids: Vec<&str> = json["data"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|m| m["id"].as_str().unwrap())
+            .collect();
+        assert_eq!(ids, ["openai/gpt-4o-mini", "fast", "team/default"]);
+        assert_eq!(json["data"][0]["owned_by"], "openai");
+        assert_eq!(json["data"][0]["object"], "model");
+    }
+}

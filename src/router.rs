@@ -1,0 +1,311 @@
+//! [`AiRouter`]: the composed stack, and the builder that is the only place knowing its order.
+//!
+//! Outer to inner:
+//!
+//! | layer | adds / reads | answers on its own |
+//! |---|---|---|
+//! | [`SetRequestId`] | adds [`RequestId`](crate::request_id::RequestId); opens the request span | - |
+//! | [`OpenAiErrors`] | - | renders every failure below as an OpenAI error; `Error = Infallible` |
+//! | [`Auth`] | adds [`Principal`](crate::auth::Principal); removes `Authorization` | 401, 503 (key store) |
+//! | [`Route`] | reads the body (bounded), adds [`RouteTarget`](crate::route::RouteTarget), rewrites `model` | `GET /models`, 400, 404, 405, 413 |
+//! | [`Providers`] | reads `RouteTarget`; calls the provider's upstream | 502, 503, 504 |
+//!
+//! Auth runs before the body is read, so a rejected request costs no buffering. The request
+//! body is kept as `Bytes` below `Route`, so retries and fallbacks can resend it.
+//!
+//! # Example
+//! ```no_run
+//! use ai_router::AiRouter;
+//! use ai_router::auth::{MemoryKeyStore, Principal};
+//! use ai_router::provider::HttpProvider;
+//!
+//! # fn demo() -> Result<(), ai_router::BuildError> {
+//! let router = AiRouter::builder()
+//!     .mount_path("/v3/router")
+//!     .keys(MemoryKeyStore::new().with_key("sk-router-dev", Principal::new("dev")))
+//!     .provider("openai", HttpProvider::builder("https://api.openai.com/v1").api_key("sk-...").build()?)
+//!     .models("openai", ["gpt-4o-mini"])
+//!     .alias("fast", ["openai/gpt-4o-mini"])
+//!     .build()?;
+//! # let _ = router; Ok(()) }
+//! ```
+
+use std::collections::HashMap;
+use std::convert::Infallible;
+use std::fmt;
+use std::future::Future;
+use std::pin::Pin;
+use std::task::{Context, Poll};
+
+use bytes::Bytes;
+use http::{Request, Response};
+use http_body::Body;
+use pin_project_lite::pin_project;
+use tower_layer::Layer as _;
+use tower_service::Service;
+
+use crate::auth::{self, Auth, AuthLayer, KeyStore, MemoryKeyStore};
+use crate::body::RouterBody;
+use crate::normalize::{self, OpenAiErrors, OpenAiErrorsLayer};
+use crate::openai_error::{BoxError, Error};
+use crate::provider::Providers;
+use crate::request_id::{self, SetRequestId, SetRequestIdLayer};
+use crate::route::{DEFAULT_BODY_LIMIT, Route, RouteLayer, RouteTable};
+
+type Stack<K> = SetRequestId<OpenAiErrors<Auth<Route<Providers>, K>>>;
+
+/// The OpenAI-compatible router: a `Service` for any hyper/axum/tonic host.
+///
+/// `Clone + Send + Sync`, `Error = Infallible`; takes any request body and answers
+/// `Response<RouterBody>`. Build it with [`AiRouter::builder`]. See the module docs.
+pub struct AiRouter<K = MemoryKeyStore> {
+    stack: Stack<K>,
+}
+
+impl<K: Clone> Clone for AiRouter<K> {
+    fn clone(&self) -> Self {
+        Self {
+            stack: self.stack.clone(),
+        }
+    }
+}
+
+impl<K> fmt::Debug for AiRouter<K> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("AiRouter").finish_non_exhaustive()
+    }
+}
+
+impl AiRouter {
+    /// A builder with no keys, providers or aliases yet.
+    pub fn builder() -> AiRouterBuilder<()> {
+        AiRouterBuilder {
+            keys: (),
+            providers: Providers::new(),
+            provider_names: Vec::new(),
+            models: HashMap::new(),
+            aliases: Vec::new(),
+            body_limit: DEFAULT_BODY_LIMIT,
+            mount_path: None,
+        }
+    }
+}
+
+impl<K, B> Service<Request<B>> for AiRouter<K>
+where
+    K: KeyStore,
+    B: Body + Send + 'static,
+    B::Error: Into<BoxError>,
+{
+    type Response = Response<RouterBody>;
+    type Error = Infallible;
+    type Future = ResponseFuture<K, B>;
+
+    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Infallible>> {
+        Service::<Request<B>>::poll_ready(&mut self.stack, cx)
+    }
+
+    fn call(&mut self, request: Request<B>) -> Self::Future {
+        ResponseFuture {
+            inner: self.stack.call(request),
+        }
+    }
+}
+
+type StackFuture<K, B> = request_id::ResponseFuture<
+    normalize::ResponseFuture<auth::ResponseFuture<Route<Providers>, <K as KeyStore>::Future, B>>,
+>;
+
+pin_project! {
+    /// Response future of [`AiRouter`].
+    pub struct ResponseFuture<K, B>
+    where
+        K: KeyStore,
+        B: Body,
+        B::Error: Into<BoxError>,
+    {
+        #[pin]
+        inner: StackFuture<K, B>,
+    }
+}
+
+impl<K, B> Future for ResponseFuture<K, B>
+where
+    K: KeyStore,
+    B: Body,
+    B::Error: Into<BoxError>,
+{
+    type Output = Result<Response<RouterBody>, Infallible>;
+
+    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
+        self.project().inner.poll(cx)
+    }
+}
+
+/// Builds an [`AiRouter`]; `K` is the key store once [`keys`](AiRouterBuilder::keys) is set.
+#[must_use]
+pub struct AiRouterBuilder<K> {
+    keys: K,
+    providers: Providers,
+    provider_names: Vec<String>,
+    models: HashMap<String, Vec<String>>,
+    aliases: Vec<(String, Vec<String>)>,
+    body_limit: usize,
+    mount_path: Option<String>,
+}
+
+impl<K> AiRouterBuilder<K> {
+    /// The router keys: a [`MemoryKeyStore`] or any [`KeyStore`].
+    pub fn keys<K2: KeyStore>(self, keys: K2) -> AiRouterBuilder<K2> {
+        AiRouterBuilder {
+            keys,
+            providers: self.providers,
+            provider_names: self.provider_names,
+            models: self.models,
+            aliases: self.aliases,
+            body_limit: self.body_limit,
+            mount_path: self.mount_path,
+        }
+    }
+
+    /// Adds a provider: model ids `name/...` go to `service` (usually an
+    /// [`HttpProvider`](crate::provider::HttpProvider)).
+    pub fn provider<S>(mut self, name: impl Into<String>, service: S) -> Self
+    where
+        S: Service<Request<Bytes>, Response = Response<RouterBody>, Error = Error>
+            + Clone
+            + Send
+            + Sync
+            + 'static,
+        S::Future: Send + 'static,
+    {
+        let name = name.into();
+        self.providers = self.providers.with(name.as_str(), service);
+        self.provider_names.push(name);
+        self
+    }
+
+    /// The models `GET /models` lists for provider `name` (as `name/<id>`).
+    pub fn models<I, M>(mut self, provider: impl Into<String>, models: I) -> Self
+    where
+        I: IntoIterator<Item = M>,
+        M: Into<String>,
+    {
+        self.models
+            .entry(provider.into())
+            .or_default()
+            .extend(models.into_iter().map(Into::into));
+        self
+    }
+
+    /// An alias with its ordered `provider/model` targets.
+    pub fn alias<I, M>(mut self, name: impl Into<String>, targets: I) -> Self
+    where
+        I: IntoIterator<Item = M>,
+        M: Into<String>,
+    {
+        self.aliases
+            .push((name.into(), targets.into_iter().map(Into::into).collect()));
+        self
+    }
+
+    /// The largest request body read, in bytes (default 32 MiB); larger ones get 413.
+    pub fn body_limit(mut self, limit: usize) -> Self {
+        self.body_limit = limit;
+        self
+    }
+
+    /// The path the router is served under, e.g. `/v3/router`: stripped when a request path
+    /// starts with it (plain hyper), and still right when the host strips it (axum
+    /// `nest_service`).
+    pub fn mount_path(mut self, mount: impl Into<String>) -> Self {
+        self.mount_path = Some(mount.into());
+        self
+    }
+}
+
+impl<K: KeyStore> AiRouterBuilder<K> {
+    /// Checks the configuration and composes the stack.
+    pub fn build(self) -> Result<AiRouter<K>, BuildError> {
+        if let Some(unknown) = self.models.keys().find(|p| !self.providers.contains(p)) {
+            return Err(BuildError::new(format!(
+                "models are listed for provider `{unknown}`, which is not configured"
+            )));
+        }
+        let mut table = RouteTable::builder();
+        let mut models = self.models;
+        for name in &self.provider_names {
+            table = table.provider(name.clone(), models.remove(name).unwrap_or_default());
+        }
+        for (name, targets) in self.aliases {
+            table = table.alias(name, targets);
+        }
+        let table = table.build()?;
+        let mut route = RouteLayer::new(table).body_limit(self.body_limit);
+        if let Some(mount) = self.mount_path {
+            route = route.mount_path(mount);
+        }
+        let stack = SetRequestIdLayer::new().layer(
+            OpenAiErrorsLayer::new()
+                .layer(AuthLayer::new(self.keys).layer(route.layer(self.providers))),
+        );
+        Ok(AiRouter { stack })
+    }
+}
+
+impl<K> fmt::Debug for AiRouterBuilder<K> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("AiRouterBuilder")
+            .field("providers", &self.provider_names)
+            .field("body_limit", &self.body_limit)
+            .field("mount_path", &self.mount_path)
+            .finish_non_exhaustive()
+    }
+}
+
+/// A configuration the router cannot be built from; the message names what is wrong.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct BuildError {
+    message: String,
+}
+
+impl BuildError {
+    pub(crate) fn new(message: impl Into<String>) -> Self {
+        Self {
+            message: message.into(),
+        }
+    }
+}
+
+impl fmt::Display for BuildError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.message)
+    }
+}
+
+impl std::error::Error for BuildError {}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_router_and_its_future_are_send_and_sync() {
+        fn assert_send_sync<T: Send + Sync + Clone + 'static>() {}
+        fn assert_send<T: Send + 'static>() {}
+        assert_send_sync::<AiRouter>();
+        assert_send::<ResponseFuture<MemoryKeyStore, http_body_util::Full<Bytes>>>();
+        assert_send::<ResponseFuture<MemoryKeyStore, hyper::body::Incoming>>();
+    }
+
+    #[test]
+    fn models_for_unknown_providers_are_refused() {
+        let error = AiRouter::builder()
+            .keys(MemoryKeyStore::new())
+            .models("ghost", ["m"])
+            .build()
+            .unwrap_err();
+        assert!(error.to_string().contains("ghost"));
+    }
+}

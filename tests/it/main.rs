@@ -1,0 +1,11 @@
+//! Integration tests over real TCP: an OpenAI client -> the router -> the mock upstream.
+#![allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    missing_docs,
+    unreachable_pub
+)]
+
+mod support;
+
+mod chat;
