@@ -65,3 +65,8 @@ pub mod mock;
 pub use crate::body::RouterBody;
 pub use crate::openai_error::{BoxError, Error};
 pub use crate::router::{AiRouter, AiRouterBuilder, BuildError};
+
+/// The README's Rust examples, compiled as doctests.
+#[cfg(doctest)]
+#[doc = include_str!("../README.md")]
+pub struct ReadmeDoctests;

@@ -33,6 +33,7 @@ pin_project! {
     #[project = StateProj]
     enum State<F> {
         Inner { #[pin] future: F },
+        Failed { error: Option<Error> },
         ReadingError {
             #[pin] collect: Collect<Limited<RouterBody>>,
             #[pin] deadline: Sleep,
@@ -46,6 +47,12 @@ impl<F> ResponseFuture<F> {
     pub(super) fn new(future: F) -> Self {
         Self {
             state: State::Inner { future },
+        }
+    }
+
+    pub(super) fn failed(error: Error) -> Self {
+        Self {
+            state: State::Failed { error: Some(error) },
         }
     }
 }
@@ -118,6 +125,11 @@ where
                         }
                     };
                     return Poll::Ready(Ok(response));
+                }
+                StateProj::Failed { error } => {
+                    let error = error.take().unwrap_or_else(Error::internal);
+                    this.state.set(State::Done);
+                    return Poll::Ready(Ok(render(error.into())));
                 }
                 StateProj::Done => {
                     // Polled after completion: answer rather than panic.

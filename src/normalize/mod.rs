@@ -43,7 +43,7 @@ use tower_layer::Layer;
 use tower_service::Service;
 
 use crate::body::RouterBody;
-use crate::openai_error::BoxError;
+use crate::openai_error::{BoxError, Error};
 
 pub use self::future::ResponseFuture;
 
@@ -72,12 +72,17 @@ impl<S> Layer<S> for OpenAiErrorsLayer {
 #[derive(Clone, Debug)]
 pub struct OpenAiErrors<S> {
     inner: S,
+    /// Set when `inner` failed to become ready: the next call is answered without it.
+    not_ready: bool,
 }
 
 impl<S> OpenAiErrors<S> {
     /// Wraps `inner`.
     pub fn new(inner: S) -> Self {
-        Self { inner }
+        Self {
+            inner,
+            not_ready: false,
+        }
     }
 
     /// An [`OpenAiErrorsLayer`].
@@ -111,19 +116,27 @@ where
     type Future = ResponseFuture<S::Future>;
 
     fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Infallible>> {
-        // A service that fails to become ready is still answered: the error surfaces in
-        // `call`, where it becomes a response. Report ready to keep the edge infallible.
+        // The edge stays infallible: an inner service that fails to become ready is not
+        // called, and its request is answered with a 500 instead.
         match self.inner.poll_ready(cx) {
             Poll::Pending => Poll::Pending,
-            Poll::Ready(Ok(())) => Poll::Ready(Ok(())),
+            Poll::Ready(Ok(())) => {
+                self.not_ready = false;
+                Poll::Ready(Ok(()))
+            }
             Poll::Ready(Err(error)) => {
-                tracing::error!(cause = %error.into(), "inner service failed to become ready");
+                self.not_ready = true;
+                let error: BoxError = error.into();
+                tracing::error!(cause = %error, "inner service failed to become ready");
                 Poll::Ready(Ok(()))
             }
         }
     }
 
     fn call(&mut self, request: Request<ReqBody>) -> Self::Future {
+        if std::mem::take(&mut self.not_ready) {
+            return ResponseFuture::failed(Error::internal());
+        }
         ResponseFuture::new(self.inner.call(request))
     }
 }
@@ -132,7 +145,6 @@ where
 #[allow(clippy::unwrap_used)]
 mod tests {
     use super::*;
-    use crate::Error;
     use bytes::Bytes;
     use http::StatusCode;
     use http_body_util::BodyExt;

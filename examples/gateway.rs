@@ -1,2 +1,0 @@
-//! Placeholder: the gateway comes in a later commit.
-fn main() {}

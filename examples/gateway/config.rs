@@ -1,0 +1,271 @@
+//! The gateway's TOML configuration and its translation into router values.
+//!
+//! The library reads no files or environment variables; this is where the gateway does.
+
+use std::collections::BTreeMap;
+use std::net::SocketAddr;
+use std::path::Path;
+use std::time::Duration;
+
+use ai_router::auth::{ApiKeyDigest, MemoryKeyStore, Principal};
+use ai_router::provider::{HttpProvider, ProviderAuth};
+use http::HeaderName;
+use serde::Deserialize;
+
+/// The whole file.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct Config {
+    /// Where the gateway listens.
+    #[serde(default = "default_listen")]
+    pub(crate) listen: SocketAddr,
+    /// The path the router is served under.
+    #[serde(default = "default_mount")]
+    pub(crate) mount: String,
+    /// The largest request body, in bytes.
+    pub(crate) body_limit: Option<usize>,
+    /// How long in-flight requests may finish after a shutdown signal.
+    #[serde(default = "default_grace")]
+    pub(crate) shutdown_grace_secs: u64,
+    /// Router keys.
+    #[serde(default)]
+    pub(crate) keys: Vec<KeyConfig>,
+    /// Providers by name.
+    #[serde(default)]
+    pub(crate) providers: BTreeMap<String, ProviderConfig>,
+    /// Aliases by name.
+    #[serde(default)]
+    pub(crate) models: BTreeMap<String, AliasConfig>,
+}
+
+/// One `[[keys]]` entry.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct KeyConfig {
+    /// A name safe to log.
+    pub(crate) name: String,
+    /// The SHA-256 of the key, as 64 hex digits.
+    pub key_sha256: Option<String>,
+    /// An environment variable holding the key (hashed at load).
+    pub(crate) key_env: Option<String>,
+}
+
+/// How a provider's key is sent.
+#[derive(Debug, Deserialize, Default, Clone, Copy, PartialEq, Eq)]
+#[serde(rename_all = "kebab-case")]
+pub(crate) enum AuthConfig {
+    /// `Authorization: Bearer <key>`.
+    #[default]
+    Bearer,
+    /// `api-key: <key>` (Azure OpenAI).
+    ApiKey,
+    /// No key.
+    None,
+}
+
+/// One `[providers.NAME]` table.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct ProviderConfig {
+    /// The provider's base URL, which may carry a path.
+    pub(crate) base_url: Option<String>,
+    /// The environment variable holding the provider key.
+    pub(crate) api_key_env: Option<String>,
+    /// How the key is sent.
+    #[serde(default)]
+    pub(crate) auth: AuthConfig,
+    /// Static headers added to every upstream request.
+    #[serde(default)]
+    pub(crate) headers: BTreeMap<String, String>,
+    /// Models listed by `GET /models` as `NAME/<id>`.
+    #[serde(default)]
+    pub(crate) models: Vec<String>,
+    /// Seconds the upstream has to send its response head.
+    pub(crate) timeout_secs: Option<u64>,
+    /// Serve this provider with the in-process mock upstream (offline demo).
+    #[serde(default)]
+    pub(crate) mock: bool,
+}
+
+/// One `[models."NAME"]` table.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct AliasConfig {
+    /// Ordered `provider/model` targets.
+    pub(crate) targets: Vec<String>,
+}
+
+fn default_listen() -> SocketAddr {
+    SocketAddr::from(([127, 0, 0, 1], 8080))
+}
+
+fn default_mount() -> String {
+    "/v3/router".to_owned()
+}
+
+fn default_grace() -> u64 {
+    10
+}
+
+/// A configuration problem, with the file and the key it concerns.
+#[derive(Debug)]
+pub(crate) struct ConfigError(pub(crate) String);
+
+impl std::fmt::Display for ConfigError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+impl std::error::Error for ConfigError {}
+
+impl Config {
+    /// Reads and parses the file at `path`.
+    pub(crate) fn load(path: &Path) -> Result<Self, ConfigError> {
+        let text = std::fs::read_to_string(path)
+            .map_err(|e| ConfigError(format!("cannot read config `{}`: {e}", path.display())))?;
+        Self::parse(&text).map_err(|e| ConfigError(format!("invalid config `{}`: {e}", path.display())))
+    }
+
+    /// Parses configuration text.
+    pub(crate) fn parse(text: &str) -> Result<Self, ConfigError> {
+        let config: Self = toml::from_str(text).map_err(|e| ConfigError(e.to_string()))?;
+        config.check()?;
+        Ok(config)
+    }
+
+    /// Checks what serde cannot.
+    fn check(&self) -> Result<(), ConfigError> {
+        for (i, key) in self.keys.iter().enumerate() {
+            match (&key.key_sha256, &key.key_env) {
+                (Some(_), Some(_)) | (None, None) => {
+                    return Err(ConfigError(format!(
+                        "keys[{i}] (`{}`): set exactly one of `key_sha256` or `key_env`",
+                        key.name
+                    )));
+                }
+                (Some(hex), None) => {
+                    ApiKeyDigest::from_hex(hex).map_err(|e| {
+                        ConfigError(format!("keys[{i}].key_sha256 (`{}`): {e}", key.name))
+                    })?;
+                }
+                (None, Some(_)) => {}
+            }
+        }
+        if !self.mount.starts_with('/') || self.mount.contains(['{', '}', '*', '?', '#']) {
+            return Err(ConfigError(format!(
+                "mount: `{}` must be a plain path starting with `/`",
+                self.mount
+            )));
+        }
+        for (name, provider) in &self.providers {
+            if !provider.mock && provider.base_url.is_none() {
+                return Err(ConfigError(format!(
+                    "providers.{name}: `base_url` is required (or `mock = true`)"
+                )));
+            }
+        }
+        Ok(())
+    }
+
+    /// The key store: digests from the file, keys from the environment hashed now.
+    pub(crate) fn key_store(&self, env: impl Fn(&str) -> Option<String>) -> MemoryKeyStore {
+        let mut store = MemoryKeyStore::new();
+        for key in &self.keys {
+            let principal = Principal::new(key.name.as_str());
+            if let Some(hex) = &key.key_sha256 {
+                // Checked in `check`.
+                if let Ok(digest) = ApiKeyDigest::from_hex(hex) {
+                    store = store.with_digest(digest, principal);
+                }
+            } else if let Some(var) = &key.key_env {
+                match env(var).filter(|v| !v.is_empty()) {
+                    Some(value) => store = store.with_key(&value, principal),
+                    None => tracing::warn!(key = %key.name, env = %var, "router key variable is not set; key skipped"),
+                }
+            }
+        }
+        store
+    }
+
+    /// Builds the provider `name`, with `mock_base_url` standing in for `mock = true`.
+    pub(crate) fn http_provider(
+        &self,
+        name: &str,
+        provider: &ProviderConfig,
+        mock: Option<(&str, &str)>,
+        env: impl Fn(&str) -> Option<String>,
+    ) -> Result<HttpProvider, ConfigError> {
+        let (base_url, key) = match (provider.mock, mock) {
+            (true, Some((url, key))) => (url.to_owned(), Some(key.to_owned())),
+            _ => {
+                let url = provider.base_url.clone().unwrap_or_default();
+                let key = provider.api_key_env.as_deref().and_then(|var| env(var)).filter(|k| !k.is_empty());
+                if key.is_none() && provider.auth != AuthConfig::None {
+                    tracing::warn!(
+                        provider = %name,
+                        env = provider.api_key_env.as_deref().unwrap_or("(api_key_env not set)"),
+                        "provider key is not set; its models will answer 503 provider_unavailable"
+                    );
+                }
+                (url, key)
+            }
+        };
+        let auth = match provider.auth {
+            AuthConfig::Bearer => ProviderAuth::Bearer,
+            AuthConfig::ApiKey => ProviderAuth::Header(HeaderName::from_static("api-key")),
+            AuthConfig::None => ProviderAuth::None,
+        };
+        let mut builder = HttpProvider::builder(base_url).auth(auth);
+        if let Some(key) = key {
+            builder = builder.api_key(key);
+        }
+        for (header, value) in &provider.headers {
+            builder = builder.header(header.as_str(), value.as_str());
+        }
+        if let Some(secs) = provider.timeout_secs {
+            builder = builder.timeout(Duration::from_secs(secs));
+        }
+        builder
+            .build()
+            .map_err(|e| ConfigError(format!("providers.{name}: {e}")))
+    }
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_shipped_config_parses() {
+        let text = include_str!("../gateway.toml");
+        let config = Config::parse(text).unwrap();
+        assert_eq!(config.listen, default_listen());
+        assert_eq!(config.mount, "/v3/router");
+        assert!(config.providers["demo"].mock);
+        assert_eq!(config.models["fast"].targets, ["demo/gpt-4o-mini"]);
+        let store = config.key_store(|_| None);
+        assert!(store.find(&ApiKeyDigest::of("sk-router-demo")).is_some());
+    }
+
+    #[test]
+    fn errors_name_the_key() {
+        let error = Config::parse("listen = 5").unwrap_err().to_string();
+        assert!(error.contains("listen"), "{error}");
+        let error = Config::parse("[providers.x]\nbase_ur = \"http://h\"").unwrap_err().to_string();
+        assert!(error.contains("base_ur"), "{error}");
+        let error = Config::parse("[[keys]]\nname = \"a\"\nkey_sha256 = \"zz\"").unwrap_err().to_string();
+        assert!(error.contains("keys[0].key_sha256"), "{error}");
+        let error = Config::parse("[providers.x]\nmodels = []").unwrap_err().to_string();
+        assert!(error.contains("providers.x"), "{error}");
+    }
+
+    #[test]
+    fn env_keys_are_hashed_at_load() {
+        let config = Config::parse("[[keys]]\nname = \"dev\"\nkey_env = \"K\"").unwrap();
+        let store = config.key_store(|var| (var == "K").then(|| "sk-from-env".to_owned()));
+        assert_eq!(store.find(&ApiKeyDigest::of("sk-from-env")).unwrap().name(), "dev");
+        assert!(!format!("{store:?}").contains("sk-from-env"));
+    }
+}
