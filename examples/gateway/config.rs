@@ -124,7 +124,8 @@ impl Config {
     pub(crate) fn load(path: &Path) -> Result<Self, ConfigError> {
         let text = std::fs::read_to_string(path)
             .map_err(|e| ConfigError(format!("cannot read config `{}`: {e}", path.display())))?;
-        Self::parse(&text).map_err(|e| ConfigError(format!("invalid config `{}`: {e}", path.display())))
+        Self::parse(&text)
+            .map_err(|e| ConfigError(format!("invalid config `{}`: {e}", path.display())))
     }
 
     /// Parses configuration text.
@@ -181,7 +182,9 @@ impl Config {
             } else if let Some(var) = &key.key_env {
                 match env(var).filter(|v| !v.is_empty()) {
                     Some(value) => store = store.with_key(&value, principal),
-                    None => tracing::warn!(key = %key.name, env = %var, "router key variable is not set; key skipped"),
+                    None => {
+                        tracing::warn!(key = %key.name, env = %var, "router key variable is not set; key skipped")
+                    }
                 }
             }
         }
@@ -200,7 +203,11 @@ impl Config {
             (true, Some((url, key))) => (url.to_owned(), Some(key.to_owned())),
             _ => {
                 let url = provider.base_url.clone().unwrap_or_default();
-                let key = provider.api_key_env.as_deref().and_then(|var| env(var)).filter(|k| !k.is_empty());
+                let key = provider
+                    .api_key_env
+                    .as_deref()
+                    .and_then(&env)
+                    .filter(|k| !k.is_empty());
                 if key.is_none() && provider.auth != AuthConfig::None {
                     tracing::warn!(
                         provider = %name,
@@ -253,11 +260,17 @@ mod tests {
     fn errors_name_the_key() {
         let error = Config::parse("listen = 5").unwrap_err().to_string();
         assert!(error.contains("listen"), "{error}");
-        let error = Config::parse("[providers.x]\nbase_ur = \"http://h\"").unwrap_err().to_string();
+        let error = Config::parse("[providers.x]\nbase_ur = \"http://h\"")
+            .unwrap_err()
+            .to_string();
         assert!(error.contains("base_ur"), "{error}");
-        let error = Config::parse("[[keys]]\nname = \"a\"\nkey_sha256 = \"zz\"").unwrap_err().to_string();
+        let error = Config::parse("[[keys]]\nname = \"a\"\nkey_sha256 = \"zz\"")
+            .unwrap_err()
+            .to_string();
         assert!(error.contains("keys[0].key_sha256"), "{error}");
-        let error = Config::parse("[providers.x]\nmodels = []").unwrap_err().to_string();
+        let error = Config::parse("[providers.x]\nmodels = []")
+            .unwrap_err()
+            .to_string();
         assert!(error.contains("providers.x"), "{error}");
     }
 
@@ -265,7 +278,10 @@ mod tests {
     fn env_keys_are_hashed_at_load() {
         let config = Config::parse("[[keys]]\nname = \"dev\"\nkey_env = \"K\"").unwrap();
         let store = config.key_store(|var| (var == "K").then(|| "sk-from-env".to_owned()));
-        assert_eq!(store.find(&ApiKeyDigest::of("sk-from-env")).unwrap().name(), "dev");
+        assert_eq!(
+            store.find(&ApiKeyDigest::of("sk-from-env")).unwrap().name(),
+            "dev"
+        );
         assert!(!format!("{store:?}").contains("sk-from-env"));
     }
 }

@@ -31,7 +31,9 @@ const DEMO_UPSTREAM_KEY: &str = "sk-demo-upstream";
 #[tokio::main]
 async fn main() -> ExitCode {
     tracing_subscriber::fmt()
-        .with_env_filter(EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info")))
+        .with_env_filter(
+            EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info")),
+        )
         .with_writer(std::io::stderr)
         .init();
     match run().await {
@@ -59,7 +61,11 @@ fn config_path() -> Result<PathBuf, ConfigError> {
                 println!("usage: gateway [--config PATH]");
                 std::process::exit(0);
             }
-            other => return Err(ConfigError(format!("unknown argument `{other}` (try --help)"))),
+            other => {
+                return Err(ConfigError(format!(
+                    "unknown argument `{other}` (try --help)"
+                )));
+            }
         }
     }
     Ok(path)
@@ -68,7 +74,9 @@ fn config_path() -> Result<PathBuf, ConfigError> {
 async fn run() -> Result<(), ConfigError> {
     let path = config_path()?;
     let config = Config::load(&path)?;
-    let invalid = |e: &dyn std::fmt::Display| ConfigError(format!("invalid config `{}`: {e}", path.display()));
+    let invalid = |e: &dyn std::fmt::Display| {
+        ConfigError(format!("invalid config `{}`: {e}", path.display()))
+    };
     let env = |var: &str| std::env::var(var).ok();
 
     let mock = if config.providers.values().any(|p| p.mock) {
