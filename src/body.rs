@@ -23,7 +23,9 @@ use http_body_util::BodyExt as _;
 use http_body_util::combinators::UnsyncBoxBody;
 use pin_project_lite::pin_project;
 
+use crate::auth::ConcurrencyPermit;
 use crate::openai_error::BoxError;
+use crate::sse::SseBody;
 
 pin_project! {
     /// A response body: bytes the router made, or an upstream's body streamed through.
@@ -32,6 +34,8 @@ pin_project! {
     pub struct RouterBody {
         #[pin]
         kind: Kind,
+        // A key's concurrency slot, held until the body is done with (streams included).
+        permit: Option<ConcurrencyPermit>,
     }
 }
 
@@ -41,6 +45,8 @@ pin_project! {
         Full { data: Option<Bytes> },
         Incoming { #[pin] body: hyper::body::Incoming },
         Boxed { #[pin] body: UnsyncBoxBody<Bytes, BoxError> },
+        // Boxed: one allocation per stream keeps every other body small.
+        Sse { body: Pin<Box<SseBody>> },
     }
 }
 
@@ -49,16 +55,29 @@ impl RouterBody {
     pub fn full(data: impl Into<Bytes>) -> Self {
         let data = data.into();
         let data = (!data.is_empty()).then_some(data);
-        Self {
-            kind: Kind::Full { data },
-        }
+        Self::of(Kind::Full { data })
     }
 
     /// An empty body.
     pub fn empty() -> Self {
-        Self {
-            kind: Kind::Full { data: None },
-        }
+        Self::of(Kind::Full { data: None })
+    }
+
+    fn of(kind: Kind) -> Self {
+        Self { kind, permit: None }
+    }
+
+    /// An event stream wrapped by the [`Sse`](crate::sse::Sse) layer.
+    pub(crate) fn sse(body: SseBody) -> Self {
+        Self::of(Kind::Sse {
+            body: Box::pin(body),
+        })
+    }
+
+    /// Keeps `permit` until this body is dropped.
+    pub(crate) fn hold(mut self, permit: ConcurrencyPermit) -> Self {
+        self.permit = Some(permit);
+        self
     }
 
     /// Wraps any other body (boxed once); use it for upstream services that are not a hyper
@@ -68,19 +87,15 @@ impl RouterBody {
         B: Body<Data = Bytes> + Send + 'static,
         B::Error: Into<BoxError>,
     {
-        Self {
-            kind: Kind::Boxed {
-                body: body.map_err(Into::into).boxed_unsync(),
-            },
-        }
+        Self::of(Kind::Boxed {
+            body: body.map_err(Into::into).boxed_unsync(),
+        })
     }
 }
 
 impl From<hyper::body::Incoming> for RouterBody {
     fn from(body: hyper::body::Incoming) -> Self {
-        Self {
-            kind: Kind::Incoming { body },
-        }
+        Self::of(Kind::Incoming { body })
     }
 }
 
@@ -102,6 +117,7 @@ impl fmt::Debug for RouterBody {
             Kind::Full { .. } => "Full",
             Kind::Incoming { .. } => "Incoming",
             Kind::Boxed { .. } => "Boxed",
+            Kind::Sse { .. } => "Sse",
         };
         f.debug_tuple("RouterBody").field(&kind).finish()
     }
@@ -119,6 +135,7 @@ impl Body for RouterBody {
             KindProj::Full { data } => Poll::Ready(data.take().map(|d| Ok(Frame::data(d)))),
             KindProj::Incoming { body } => body.poll_frame(cx).map_err(Into::into),
             KindProj::Boxed { body } => body.poll_frame(cx),
+            KindProj::Sse { body } => body.as_mut().poll_frame(cx),
         }
     }
 
@@ -127,6 +144,7 @@ impl Body for RouterBody {
             Kind::Full { data } => data.is_none(),
             Kind::Incoming { body } => body.is_end_stream(),
             Kind::Boxed { body } => body.is_end_stream(),
+            Kind::Sse { body } => body.is_end_stream(),
         }
     }
 
@@ -137,6 +155,7 @@ impl Body for RouterBody {
             }
             Kind::Incoming { body } => body.size_hint(),
             Kind::Boxed { body } => body.size_hint(),
+            Kind::Sse { body } => body.size_hint(),
         }
     }
 }

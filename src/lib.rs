@@ -58,6 +58,7 @@ pub mod provider;
 pub mod request_id;
 pub mod route;
 pub mod router;
+pub mod sse;
 
 #[cfg(feature = "mock")]
 pub mod mock;

@@ -17,6 +17,7 @@
 //! ```
 
 use std::fmt;
+use std::time::Duration;
 
 use bytes::Bytes;
 use http::{HeaderValue, Response, StatusCode, header};
@@ -49,6 +50,10 @@ enum Kind {
     MissingApiKey,
     MalformedAuthorization,
     InvalidApiKey { masked: String },
+    ExpiredApiKey,
+    ModelNotAllowed { model: String },
+    RateLimited { limit: u32, wait: Duration },
+    ConcurrencyLimited { limit: u32 },
     KeyStoreUnavailable,
     ModelNotFound { model: String },
     UnknownUrl { method: String, path: String },
@@ -136,6 +141,39 @@ impl Error {
         })
     }
 
+    /// A known key past its expiry (401 `invalid_api_key`).
+    pub fn expired_api_key() -> Self {
+        Self::new(Kind::ExpiredApiKey)
+    }
+
+    /// The key may not use `model` (403 `model_not_allowed`); names the model, not the key.
+    pub fn model_not_allowed(model: &str) -> Self {
+        Self::new(Kind::ModelNotAllowed {
+            model: model.to_owned(),
+        })
+    }
+
+    /// The key used its `limit` requests per minute; the next is admitted after `wait`
+    /// (429 `rate_limit_exceeded`, with `retry-after`, `retry-after-ms` and
+    /// `x-ratelimit-*-requests`).
+    pub fn rate_limited(limit: u32, wait: Duration) -> Self {
+        Self::new(Kind::RateLimited { limit, wait })
+    }
+
+    /// The key has `limit` requests in flight already (429 `rate_limit_exceeded`).
+    pub fn concurrency_limited(limit: u32) -> Self {
+        Self::new(Kind::ConcurrencyLimited { limit })
+    }
+
+    /// How long the client should wait before retrying, when the router knows.
+    pub fn retry_after(&self) -> Option<Duration> {
+        match self.kind {
+            Kind::RateLimited { wait, .. } => Some(wait.max(Duration::from_millis(1))),
+            Kind::ConcurrencyLimited { .. } => Some(Duration::from_secs(1)),
+            _ => None,
+        }
+    }
+
     /// The key store could not answer (503): never treated as "allow".
     pub fn key_store_unavailable() -> Self {
         Self::new(Kind::KeyStoreUnavailable)
@@ -200,7 +238,10 @@ impl Error {
     pub fn is_unauthorized(&self) -> bool {
         matches!(
             self.kind,
-            Kind::MissingApiKey | Kind::MalformedAuthorization | Kind::InvalidApiKey { .. }
+            Kind::MissingApiKey
+                | Kind::MalformedAuthorization
+                | Kind::InvalidApiKey { .. }
+                | Kind::ExpiredApiKey
         )
     }
 
@@ -319,6 +360,40 @@ impl Error {
                 Some("invalid_api_key"),
                 format!("Incorrect API key provided: {masked}."),
             ),
+            ExpiredApiKey => row(
+                StatusCode::UNAUTHORIZED,
+                INVALID_REQUEST,
+                Some("invalid_api_key"),
+                "This API key has expired.".into(),
+            ),
+            ModelNotAllowed { model } => Parts {
+                param: Some("model"),
+                ..row(
+                    StatusCode::FORBIDDEN,
+                    PERMISSION,
+                    Some("model_not_allowed"),
+                    format!("This API key is not allowed to use the model `{model}`."),
+                )
+            },
+            RateLimited { limit, wait } => row(
+                StatusCode::TOO_MANY_REQUESTS,
+                RATE_LIMIT,
+                Some("rate_limit_exceeded"),
+                format!(
+                    "Rate limit reached for this API key on requests per minute: limit {limit}. \
+                     Please try again in {:.3}s.",
+                    wait.as_secs_f64()
+                ),
+            ),
+            ConcurrencyLimited { limit } => row(
+                StatusCode::TOO_MANY_REQUESTS,
+                RATE_LIMIT,
+                Some("rate_limit_exceeded"),
+                format!(
+                    "Too many concurrent requests for this API key: limit {limit}. Please retry \
+                     when one finishes."
+                ),
+            ),
             KeyStoreUnavailable => row(
                 StatusCode::SERVICE_UNAVAILABLE,
                 SERVICE_UNAVAILABLE,
@@ -426,6 +501,18 @@ impl Error {
         if let Kind::MethodNotAllowed { allow } = self.kind {
             headers.insert(header::ALLOW, HeaderValue::from_static(allow));
         }
+        if let Some(wait) = self.retry_after() {
+            // `retry-after` in whole seconds, at least 1; `retry-after-ms` exact.
+            let secs = wait.as_millis().div_ceil(1000).max(1) as u64;
+            headers.insert(header::RETRY_AFTER, HeaderValue::from(secs));
+            headers.insert(
+                RETRY_AFTER_MS,
+                HeaderValue::from(wait.as_millis().max(1) as u64),
+            );
+        }
+        if let Kind::RateLimited { limit, wait } = self.kind {
+            crate::auth::write_refusal_headers(headers, limit, wait);
+        }
         if let Some(retry) = parts.should_retry {
             headers.insert(
                 X_SHOULD_RETRY,
@@ -438,11 +525,16 @@ impl Error {
 
 const INVALID_REQUEST: &str = "invalid_request_error";
 const SERVER_ERROR: &str = "server_error";
+const PERMISSION: &str = "permission_error";
+/// OpenAI's `type` for request-rate limits.
+const RATE_LIMIT: &str = "requests";
 const SERVICE_UNAVAILABLE: &str = "service_unavailable_error";
 const TIMEOUT: &str = "timeout_error";
 
 /// The SDKs' retry switch: `false` on failures a retry cannot fix.
 const X_SHOULD_RETRY: &str = "x-should-retry";
+/// The SDKs' preferred retry delay, in milliseconds.
+const RETRY_AFTER_MS: &str = "retry-after-ms";
 
 /// Status for an upstream error whose body we do not pass on: 503 and 504 keep their meaning,
 /// other 5xx become 502 (the gateway's view), 4xx keep their status.

@@ -6,8 +6,9 @@
 //! |---|---|---|
 //! | [`SetRequestId`] | adds [`RequestId`](crate::request_id::RequestId); opens the request span | - |
 //! | [`OpenAiErrors`] | - | renders every failure below as an OpenAI error; `Error = Infallible` |
-//! | [`Auth`] | adds [`Principal`](crate::auth::Principal); removes `Authorization` | 401, 503 (key store) |
-//! | [`Route`] | reads the body (bounded), adds [`RouteTarget`](crate::route::RouteTarget), rewrites `model` | `GET /models`, 400, 404, 405, 413 |
+//! | [`Auth`] | adds [`Principal`](crate::auth::Principal); removes `Authorization`; per-key limits | 401, 429, 503 (key store) |
+//! | [`Route`] | reads the body (bounded), adds [`RouteTarget`](crate::route::RouteTarget), rewrites `model`, enforces the allow-list | `GET /models`, 400, 403, 404, 405, 413 |
+//! | [`Sse`] | reads `RouteTarget`; wraps event streams (pass-through, usage, idle timeout, error frame) | - |
 //! | [`Providers`] | reads `RouteTarget`; calls the provider's upstream | 502, 503, 504 |
 //!
 //! Auth runs before the body is read, so a rejected request costs no buffering. The request
@@ -44,15 +45,17 @@ use pin_project_lite::pin_project;
 use tower_layer::Layer as _;
 use tower_service::Service;
 
-use crate::auth::{self, Auth, AuthLayer, KeyStore, MemoryKeyStore};
+use crate::auth::{self, Auth, AuthLayer, InProcessLimiter, KeyStore, MemoryKeyStore};
 use crate::body::RouterBody;
 use crate::normalize::{self, OpenAiErrors, OpenAiErrorsLayer};
 use crate::openai_error::{BoxError, Error};
 use crate::provider::Providers;
 use crate::request_id::{self, SetRequestId, SetRequestIdLayer};
 use crate::route::{DEFAULT_BODY_LIMIT, Route, RouteLayer, RouteTable};
+use crate::sse::{OnUsage, Sse, SseLayer, StreamSettings};
+use std::time::Duration;
 
-type Stack<K> = SetRequestId<OpenAiErrors<Auth<Route<Providers>, K>>>;
+type Stack<K> = SetRequestId<OpenAiErrors<Auth<Route<Sse<Providers>>, K>>>;
 
 /// The OpenAI-compatible router: a `Service` for any hyper/axum/tonic host.
 ///
@@ -87,6 +90,7 @@ impl AiRouter {
             aliases: Vec::new(),
             body_limit: DEFAULT_BODY_LIMIT,
             mount_path: None,
+            streams: SseLayer::new(),
         }
     }
 }
@@ -113,7 +117,9 @@ where
 }
 
 type StackFuture<K, B> = request_id::ResponseFuture<
-    normalize::ResponseFuture<auth::ResponseFuture<Route<Providers>, <K as KeyStore>::Future, B>>,
+    normalize::ResponseFuture<
+        auth::ResponseFuture<Route<Sse<Providers>>, <K as KeyStore>::Future, InProcessLimiter, B>,
+    >,
 >;
 
 pin_project! {
@@ -152,6 +158,7 @@ pub struct AiRouterBuilder<K> {
     aliases: Vec<(String, Vec<String>)>,
     body_limit: usize,
     mount_path: Option<String>,
+    streams: SseLayer,
 }
 
 impl<K> AiRouterBuilder<K> {
@@ -165,6 +172,7 @@ impl<K> AiRouterBuilder<K> {
             aliases: self.aliases,
             body_limit: self.body_limit,
             mount_path: self.mount_path,
+            streams: self.streams,
         }
     }
 
@@ -215,6 +223,26 @@ impl<K> AiRouterBuilder<K> {
         self
     }
 
+    /// How long a stream may send nothing before the router ends it with an error frame
+    /// (default 5 minutes), for providers without their own [`StreamSettings`].
+    pub fn idle_timeout(mut self, timeout: Duration) -> Self {
+        self.streams = self.streams.idle_timeout(timeout);
+        self
+    }
+
+    /// Stream settings for provider `name` (idle timeout, usage injection).
+    pub fn stream_settings(mut self, name: impl Into<String>, settings: StreamSettings) -> Self {
+        self.streams = self.streams.provider(name.into(), settings);
+        self
+    }
+
+    /// The hook called once per finished stream with its usage and outcome (default: a log
+    /// line).
+    pub fn on_usage(mut self, hook: impl OnUsage) -> Self {
+        self.streams = self.streams.on_usage(hook);
+        self
+    }
+
     /// The path the router is served under, e.g. `/v3/router`: stripped when a request path
     /// starts with it (plain hyper), and still right when the host strips it (axum
     /// `nest_service`).
@@ -245,10 +273,9 @@ impl<K: KeyStore> AiRouterBuilder<K> {
         if let Some(mount) = self.mount_path {
             route = route.mount_path(mount);
         }
-        let stack = SetRequestIdLayer::new().layer(
-            OpenAiErrorsLayer::new()
-                .layer(AuthLayer::new(self.keys).layer(route.layer(self.providers))),
-        );
+        let stack = SetRequestIdLayer::new().layer(OpenAiErrorsLayer::new().layer(
+            AuthLayer::new(self.keys).layer(route.layer(self.streams.layer(self.providers))),
+        ));
         Ok(AiRouter { stack })
     }
 }

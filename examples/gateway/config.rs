@@ -9,6 +9,7 @@ use std::time::Duration;
 
 use ai_router::auth::{ApiKeyDigest, MemoryKeyStore, Principal};
 use ai_router::provider::{HttpProvider, ProviderAuth};
+use ai_router::sse::StreamSettings;
 use http::HeaderName;
 use serde::Deserialize;
 
@@ -48,6 +49,36 @@ pub(crate) struct KeyConfig {
     pub key_sha256: Option<String>,
     /// An environment variable holding the key (hashed at load).
     pub(crate) key_env: Option<String>,
+    /// Models this key may use: exact ids, aliases, globs (`openai/*`).
+    pub(crate) models: Option<Vec<String>>,
+    /// Requests per minute.
+    pub(crate) rpm: Option<u32>,
+    /// Requests in flight at once.
+    pub(crate) max_concurrent: Option<u32>,
+    /// RFC 3339 time after which the key is refused.
+    pub(crate) expires_at: Option<String>,
+}
+
+impl KeyConfig {
+    /// The principal this key stands for.
+    fn principal(&self) -> Result<Principal, String> {
+        let mut principal = Principal::new(self.name.as_str());
+        if let Some(models) = &self.models {
+            principal = principal.allow_models(models.iter().cloned());
+        }
+        if let Some(rpm) = self.rpm {
+            principal = principal.rpm(rpm);
+        }
+        if let Some(max) = self.max_concurrent {
+            principal = principal.max_concurrent(max);
+        }
+        if let Some(at) = &self.expires_at {
+            let at = humantime::parse_rfc3339_weak(at)
+                .map_err(|e| format!("expires_at `{at}` is not an RFC 3339 time: {e}"))?;
+            principal = principal.expires_at(at);
+        }
+        Ok(principal)
+    }
 }
 
 /// How a provider's key is sent.
@@ -82,6 +113,11 @@ pub(crate) struct ProviderConfig {
     pub(crate) models: Vec<String>,
     /// Seconds the upstream has to send its response head.
     pub(crate) timeout_secs: Option<u64>,
+    /// Seconds a stream may stay silent before the router ends it.
+    pub(crate) idle_timeout_secs: Option<u64>,
+    /// Ask this provider for usage on chat streams (`stream_options.include_usage`).
+    #[serde(default)]
+    pub(crate) stream_usage: bool,
     /// Serve this provider with the in-process mock upstream (offline demo).
     #[serde(default)]
     pub(crate) mock: bool,
@@ -128,6 +164,15 @@ impl Config {
             .map_err(|e| ConfigError(format!("invalid config `{}`: {e}", path.display())))
     }
 
+    /// The stream settings of a provider.
+    pub(crate) fn stream_settings(provider: &ProviderConfig) -> StreamSettings {
+        let mut settings = StreamSettings::new().inject_usage(provider.stream_usage);
+        if let Some(secs) = provider.idle_timeout_secs {
+            settings = settings.idle_timeout(Duration::from_secs(secs));
+        }
+        settings
+    }
+
     /// Parses configuration text.
     pub(crate) fn parse(text: &str) -> Result<Self, ConfigError> {
         let config: Self = toml::from_str(text).map_err(|e| ConfigError(e.to_string()))?;
@@ -152,6 +197,8 @@ impl Config {
                 }
                 (None, Some(_)) => {}
             }
+            key.principal()
+                .map_err(|e| ConfigError(format!("keys[{i}] (`{}`): {e}", key.name)))?;
         }
         if !self.mount.starts_with('/') || self.mount.contains(['{', '}', '*', '?', '#']) {
             return Err(ConfigError(format!(
@@ -173,7 +220,10 @@ impl Config {
     pub(crate) fn key_store(&self, env: impl Fn(&str) -> Option<String>) -> MemoryKeyStore {
         let mut store = MemoryKeyStore::new();
         for key in &self.keys {
-            let principal = Principal::new(key.name.as_str());
+            // Checked in `check`.
+            let Ok(principal) = key.principal() else {
+                continue;
+            };
             if let Some(hex) = &key.key_sha256 {
                 // Checked in `check`.
                 if let Ok(digest) = ApiKeyDigest::from_hex(hex) {
@@ -272,6 +322,27 @@ mod tests {
             .unwrap_err()
             .to_string();
         assert!(error.contains("providers.x"), "{error}");
+    }
+
+    #[test]
+    fn key_policy_is_read() {
+        let text = r#"
+            [[keys]]
+            name = "team-a"
+            key_env = "K"
+            models = ["openai/*", "fast"]
+            rpm = 600
+            max_concurrent = 32
+            expires_at = "2027-01-01T00:00:00Z"
+        "#;
+        let config = Config::parse(text).unwrap();
+        let store = config.key_store(|_| Some("sk-team".to_owned()));
+        let principal = store.find(&ApiKeyDigest::of("sk-team")).unwrap();
+        assert!(principal.allows_model("openai/gpt-4o") && !principal.allows_model("groq/x"));
+        assert_eq!(principal.limits().rpm.map(|r| r.get()), Some(600));
+        assert_eq!(principal.limits().max_concurrent.map(|r| r.get()), Some(32));
+        let in_2028 = humantime::parse_rfc3339("2028-01-01T00:00:00Z").unwrap();
+        assert!(principal.is_expired_at(in_2028));
     }
 
     #[test]

@@ -102,6 +102,7 @@ async fn run() -> Result<(), ConfigError> {
             .map_err(|e| invalid(&e))?;
         builder = builder
             .provider(name.as_str(), service)
+            .stream_settings(name.as_str(), Config::stream_settings(provider))
             .models(name.as_str(), provider.models.iter().cloned());
     }
     for (name, alias) in &config.models {

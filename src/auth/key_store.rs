@@ -8,6 +8,7 @@ use std::sync::Arc;
 use sha2::{Digest as _, Sha256};
 use subtle::ConstantTimeEq as _;
 
+use super::principal::Principal;
 use crate::openai_error::BoxError;
 
 /// The SHA-256 digest of a router key: the only form in which keys are kept.
@@ -81,27 +82,6 @@ impl fmt::Display for InvalidDigest {
 }
 
 impl std::error::Error for InvalidDigest {}
-
-/// Who is calling: the identity a router key stands for, put in the request extensions by
-/// [`Auth`](crate::auth::Auth).
-///
-/// Its name is safe to log; it never holds the key.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub struct Principal {
-    name: Arc<str>,
-}
-
-impl Principal {
-    /// A principal with this name.
-    pub fn new(name: impl Into<Arc<str>>) -> Self {
-        Self { name: name.into() }
-    }
-
-    /// The key's name, for logs and limits.
-    pub fn name(&self) -> &str {
-        &self.name
-    }
-}
 
 /// Finds the [`Principal`] for a key digest.
 ///
@@ -249,6 +229,20 @@ mod tests {
         let store = MemoryKeyStore::new().with_key("sk-a", Principal::new("a"));
         assert_eq!(store.find(&ApiKeyDigest::of("sk-a")).unwrap().name(), "a");
         assert!(store.find(&ApiKeyDigest::of("sk-b")).is_none());
+    }
+
+    #[test]
+    fn bucket_collisions_are_settled_by_the_constant_time_comparison() {
+        // Same 8-byte bucket, different digests: only the full comparison tells them apart.
+        let known =
+            ApiKeyDigest::from_hex(&format!("{}{}", "ab".repeat(8), "00".repeat(24))).unwrap();
+        let other =
+            ApiKeyDigest::from_hex(&format!("{}{}", "ab".repeat(8), "01".repeat(24))).unwrap();
+        assert_eq!(known.bucket(), other.bucket());
+        assert!(known.ct_eq(&known) && !known.ct_eq(&other));
+        let store = MemoryKeyStore::new().with_digest(known, Principal::new("known"));
+        assert!(store.find(&other).is_none());
+        assert_eq!(store.find(&known).unwrap().name(), "known");
     }
 
     #[test]

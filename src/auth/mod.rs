@@ -12,6 +12,7 @@
 //! # Example
 //! ```
 //! use ai_router::auth::{AuthLayer, MemoryKeyStore, Principal};
+//! use ai_router::RouterBody;
 //! use tower::{ServiceBuilder, ServiceExt};
 //! # async fn demo() -> Result<(), ai_router::BoxError> {
 //! let keys = MemoryKeyStore::new().with_key("sk-router-dev", Principal::new("dev"));
@@ -19,17 +20,19 @@
 //!     .layer(AuthLayer::new(keys))
 //!     .service_fn(|request: http::Request<()>| async move {
 //!         let who = request.extensions().get::<Principal>().map(|p| p.name().to_owned());
-//!         Ok::<_, ai_router::BoxError>(http::Response::new(who.unwrap_or_default()))
+//!         Ok::<_, ai_router::BoxError>(http::Response::new(RouterBody::full(who.unwrap_or_default())))
 //!     });
 //! let request = http::Request::builder()
 //!     .header("authorization", "Bearer sk-router-dev")
 //!     .body(())?;
-//! assert_eq!(service.oneshot(request).await?.body(), "dev");
+//! assert_eq!(service.oneshot(request).await?.status(), 200);
 //! # Ok(()) }
 //! ```
 
 mod future;
 mod key_store;
+mod limit;
+mod principal;
 
 use std::task::{Context, Poll};
 
@@ -37,52 +40,81 @@ use http::{HeaderMap, Request, Response, header};
 use tower_layer::Layer;
 use tower_service::Service;
 
+use crate::body::RouterBody;
 use crate::openai_error::{BoxError, Error};
 
 pub use self::future::ResponseFuture;
-pub use self::key_store::{
-    ApiKeyDigest, InvalidDigest, KeyStore, KeyStoreError, MemoryKeyStore, Principal,
-};
+pub use self::key_store::{ApiKeyDigest, InvalidDigest, KeyStore, KeyStoreError, MemoryKeyStore};
+pub use self::limit::{Admission, ConcurrencyPermit, InProcessLimiter, KeyLimiter};
+pub use self::principal::{KeyLimits, Principal};
+
+pub(crate) use self::limit::write_refusal_headers;
 
 /// Adds [`Auth`]. See the module docs.
 #[derive(Clone, Debug)]
-pub struct AuthLayer<K> {
+pub struct AuthLayer<K, L = InProcessLimiter> {
     keys: K,
+    limiter: L,
 }
 
 impl<K> AuthLayer<K> {
-    /// A layer checking keys against `keys`.
+    /// A layer checking keys against `keys`, with per-key limits kept in this process.
     pub fn new(keys: K) -> Self {
-        Self { keys }
+        Self {
+            keys,
+            limiter: InProcessLimiter::new(),
+        }
     }
 }
 
-impl<S, K: Clone> Layer<S> for AuthLayer<K> {
-    type Service = Auth<S, K>;
+impl<K, L> AuthLayer<K, L> {
+    /// Uses `limiter` for per-key limits (e.g. a shared backend for a fleet).
+    pub fn limiter<L2>(self, limiter: L2) -> AuthLayer<K, L2> {
+        AuthLayer {
+            keys: self.keys,
+            limiter,
+        }
+    }
+}
+
+impl<S, K: Clone, L: Clone> Layer<S> for AuthLayer<K, L> {
+    type Service = Auth<S, K, L>;
 
     fn layer(&self, inner: S) -> Self::Service {
-        Auth::new(inner, self.keys.clone())
+        Auth {
+            inner,
+            keys: self.keys.clone(),
+            limiter: self.limiter.clone(),
+        }
     }
 }
 
-/// Checks the router key and adds the caller's [`Principal`]. See the module docs.
+/// Checks the router key, the key's expiry and limits, and adds the caller's [`Principal`].
+/// See the module docs.
 #[derive(Clone, Debug)]
-pub struct Auth<S, K> {
+pub struct Auth<S, K, L = InProcessLimiter> {
     inner: S,
     keys: K,
+    limiter: L,
 }
 
 impl<S, K> Auth<S, K> {
     /// Wraps `inner`, checking keys against `keys`.
     pub fn new(inner: S, keys: K) -> Self {
-        Self { inner, keys }
+        Self {
+            inner,
+            keys,
+            limiter: InProcessLimiter::new(),
+        }
     }
 
     /// An [`AuthLayer`].
     pub fn layer(keys: K) -> AuthLayer<K> {
         AuthLayer::new(keys)
     }
+}
 
+impl<S, K, L> Auth<S, K, L> {
     /// The inner service.
     pub fn get_ref(&self) -> &S {
         &self.inner
@@ -99,15 +131,16 @@ impl<S, K> Auth<S, K> {
     }
 }
 
-impl<S, K, ReqBody, ResBody> Service<Request<ReqBody>> for Auth<S, K>
+impl<S, K, L, ReqBody> Service<Request<ReqBody>> for Auth<S, K, L>
 where
-    S: Service<Request<ReqBody>, Response = Response<ResBody>> + Clone,
+    S: Service<Request<ReqBody>, Response = Response<RouterBody>> + Clone,
     S::Error: Into<BoxError>,
     K: KeyStore,
+    L: KeyLimiter,
 {
-    type Response = Response<ResBody>;
+    type Response = Response<RouterBody>;
     type Error = BoxError;
-    type Future = ResponseFuture<S, K::Future, ReqBody>;
+    type Future = ResponseFuture<S, K::Future, L, ReqBody>;
 
     fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
         self.inner.poll_ready(cx).map_err(Into::into)
@@ -126,7 +159,7 @@ where
         // behind for the next request.
         let inner = self.inner.clone();
         let inner = std::mem::replace(&mut self.inner, inner);
-        ResponseFuture::lookup(lookup, request, inner)
+        ResponseFuture::lookup(lookup, self.limiter.clone(), request, inner)
     }
 }
 
@@ -153,17 +186,32 @@ fn bearer_key(headers: &HeaderMap) -> Result<&str, Error> {
 #[allow(clippy::unwrap_used)]
 mod tests {
     use super::*;
+    use http_body_util::BodyExt as _;
     use std::convert::Infallible;
+    use std::time::{Duration, SystemTime};
     use tower::{ServiceBuilder, ServiceExt};
 
-    async fn call(authorization: Option<&str>) -> Result<Response<String>, BoxError> {
-        let keys = MemoryKeyStore::new().with_key("sk-router-good", Principal::new("good"));
+    fn keys() -> MemoryKeyStore {
+        MemoryKeyStore::new()
+            .with_key("sk-router-good", Principal::new("good"))
+            .with_key(
+                "sk-router-old",
+                Principal::new("old").expires_at(SystemTime::now() - Duration::from_secs(1)),
+            )
+            .with_key("sk-router-rpm", Principal::new("rpm").rpm(1))
+            .with_key("sk-router-one", Principal::new("one").max_concurrent(1))
+    }
+
+    async fn call_with(
+        keys: MemoryKeyStore,
+        authorization: Option<&str>,
+    ) -> Result<Response<RouterBody>, BoxError> {
         let service = ServiceBuilder::new()
             .layer(AuthLayer::new(keys))
             .service_fn(|request: Request<()>| async move {
                 assert!(request.headers().get(header::AUTHORIZATION).is_none());
                 let who = request.extensions().get::<Principal>().unwrap();
-                Ok::<_, Infallible>(Response::new(who.name().to_owned()))
+                Ok::<_, Infallible>(Response::new(RouterBody::full(who.name().to_owned())))
             });
         let mut request = Request::builder();
         if let Some(value) = authorization {
@@ -172,7 +220,16 @@ mod tests {
         service.oneshot(request.body(()).unwrap()).await
     }
 
-    fn refusal(result: Result<Response<String>, BoxError>) -> Error {
+    async fn call(authorization: Option<&str>) -> Result<Response<RouterBody>, BoxError> {
+        call_with(keys(), authorization).await
+    }
+
+    async fn name(response: Response<RouterBody>) -> String {
+        let bytes = response.into_body().collect().await.unwrap().to_bytes();
+        String::from_utf8(bytes.to_vec()).unwrap()
+    }
+
+    fn refusal(result: Result<Response<RouterBody>, BoxError>) -> Error {
         *result.unwrap_err().downcast::<Error>().unwrap()
     }
 
@@ -184,7 +241,8 @@ mod tests {
             "BEARER   sk-router-good  ",
             "  Bearer\tsk-router-good",
         ] {
-            assert_eq!(call(Some(header)).await.unwrap().body(), "good", "{header}");
+            let response = call(Some(header)).await.unwrap();
+            assert_eq!(name(response).await, "good", "{header}");
         }
     }
 
@@ -206,6 +264,72 @@ mod tests {
         assert!(!error.to_string().contains("router-bad"));
     }
 
+    #[tokio::test]
+    async fn expired_keys_are_refused() {
+        let error = refusal(call(Some("Bearer sk-router-old")).await);
+        assert!(error.is_unauthorized());
+        assert!(error.to_string().contains("expired"));
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn rpm_limit_answers_429_with_retry_headers_then_recovers() {
+        let keys = keys();
+        let ok = call_with(keys.clone(), Some("Bearer sk-router-rpm"))
+            .await
+            .unwrap();
+        assert_eq!(ok.headers()["x-ratelimit-limit-requests"], "1");
+        assert_eq!(ok.headers()["x-ratelimit-remaining-requests"], "0");
+        // Limiter state lives in a layer: a second layer starts afresh.
+        let service = ServiceBuilder::new()
+            .layer(AuthLayer::new(keys))
+            .service_fn(|_: Request<()>| async {
+                Ok::<_, Infallible>(Response::new(RouterBody::empty()))
+            });
+        let request = || {
+            Request::builder()
+                .header(header::AUTHORIZATION, "Bearer sk-router-rpm")
+                .body(())
+                .unwrap()
+        };
+        service.clone().oneshot(request()).await.unwrap();
+        let error = refusal(service.clone().oneshot(request()).await);
+        assert_eq!(error.status(), http::StatusCode::TOO_MANY_REQUESTS);
+        let rendered = error.into_response();
+        let wait_ms: u64 = rendered.headers()["retry-after-ms"]
+            .to_str()
+            .unwrap()
+            .parse()
+            .unwrap();
+        let wait_s: u64 = rendered.headers()["retry-after"]
+            .to_str()
+            .unwrap()
+            .parse()
+            .unwrap();
+        assert!(wait_s >= 1 && wait_ms <= 60_000 && wait_ms > 0);
+        tokio::time::advance(Duration::from_millis(wait_ms)).await;
+        service.oneshot(request()).await.unwrap();
+    }
+
+    #[tokio::test]
+    async fn concurrency_slot_is_held_until_the_body_is_dropped() {
+        let service = ServiceBuilder::new()
+            .layer(AuthLayer::new(keys()))
+            .service_fn(|_: Request<()>| async {
+                Ok::<_, Infallible>(Response::new(RouterBody::full("x")))
+            });
+        let request = || {
+            Request::builder()
+                .header(header::AUTHORIZATION, "Bearer sk-router-one")
+                .body(())
+                .unwrap()
+        };
+        let first = service.clone().oneshot(request()).await.unwrap();
+        let error = refusal(service.clone().oneshot(request()).await);
+        assert_eq!(error.status(), http::StatusCode::TOO_MANY_REQUESTS);
+        drop(first);
+        assert!(service.oneshot(request()).await.is_ok());
+    }
+
     #[derive(Clone)]
     struct BrokenStore;
 
@@ -221,7 +345,7 @@ mod tests {
         let service = ServiceBuilder::new()
             .layer(AuthLayer::new(BrokenStore))
             .service_fn(|_: Request<()>| async {
-                Ok::<_, Infallible>(Response::new(String::new()))
+                Ok::<_, Infallible>(Response::new(RouterBody::empty()))
             });
         let request = Request::builder()
             .header(header::AUTHORIZATION, "Bearer x")

@@ -16,6 +16,7 @@ use tower_service::Service;
 use super::endpoint::Endpoint;
 use super::table::check_model_id;
 use super::{Settings, json};
+use crate::auth::Principal;
 use crate::body::RouterBody;
 use crate::openai_error::{BoxError, Error};
 
@@ -171,7 +172,21 @@ fn prepare(
         .as_deref()
         .ok_or_else(|| Error::missing_param("model"))?;
     check_model_id(model)?;
-    let target = settings.table.resolve(model, endpoint)?;
+    let target = settings
+        .table
+        .resolve(model, endpoint)?
+        .with_stream(peeked.stream, peeked.include_usage);
+    if let Some(principal) = parts.extensions.get::<Principal>() {
+        let allowed = principal.allows_model(model)
+            || principal.allows_model(&format!(
+                "{}/{}",
+                target.provider(),
+                target.upstream_model()
+            ));
+        if !allowed {
+            return Err(Error::model_not_allowed(model));
+        }
+    }
     let span = tracing::Span::current();
     span.record("provider", target.provider());
     span.record("upstream_model", target.upstream_model());

@@ -15,6 +15,10 @@ pub(crate) struct Peeked {
     pub(crate) model: Option<String>,
     /// Where the `model` value (with its quotes) sits in the body.
     model_span: Range<usize>,
+    /// `"stream": true`.
+    pub(crate) stream: bool,
+    /// `stream_options.include_usage`, when the client sent `stream_options`.
+    pub(crate) include_usage: Option<bool>,
 }
 
 /// Parses the whole body once (so invalid JSON is caught here, not upstream) and finds the
@@ -24,6 +28,15 @@ pub(crate) fn peek(body: &[u8]) -> Result<Peeked, Error> {
     struct Fields<'a> {
         #[serde(borrow, default)]
         model: Option<&'a RawValue>,
+        #[serde(borrow, default)]
+        stream: Option<&'a RawValue>,
+        #[serde(default)]
+        stream_options: Option<StreamOptions>,
+    }
+    #[derive(Deserialize)]
+    struct StreamOptions {
+        #[serde(default)]
+        include_usage: Option<bool>,
     }
     let fields: Fields<'_> = serde_json::from_slice(body).map_err(|error| {
         if error.is_data() {
@@ -34,18 +47,23 @@ pub(crate) fn peek(body: &[u8]) -> Result<Peeked, Error> {
         }
         .with_source(error)
     })?;
+    // Only a literal `true` streams; anything else is left for the upstream to judge.
+    let stream = fields.stream.is_some_and(|raw| raw.get() == "true");
+    let include_usage = fields
+        .stream_options
+        .map(|options| options.include_usage.unwrap_or(false));
+    let no_model = Peeked {
+        model: None,
+        model_span: 0..0,
+        stream,
+        include_usage,
+    };
     let Some(raw) = fields.model else {
-        return Ok(Peeked {
-            model: None,
-            model_span: 0..0,
-        });
+        return Ok(no_model);
     };
     let text = raw.get();
     if text == "null" {
-        return Ok(Peeked {
-            model: None,
-            model_span: 0..0,
-        });
+        return Ok(no_model);
     }
     let model: String =
         serde_json::from_str(text).map_err(|_| Error::invalid_body("`model` must be a string"))?;
@@ -57,6 +75,8 @@ pub(crate) fn peek(body: &[u8]) -> Result<Peeked, Error> {
     Ok(Peeked {
         model: Some(model),
         model_span: start..start + text.len(),
+        stream,
+        include_usage,
     })
 }
 
@@ -119,6 +139,17 @@ mod tests {
         let peeked = peek(&body).unwrap();
         let out = rewrite_model(body.clone(), &peeked, "m");
         assert_eq!(out.as_ptr(), body.as_ptr());
+    }
+
+    #[test]
+    fn stream_flags_are_read() {
+        let peeked = peek(br#"{"model":"m","stream":true}"#).unwrap();
+        assert!(peeked.stream && peeked.include_usage.is_none());
+        let peeked = peek(br#"{"stream":true,"stream_options":{"include_usage":true}}"#).unwrap();
+        assert_eq!(peeked.include_usage, Some(true));
+        let peeked = peek(br#"{"stream":"yes","stream_options":{}}"#).unwrap();
+        assert!(!peeked.stream);
+        assert_eq!(peeked.include_usage, Some(false));
     }
 
     #[test]

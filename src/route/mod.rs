@@ -11,7 +11,10 @@
 //! Failures: unknown path 404 "Invalid URL (METHOD path)"; wrong method 405 with `Allow`;
 //! multipart body on a JSON endpoint 400 `unsupported_content_type`; invalid JSON 400;
 //! missing `model` 400 naming it; a malformed model id 400; an unknown provider or alias
-//! 404 `model_not_found`.
+//! 404 `model_not_found`; a model outside the caller's allow-list (the
+//! [`Principal`](crate::auth::Principal) extension set by auth) 403 `model_not_allowed`; the
+//! requested id or the target it resolves to must be on the list. `GET /models` lists only
+//! what the caller may use.
 //!
 //! # Example
 //! ```
@@ -48,6 +51,7 @@ use http_body::Body;
 use tower_layer::Layer;
 use tower_service::Service;
 
+use crate::auth::Principal;
 use crate::body::RouterBody;
 use crate::openai_error::{BoxError, Error};
 
@@ -205,13 +209,18 @@ where
         tracing::Span::current().record("endpoint", endpoint.name());
         match matched {
             Matched::Endpoint(Endpoint::ListModels) => {
-                return ResponseFuture::respond(json_response(settings.table.catalogue()));
+                let catalogue = settings
+                    .table
+                    .catalogue(request.extensions().get::<Principal>());
+                return ResponseFuture::respond(json_response(catalogue));
             }
             Matched::RetrieveModel(id) => {
+                let principal = request.extensions().get::<Principal>();
                 let answer = check_model_id(&id).and_then(|()| {
-                    settings
-                        .table
-                        .model_object(&id)
+                    principal
+                        .is_none_or(|p| settings.table.may_use(p, &id))
+                        .then(|| settings.table.model_object(&id))
+                        .flatten()
                         .map(json_response)
                         .ok_or_else(|| Error::model_not_found(&id))
                 });

@@ -9,6 +9,7 @@ use bytes::Bytes;
 use serde::Serialize;
 
 use super::endpoint::Endpoint;
+use crate::auth::Principal;
 use crate::openai_error::Error;
 
 /// Where a request goes: set by [`Route`](super::Route) as a request extension and read by
@@ -18,6 +19,8 @@ pub struct RouteTarget {
     provider: Arc<str>,
     upstream_model: Arc<str>,
     endpoint: Endpoint,
+    stream: bool,
+    include_usage: Option<bool>,
 }
 
 impl RouteTarget {
@@ -31,7 +34,28 @@ impl RouteTarget {
             provider: provider.into(),
             upstream_model: upstream_model.into(),
             endpoint,
+            stream: false,
+            include_usage: None,
         }
+    }
+
+    /// Marks the request as streaming (`"stream": true`), with the client's
+    /// `stream_options.include_usage` if it sent `stream_options`.
+    #[must_use]
+    pub fn with_stream(mut self, stream: bool, include_usage: Option<bool>) -> Self {
+        self.stream = stream;
+        self.include_usage = include_usage;
+        self
+    }
+
+    /// Whether the client asked for a stream.
+    pub fn stream(&self) -> bool {
+        self.stream
+    }
+
+    /// The client's `stream_options.include_usage`, if it sent `stream_options`.
+    pub fn include_usage(&self) -> Option<bool> {
+        self.include_usage
     }
 
     /// The provider's name, e.g. `openai`.
@@ -102,11 +126,11 @@ impl RouteTable {
     /// `provider/model` with a configured provider.
     pub fn resolve(&self, model: &str, endpoint: Endpoint) -> Result<RouteTarget, Error> {
         if let Some(target) = self.aliases.get(model).and_then(|targets| targets.first()) {
-            return Ok(RouteTarget {
-                provider: target.provider.clone(),
-                upstream_model: target.model.clone(),
+            return Ok(RouteTarget::new(
+                target.provider.clone(),
+                target.model.clone(),
                 endpoint,
-            });
+            ));
         }
         let (provider, upstream_model) = model
             .split_once('/')
@@ -116,16 +140,34 @@ impl RouteTable {
             .get_key_value(provider)
             .filter(|_| !upstream_model.is_empty())
             .ok_or_else(|| Error::model_not_found(model))?;
-        Ok(RouteTarget {
-            provider: provider.clone(),
-            upstream_model: upstream_model.into(),
-            endpoint,
-        })
+        Ok(RouteTarget::new(provider.clone(), upstream_model, endpoint))
     }
 
-    /// The `GET /models` body: every listed provider model as `provider/id`, then the aliases.
-    pub(crate) fn catalogue(&self) -> Bytes {
-        self.catalogue.clone()
+    /// The `GET /models` body: every listed provider model as `provider/id`, then the aliases;
+    /// only those `principal` may use, when it has an allow-list.
+    pub(crate) fn catalogue(&self, principal: Option<&Principal>) -> Bytes {
+        match principal.filter(|p| p.restricts_models()) {
+            None => self.catalogue.clone(),
+            Some(principal) => {
+                render_catalogue(&self.providers, &self.aliases, self.created, |id| {
+                    self.may_use(principal, id)
+                })
+            }
+        }
+    }
+
+    /// Whether `principal` may use model id `id`: the id itself, or what it resolves to, is on
+    /// its allow-list.
+    pub(crate) fn may_use(&self, principal: &Principal, id: &str) -> bool {
+        if principal.allows_model(id) {
+            return true;
+        }
+        match self.aliases.get(id).and_then(|targets| targets.first()) {
+            Some(target) => {
+                principal.allows_model(&format!("{}/{}", target.provider, target.model))
+            }
+            None => false,
+        }
     }
 
     /// The `GET /models/{id}` body, when `id` is listed.
@@ -261,7 +303,7 @@ impl RouteTableBuilder {
         let created = SystemTime::now()
             .duration_since(UNIX_EPOCH)
             .map_or(0, |d| d.as_secs());
-        let catalogue = render_catalogue(&providers, &aliases, created);
+        let catalogue = render_catalogue(&providers, &aliases, created, |_| true);
         Ok(RouteTable {
             providers,
             aliases,
@@ -275,6 +317,7 @@ fn render_catalogue(
     providers: &HashMap<Arc<str>, Vec<Arc<str>>>,
     aliases: &HashMap<Arc<str>, Vec<ModelRef>>,
     created: u64,
+    keep: impl Fn(&str) -> bool,
 ) -> Bytes {
     #[derive(Serialize)]
     struct List<'a> {
@@ -295,6 +338,7 @@ fn render_catalogue(
     ids.extend(alias_ids.into_iter().map(|a| (a.to_owned(), "ai-router")));
     let data = ids
         .iter()
+        .filter(|(id, _)| keep(id))
         .map(|(id, owned_by)| ModelObject {
             id,
             object: "model",
@@ -441,7 +485,7 @@ mod tests {
 
     #[test]
     fn catalogue_lists_models_then_aliases() {
-        let json: serde_json::Value = serde_json::from_slice(&table().catalogue()).unwrap();
+        let json: serde_json::Value = serde_json::from_slice(&table().catalogue(None)).unwrap();
         assert_eq!(json["object"], "list");
         let ids: Vec<&str> = json["data"]
             .as_array()
@@ -452,5 +496,19 @@ mod tests {
         assert_eq!(ids, ["openai/gpt-4o-mini", "fast", "team/default"]);
         assert_eq!(json["data"][0]["owned_by"], "openai");
         assert_eq!(json["data"][0]["object"], "model");
+
+        let principal = Principal::new("p").allow_models(["fast"]);
+        let json: serde_json::Value =
+            serde_json::from_slice(&table().catalogue(Some(&principal))).unwrap();
+        let ids: Vec<&str> = json["data"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|m| m["id"].as_str().unwrap())
+            .collect();
+        assert_eq!(ids, ["fast"]);
+        let principal = Principal::new("p").allow_models(["openai/*"]);
+        assert!(table().may_use(&principal, "fast"));
+        assert!(!table().may_use(&principal, "team/default"));
     }
 }

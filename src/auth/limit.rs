@@ -1,0 +1,317 @@
+//! Per-key request limits: requests per minute (GCRA, from `governor`) and requests in flight.
+
+use std::collections::HashMap;
+use std::fmt;
+use std::future::{Future, Ready, ready};
+use std::num::NonZeroU32;
+use std::ops::Add;
+use std::sync::{Arc, PoisonError, RwLock};
+use std::time::Duration;
+
+use governor::clock::{Clock, Reference};
+use governor::middleware::StateInformationMiddleware;
+use governor::nanos::Nanos;
+use governor::state::{InMemoryState, NotKeyed};
+use governor::{Quota, RateLimiter};
+use http::{HeaderMap, HeaderName, HeaderValue};
+use tokio::sync::{OwnedSemaphorePermit, Semaphore};
+
+use super::principal::Principal;
+use crate::openai_error::Error;
+
+/// Admits or refuses a request for a key, before its body is read.
+///
+/// [`InProcessLimiter`] is the default; a shared backend (e.g. Redis, for a fleet of routers)
+/// implements this trait. Refusals are an [`Error`] (429 `rate_limit_exceeded`, made with
+/// [`Error::rate_limited`] or [`Error::concurrency_limited`]).
+pub trait KeyLimiter: Clone + Send + Sync + 'static {
+    /// The check's future.
+    type Future: Future<Output = Result<Admission, Error>> + Send + 'static;
+
+    /// Checks one request for `principal` against its [`KeyLimits`](super::KeyLimits).
+    fn admit(&self, principal: &Principal) -> Self::Future;
+}
+
+/// What an admitted request carries: the rate-limit figures to report and a concurrency slot,
+/// held until the response body ends.
+#[derive(Debug, Default)]
+pub struct Admission {
+    rate: Option<RateSnapshot>,
+    permit: Option<ConcurrencyPermit>,
+}
+
+impl Admission {
+    /// Admitted with nothing to report (an unlimited key).
+    pub fn unlimited() -> Self {
+        Self::default()
+    }
+
+    /// Admitted; `limit` requests per window, `remaining` left, the window full again after
+    /// `reset`.
+    #[must_use]
+    pub fn with_rate(mut self, limit: u32, remaining: u32, reset: Duration) -> Self {
+        self.rate = Some(RateSnapshot {
+            limit,
+            remaining,
+            reset,
+        });
+        self
+    }
+
+    /// Admitted holding a concurrency slot.
+    #[must_use]
+    pub fn with_permit(mut self, permit: ConcurrencyPermit) -> Self {
+        self.permit = Some(permit);
+        self
+    }
+
+    /// Writes `x-ratelimit-*-requests` (replacing an upstream's), if the key is rate limited.
+    pub(crate) fn write_headers(&self, headers: &mut HeaderMap) {
+        if let Some(rate) = &self.rate {
+            rate.write(headers);
+        }
+    }
+
+    pub(crate) fn take_permit(&mut self) -> Option<ConcurrencyPermit> {
+        self.permit.take()
+    }
+}
+
+/// A slot among a key's concurrent requests; freed on drop.
+#[derive(Debug)]
+pub struct ConcurrencyPermit {
+    _permit: OwnedSemaphorePermit,
+}
+
+#[derive(Debug, Clone, Copy)]
+struct RateSnapshot {
+    limit: u32,
+    remaining: u32,
+    reset: Duration,
+}
+
+const LIMIT: HeaderName = HeaderName::from_static("x-ratelimit-limit-requests");
+const REMAINING: HeaderName = HeaderName::from_static("x-ratelimit-remaining-requests");
+const RESET: HeaderName = HeaderName::from_static("x-ratelimit-reset-requests");
+
+impl RateSnapshot {
+    fn write(&self, headers: &mut HeaderMap) {
+        headers.insert(LIMIT, HeaderValue::from(self.limit));
+        headers.insert(REMAINING, HeaderValue::from(self.remaining));
+        if let Ok(reset) = HeaderValue::try_from(format_reset(self.reset)) {
+            headers.insert(RESET, reset);
+        }
+    }
+}
+
+/// Writes the rate-limit headers of a refusal: nothing remaining, full again after `reset`.
+pub(crate) fn write_refusal_headers(headers: &mut HeaderMap, limit: u32, reset: Duration) {
+    RateSnapshot {
+        limit,
+        remaining: 0,
+        reset,
+    }
+    .write(headers);
+}
+
+/// OpenAI's reset format: `1s`, `0.25s`, `6m0s`.
+fn format_reset(reset: Duration) -> String {
+    let millis = reset.as_millis();
+    if millis < 60_000 {
+        let secs = reset.as_secs_f64();
+        let text = format!("{secs:.3}");
+        let text = text.trim_end_matches('0').trim_end_matches('.');
+        format!("{text}s")
+    } else {
+        format!("{}m{}s", millis / 60_000, (millis % 60_000) / 1000)
+    }
+}
+
+/// A clock on tokio's time, so tests can pause and advance it.
+#[derive(Clone, Copy, Debug, Default)]
+struct TokioClock;
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord)]
+struct TokioInstant(tokio::time::Instant);
+
+impl Add<Nanos> for TokioInstant {
+    type Output = Self;
+
+    fn add(self, other: Nanos) -> Self {
+        Self(self.0 + Duration::from(other))
+    }
+}
+
+impl Reference for TokioInstant {
+    fn duration_since(&self, earlier: Self) -> Nanos {
+        self.0.saturating_duration_since(earlier.0).into()
+    }
+
+    fn saturating_sub(&self, duration: Nanos) -> Self {
+        Self(self.0.checked_sub(duration.into()).unwrap_or(self.0))
+    }
+}
+
+impl Clock for TokioClock {
+    type Instant = TokioInstant;
+
+    fn now(&self) -> TokioInstant {
+        TokioInstant(tokio::time::Instant::now())
+    }
+}
+
+type Gcra = RateLimiter<NotKeyed, InMemoryState, TokioClock, StateInformationMiddleware>;
+
+/// One key's limit state.
+struct KeyState {
+    limits: super::KeyLimits,
+    rate: Option<Gcra>,
+    slots: Option<Arc<Semaphore>>,
+}
+
+impl KeyState {
+    fn new(limits: super::KeyLimits) -> Self {
+        let rate = limits.rpm.map(|rpm| {
+            RateLimiter::direct_with_clock(Quota::per_minute(rpm), TokioClock)
+                .with_middleware::<StateInformationMiddleware>()
+        });
+        let slots = limits
+            .max_concurrent
+            .map(|max| Arc::new(Semaphore::new(max.get() as usize)));
+        Self {
+            limits,
+            rate,
+            slots,
+        }
+    }
+
+    fn admit(&self) -> Result<Admission, Error> {
+        let mut admission = Admission::unlimited();
+        // Concurrency first: a refused slot must not spend a rate token.
+        if let Some(slots) = &self.slots {
+            let max = self.limits.max_concurrent.map_or(0, NonZeroU32::get);
+            let permit = slots
+                .clone()
+                .try_acquire_owned()
+                .map_err(|_| Error::concurrency_limited(max))?;
+            admission = admission.with_permit(ConcurrencyPermit { _permit: permit });
+        }
+        if let (Some(rate), Some(rpm)) = (&self.rate, self.limits.rpm) {
+            let period = Duration::from_secs(60) / rpm.get();
+            match rate.check() {
+                Ok(snapshot) => {
+                    let remaining = snapshot.remaining_burst_capacity();
+                    let reset = period * (rpm.get() - remaining.min(rpm.get()));
+                    admission = admission.with_rate(rpm.get(), remaining, reset);
+                }
+                Err(not_until) => {
+                    let wait = not_until.wait_time_from(TokioClock.now());
+                    return Err(Error::rate_limited(rpm.get(), wait));
+                }
+            }
+        }
+        Ok(admission)
+    }
+}
+
+/// Limits kept in this process: a GCRA rate limiter and a slot count per key name.
+///
+/// State is made on a key's first request. Time is tokio's, so tests can pause it.
+#[derive(Clone, Default)]
+pub struct InProcessLimiter {
+    keys: Arc<RwLock<HashMap<Arc<str>, Arc<KeyState>>>>,
+}
+
+impl InProcessLimiter {
+    /// An empty limiter.
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    fn state(&self, principal: &Principal) -> Arc<KeyState> {
+        let limits = principal.limits();
+        {
+            let keys = self.keys.read().unwrap_or_else(PoisonError::into_inner);
+            if let Some(state) = keys.get(principal.name()).filter(|s| s.limits == limits) {
+                return state.clone();
+            }
+        }
+        let mut keys = self.keys.write().unwrap_or_else(PoisonError::into_inner);
+        let state = keys
+            .entry(principal.name().into())
+            .or_insert_with(|| Arc::new(KeyState::new(limits)));
+        if state.limits != limits {
+            // The key's limits changed (a store reloaded it): start afresh.
+            *state = Arc::new(KeyState::new(limits));
+        }
+        state.clone()
+    }
+}
+
+impl KeyLimiter for InProcessLimiter {
+    type Future = Ready<Result<Admission, Error>>;
+
+    fn admit(&self, principal: &Principal) -> Self::Future {
+        let limits = principal.limits();
+        if limits.rpm.is_none() && limits.max_concurrent.is_none() {
+            return ready(Ok(Admission::unlimited()));
+        }
+        ready(self.state(principal).admit())
+    }
+}
+
+impl fmt::Debug for InProcessLimiter {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let keys = self.keys.read().map(|k| k.len()).unwrap_or_default();
+        f.debug_struct("InProcessLimiter")
+            .field("keys", &keys)
+            .finish()
+    }
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used)]
+mod tests {
+    use super::*;
+
+    fn admit(limiter: &InProcessLimiter, principal: &Principal) -> Result<Admission, Error> {
+        limiter.admit(principal).into_inner()
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn rpm_refuses_then_recovers_after_the_announced_wait() {
+        let limiter = InProcessLimiter::new();
+        let key = Principal::new("k").rpm(2);
+        let mut headers = HeaderMap::new();
+        admit(&limiter, &key).unwrap().write_headers(&mut headers);
+        assert_eq!(headers[LIMIT], "2");
+        assert_eq!(headers[REMAINING], "1");
+        admit(&limiter, &key).unwrap();
+        let refused = admit(&limiter, &key).unwrap_err();
+        assert_eq!(refused.status(), http::StatusCode::TOO_MANY_REQUESTS);
+        let wait = refused.retry_after().unwrap();
+        assert!(
+            wait > Duration::ZERO && wait <= Duration::from_secs(30),
+            "{wait:?}"
+        );
+        tokio::time::advance(wait).await;
+        admit(&limiter, &key).unwrap();
+    }
+
+    #[tokio::test]
+    async fn concurrency_slots_free_on_drop() {
+        let limiter = InProcessLimiter::new();
+        let key = Principal::new("k").max_concurrent(1);
+        let first = admit(&limiter, &key).unwrap();
+        assert!(admit(&limiter, &key).is_err());
+        drop(first);
+        assert!(admit(&limiter, &key).is_ok());
+    }
+
+    #[test]
+    fn reset_format() {
+        assert_eq!(format_reset(Duration::from_secs(1)), "1s");
+        assert_eq!(format_reset(Duration::from_millis(250)), "0.25s");
+        assert_eq!(format_reset(Duration::from_secs(360)), "6m0s");
+    }
+}

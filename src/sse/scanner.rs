@@ -1,0 +1,311 @@
+//! An incremental Server-Sent Events scanner that finds event boundaries across chunks and
+//! observes usage, without changing a byte it forwards.
+
+use std::collections::VecDeque;
+
+use bytes::{Bytes, BytesMut};
+use memchr::memmem;
+use serde::Deserialize;
+
+use super::usage::Usage;
+
+/// An event larger than this is forwarded as it comes instead of being held whole.
+const MAX_HELD: usize = 1024 * 1024;
+
+/// Splits a byte stream into whole events (any of `\n`, `\r\n`, `\r` line endings), observes
+/// them, and queues the bytes to forward: complete events only, so a failure frame can always
+/// be sent on an event boundary. Bytes that arrive on a boundary are forwarded as the same
+/// `Bytes` (no copy); only the tail of a chunk that ends mid-event is held.
+#[derive(Debug, Default)]
+pub(crate) struct EventScanner {
+    /// The start of an event whose end has not arrived.
+    held: BytesMut,
+    /// The last byte seen ended a line.
+    line_start: bool,
+    /// The last byte seen was `\r`: a `\n` right after it belongs to the same line ending.
+    pending_cr: bool,
+    /// Drop the `choices: []` usage chunk (the router asked for it; the client did not).
+    strip_usage_chunk: bool,
+    /// The last finished event was dropped (so a `\n` completing its `\r\n` goes too).
+    last_stripped: bool,
+    /// Events seen that carried data.
+    events: u64,
+    usage: Option<Usage>,
+}
+
+impl EventScanner {
+    pub(crate) fn new(strip_usage_chunk: bool) -> Self {
+        Self {
+            line_start: true,
+            strip_usage_chunk,
+            ..Self::default()
+        }
+    }
+
+    /// The usage seen so far (the last usage object of the stream).
+    pub(crate) fn usage(&self) -> Option<Usage> {
+        self.usage
+    }
+
+    /// How many events with data have been seen.
+    pub(crate) fn events(&self) -> u64 {
+        self.events
+    }
+
+    /// Whether everything fed so far has been forwarded (the stream stands on a boundary).
+    #[cfg(test)]
+    pub(crate) fn at_boundary(&self) -> bool {
+        self.held.is_empty()
+    }
+
+    /// Scans `chunk`, pushing the bytes to forward onto `out`.
+    pub(crate) fn feed(&mut self, chunk: Bytes, out: &mut VecDeque<Bytes>) {
+        // Where the event being scanned starts in `chunk` (0 when it started in `held`).
+        let mut event_start = 0;
+        // The start of the bytes of `chunk` not yet queued or held.
+        let mut emit_from = 0;
+        let mut pos = 0;
+        while let Some(offset) = memchr::memchr2(b'\n', b'\r', &chunk[pos..]) {
+            let at = pos + offset;
+            if offset > 0 {
+                // Content bytes since the last line ending.
+                self.line_start = false;
+                self.pending_cr = false;
+            }
+            let byte = chunk[at];
+            if byte == b'\n' && self.pending_cr {
+                // The `\n` of a `\r\n` already counted at its `\r`. When that `\r` ended an
+                // event in the previous chunk, the `\n` belongs to that event, not the next.
+                self.pending_cr = false;
+                pos = at + 1;
+                if at == event_start && self.held.is_empty() {
+                    event_start = pos;
+                    if self.last_stripped {
+                        emit_from = pos;
+                    }
+                }
+                continue;
+            }
+            self.pending_cr = byte == b'\r';
+            pos = at + 1;
+            if !self.line_start {
+                self.line_start = true;
+                continue;
+            }
+            // An empty line: the event ends here (with the `\n` of a `\r\n`, if present).
+            let mut end = pos;
+            if byte == b'\r' && chunk.get(end) == Some(&b'\n') {
+                end += 1;
+                self.pending_cr = false;
+            }
+            pos = end;
+            let (event, from_held) = if self.held.is_empty() {
+                (chunk.slice(event_start..end), false)
+            } else {
+                self.held.extend_from_slice(&chunk[emit_from..end]);
+                (self.held.split().freeze(), true)
+            };
+            let keep = self.observe(&event);
+            self.last_stripped = !keep;
+            if from_held {
+                if keep {
+                    out.push_back(event);
+                }
+                emit_from = end;
+            } else if !keep {
+                if event_start > emit_from {
+                    out.push_back(chunk.slice(emit_from..event_start));
+                }
+                emit_from = end;
+            }
+            event_start = end;
+        }
+        if pos < chunk.len() {
+            // Content after the last line ending.
+            self.line_start = false;
+            self.pending_cr = false;
+        }
+        // Forward the whole events; hold the start of an unfinished one.
+        if event_start > emit_from {
+            out.push_back(chunk.slice(emit_from..event_start));
+        }
+        let tail_from = event_start.max(emit_from);
+        if tail_from < chunk.len() {
+            self.held.extend_from_slice(&chunk[tail_from..]);
+            if self.held.len() > MAX_HELD {
+                // Not SSE as we know it, or an absurd event: stop holding, forward as is.
+                out.push_back(self.held.split().freeze());
+            }
+        }
+    }
+
+    /// The stream ended: the bytes of an unfinished last event, if any, to forward as they are.
+    pub(crate) fn finish(&mut self) -> Option<Bytes> {
+        (!self.held.is_empty()).then(|| self.held.split().freeze())
+    }
+
+    /// Looks at one whole event; `false` means drop it.
+    fn observe(&mut self, event: &[u8]) -> bool {
+        let Some(data) = event_data(event) else {
+            return true;
+        };
+        self.events += 1;
+        if memmem::find(&data, b"\"usage\"").is_none() {
+            return true;
+        }
+        #[derive(Deserialize)]
+        struct Frame {
+            #[serde(default)]
+            usage: Option<Usage>,
+            #[serde(default)]
+            choices: Option<Vec<serde::de::IgnoredAny>>,
+            #[serde(default)]
+            response: Option<ResponseFrame>,
+        }
+        #[derive(Deserialize)]
+        struct ResponseFrame {
+            #[serde(default)]
+            usage: Option<Usage>,
+        }
+        let Ok(frame) = serde_json::from_slice::<Frame>(&data) else {
+            return true;
+        };
+        if let Some(usage) = frame.usage {
+            self.usage = Some(usage);
+            if self.strip_usage_chunk && frame.choices.is_some_and(|c| c.is_empty()) {
+                self.events -= 1;
+                return false;
+            }
+        } else if let Some(usage) = frame.response.and_then(|r| r.usage) {
+            self.usage = Some(usage);
+        }
+        true
+    }
+}
+
+/// The event's `data:` lines joined by `\n`, as the SSE spec defines its data; `None` without
+/// data lines.
+fn event_data(event: &[u8]) -> Option<Vec<u8>> {
+    let mut data: Option<Vec<u8>> = None;
+    for line in event.split(|&b| b == b'\n' || b == b'\r') {
+        let Some(rest) = line.strip_prefix(b"data") else {
+            continue;
+        };
+        let value = match rest.first() {
+            None => &[][..],
+            Some(b':') => rest[1..].strip_prefix(b" ").unwrap_or(&rest[1..]),
+            // `dataX: ...` is another field.
+            Some(_) => continue,
+        };
+        match &mut data {
+            None => data = Some(value.to_vec()),
+            Some(buffer) => {
+                buffer.push(b'\n');
+                buffer.extend_from_slice(value);
+            }
+        }
+    }
+    data
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used)]
+mod tests {
+    use super::*;
+
+    const CHAT: &str = concat!(
+        ": keep-alive\n\n",
+        "data: {\"id\":\"c\",\"choices\":[{\"index\":0,\"delta\":{\"content\":\"Hi\"}}],\"usage\":null}\n\n",
+        "data: {\"id\":\"c\",\"choices\":[{\"index\":0,\"delta\":{},\"finish_reason\":\"stop\"}],\"usage\":null}\r\n\r\n",
+        "data: {\"id\":\"c\",\"choices\":[],\n",
+        "data: \"usage\":{\"prompt_tokens\":3,\"completion_tokens\":2,\"total_tokens\":5}}\r\r",
+        "data: [DONE]\n\n",
+    );
+
+    fn run(stream: &[u8], splits: &[usize], strip: bool) -> (Vec<u8>, EventScanner) {
+        let mut scanner = EventScanner::new(strip);
+        let mut out = VecDeque::new();
+        let mut last = 0;
+        for &split in splits.iter().chain(std::iter::once(&stream.len())) {
+            scanner.feed(Bytes::copy_from_slice(&stream[last..split]), &mut out);
+            last = split;
+        }
+        let mut bytes: Vec<u8> = out.iter().flat_map(|b| b.to_vec()).collect();
+        if let Some(rest) = scanner.finish() {
+            bytes.extend_from_slice(&rest);
+        }
+        (bytes, scanner)
+    }
+
+    #[test]
+    fn bytes_are_unchanged_and_usage_found_at_every_split() {
+        let stream = CHAT.as_bytes();
+        for a in 0..=stream.len() {
+            let (bytes, scanner) = run(stream, &[a], false);
+            assert_eq!(bytes, stream, "split at {a}");
+            let usage = scanner.usage().unwrap();
+            assert_eq!(
+                (usage.input_tokens, usage.output_tokens, usage.total_tokens),
+                (3, 2, 5)
+            );
+            assert_eq!(scanner.events(), 4, "split at {a}");
+        }
+        // Two splits, at every pair of offsets in a stride.
+        for a in (0..stream.len()).step_by(7) {
+            for b in (a..stream.len()).step_by(5) {
+                let (bytes, _) = run(stream, &[a, b], false);
+                assert_eq!(bytes, stream, "splits at {a}, {b}");
+            }
+        }
+        // One byte at a time.
+        let every: Vec<usize> = (1..stream.len()).collect();
+        assert_eq!(run(stream, &every, false).0, stream);
+    }
+
+    #[test]
+    fn the_injected_usage_chunk_is_stripped_at_every_split() {
+        let stream = CHAT.as_bytes();
+        let usage_event = "data: {\"id\":\"c\",\"choices\":[],\ndata: \"usage\":{\"prompt_tokens\":3,\"completion_tokens\":2,\"total_tokens\":5}}\r\r";
+        let expected = CHAT.replace(usage_event, "");
+        for a in 0..=stream.len() {
+            let (bytes, scanner) = run(stream, &[a], true);
+            assert_eq!(String::from_utf8(bytes).unwrap(), expected, "split at {a}");
+            assert_eq!(scanner.usage().unwrap().total_tokens, 5);
+        }
+    }
+
+    #[test]
+    fn whole_events_pass_without_copy_and_partial_tails_are_held() {
+        let mut scanner = EventScanner::new(false);
+        let mut out = VecDeque::new();
+        let chunk = Bytes::from_static(b"data: a\n\ndata: b\n\ndata: c");
+        scanner.feed(chunk.clone(), &mut out);
+        assert_eq!(out.len(), 1);
+        assert_eq!(out[0], "data: a\n\ndata: b\n\n");
+        assert_eq!(out[0].as_ptr(), chunk.as_ptr());
+        assert!(!scanner.at_boundary());
+        scanner.feed(Bytes::from_static(b"\n\n"), &mut out);
+        assert_eq!(out[1], "data: c\n\n");
+        assert!(scanner.at_boundary());
+    }
+
+    #[test]
+    fn responses_usage_is_read_from_the_completed_event() {
+        let stream = concat!(
+            "event: response.created\ndata: {\"type\":\"response.created\",\"sequence_number\":0}\n\n",
+            "event: response.completed\ndata: {\"type\":\"response.completed\",\"sequence_number\":1,",
+            "\"response\":{\"usage\":{\"input_tokens\":7,\"output_tokens\":4,\"total_tokens\":11}}}\n\n",
+        );
+        let (bytes, scanner) = run(stream.as_bytes(), &[50], true);
+        assert_eq!(bytes, stream.as_bytes());
+        assert_eq!(scanner.usage().unwrap().total_tokens, 11);
+        assert_eq!(scanner.events(), 2);
+    }
+
+    #[test]
+    fn data_lines_follow_the_spec() {
+        assert_eq!(event_data(b"data: a\ndata:b\ndata\n\n").unwrap(), b"a\nb\n");
+        assert_eq!(event_data(b": comment\nevent: x\n\n"), None);
+        assert_eq!(event_data(b"dataX: no\n\n"), None);
+    }
+}
