@@ -44,7 +44,7 @@ enum Kind {
     InvalidBody(&'static str),
     MissingParam(&'static str),
     InvalidModel,
-    UnsupportedContentType,
+    UnsupportedContentType { expected: &'static str },
     BodyRead,
     PayloadTooLarge { limit: usize },
     MissingApiKey,
@@ -109,9 +109,10 @@ impl Error {
         Self::new(Kind::InvalidModel)
     }
 
-    /// The body's content type does not fit the endpoint (400 `unsupported_content_type`).
-    pub fn unsupported_content_type() -> Self {
-        Self::new(Kind::UnsupportedContentType)
+    /// The body's content type does not fit the endpoint, which takes `expected`
+    /// (400 `unsupported_content_type`, never 415).
+    pub fn unsupported_content_type(expected: &'static str) -> Self {
+        Self::new(Kind::UnsupportedContentType { expected })
     }
 
     /// The request body could not be read from the client (400).
@@ -318,13 +319,11 @@ impl Error {
                         .into(),
                 )
             },
-            UnsupportedContentType => row(
+            UnsupportedContentType { expected } => row(
                 StatusCode::BAD_REQUEST,
                 INVALID_REQUEST,
                 Some("unsupported_content_type"),
-                "Unsupported content type for this endpoint: send a JSON body \
-                 (`Content-Type: application/json`)."
-                    .into(),
+                format!("Unsupported content type for this endpoint: send `{expected}`."),
             ),
             BodyRead => row(
                 StatusCode::BAD_REQUEST,
@@ -432,11 +431,22 @@ impl Error {
                         .into(),
                 )
             },
-            ProviderAuthFailed => row(
-                StatusCode::BAD_GATEWAY,
-                SERVER_ERROR,
-                Some("provider_auth_failed"),
-                "The upstream provider rejected the router's credentials.".into(),
+            // A retry cannot fix a refused provider key: tell the SDKs not to.
+            ProviderAuthFailed => Parts {
+                should_retry: Some(false),
+                ..row(
+                    StatusCode::BAD_GATEWAY,
+                    SERVER_ERROR,
+                    Some("provider_auth_failed"),
+                    "The upstream provider rejected the router's credentials.".into(),
+                )
+            },
+            UpstreamStatus { status } if *status == StatusCode::TOO_MANY_REQUESTS => row(
+                StatusCode::TOO_MANY_REQUESTS,
+                RATE_LIMIT,
+                Some("rate_limit_exceeded"),
+                "The upstream provider is rate limiting requests (HTTP 429). Please retry later."
+                    .into(),
             ),
             UpstreamStatus { status } => {
                 let public = upstream_public_status(*status);

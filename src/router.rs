@@ -51,7 +51,7 @@ use crate::normalize::{self, OpenAiErrors, OpenAiErrorsLayer};
 use crate::openai_error::{BoxError, Error};
 use crate::provider::Providers;
 use crate::request_id::{self, SetRequestId, SetRequestIdLayer};
-use crate::route::{DEFAULT_BODY_LIMIT, Route, RouteLayer, RouteTable};
+use crate::route::{Endpoint, Route, RouteLayer, RouteTable};
 use crate::sse::{OnUsage, Sse, SseLayer, StreamSettings};
 use std::time::Duration;
 
@@ -87,8 +87,11 @@ impl AiRouter {
             providers: Providers::new(),
             provider_names: Vec::new(),
             models: HashMap::new(),
+            listed_only: Vec::new(),
             aliases: Vec::new(),
-            body_limit: DEFAULT_BODY_LIMIT,
+            default_models: Vec::new(),
+            endpoint_limits: Vec::new(),
+            body_limit: None,
             mount_path: None,
             streams: SseLayer::new(),
         }
@@ -155,8 +158,11 @@ pub struct AiRouterBuilder<K> {
     providers: Providers,
     provider_names: Vec<String>,
     models: HashMap<String, Vec<String>>,
+    listed_only: Vec<String>,
     aliases: Vec<(String, Vec<String>)>,
-    body_limit: usize,
+    default_models: Vec<(Endpoint, String)>,
+    endpoint_limits: Vec<(Endpoint, usize)>,
+    body_limit: Option<usize>,
     mount_path: Option<String>,
     streams: SseLayer,
 }
@@ -169,7 +175,10 @@ impl<K> AiRouterBuilder<K> {
             providers: self.providers,
             provider_names: self.provider_names,
             models: self.models,
+            listed_only: self.listed_only,
             aliases: self.aliases,
+            default_models: self.default_models,
+            endpoint_limits: self.endpoint_limits,
             body_limit: self.body_limit,
             mount_path: self.mount_path,
             streams: self.streams,
@@ -217,9 +226,35 @@ impl<K> AiRouterBuilder<K> {
         self
     }
 
-    /// The largest request body read, in bytes (default 32 MiB); larger ones get 413.
+    /// Whether provider `name` routes any model id (the default) or only its listed
+    /// [`models`](Self::models); unlisted ids are then 404 `model_not_found`.
+    pub fn allow_any_model(mut self, provider: impl Into<String>, allow: bool) -> Self {
+        let provider = provider.into();
+        self.listed_only.retain(|p| *p != provider);
+        if !allow {
+            self.listed_only.push(provider);
+        }
+        self
+    }
+
+    /// The model (an alias or `provider/model`) used when a request to `endpoint` has none;
+    /// only for endpoints where OpenAI makes `model` optional (images, moderations,
+    /// responses). Without one, such a request is a 400 naming `model`.
+    pub fn default_model(mut self, endpoint: Endpoint, model: impl Into<String>) -> Self {
+        self.default_models.push((endpoint, model.into()));
+        self
+    }
+
+    /// The largest request body read, in bytes, for every endpoint without its own limit
+    /// (defaults: 32 MiB, 64 MiB for image uploads); larger ones get 413.
     pub fn body_limit(mut self, limit: usize) -> Self {
-        self.body_limit = limit;
+        self.body_limit = Some(limit);
+        self
+    }
+
+    /// The largest request body read for one endpoint.
+    pub fn endpoint_body_limit(mut self, endpoint: Endpoint, limit: usize) -> Self {
+        self.endpoint_limits.push((endpoint, limit));
         self
     }
 
@@ -265,11 +300,23 @@ impl<K: KeyStore> AiRouterBuilder<K> {
         for name in &self.provider_names {
             table = table.provider(name.clone(), models.remove(name).unwrap_or_default());
         }
+        for name in self.listed_only {
+            table = table.listed_models_only(name);
+        }
         for (name, targets) in self.aliases {
             table = table.alias(name, targets);
         }
         let table = table.build()?;
-        let mut route = RouteLayer::new(table).body_limit(self.body_limit);
+        let mut route = RouteLayer::new(table);
+        if let Some(limit) = self.body_limit {
+            route = route.body_limit(limit);
+        }
+        for (endpoint, limit) in self.endpoint_limits {
+            route = route.endpoint_body_limit(endpoint, limit);
+        }
+        for (endpoint, model) in self.default_models {
+            route = route.default_model(endpoint, model)?;
+        }
         if let Some(mount) = self.mount_path {
             route = route.mount_path(mount);
         }

@@ -9,6 +9,7 @@ use std::time::Duration;
 
 use ai_router::auth::{ApiKeyDigest, MemoryKeyStore, Principal};
 use ai_router::provider::{HttpProvider, ProviderAuth};
+use ai_router::route::Endpoint;
 use ai_router::sse::StreamSettings;
 use http::HeaderName;
 use serde::Deserialize;
@@ -37,6 +38,13 @@ pub(crate) struct Config {
     /// Aliases by name.
     #[serde(default)]
     pub(crate) models: BTreeMap<String, AliasConfig>,
+    /// Models used when a request has none, by endpoint path (`moderations`,
+    /// `images/generations`, `responses`, ...).
+    #[serde(default)]
+    pub(crate) default_models: BTreeMap<String, String>,
+    /// Body limits in bytes, by endpoint path.
+    #[serde(default)]
+    pub(crate) body_limits: BTreeMap<String, usize>,
 }
 
 /// One `[[keys]]` entry.
@@ -121,6 +129,11 @@ pub(crate) struct ProviderConfig {
     /// Serve this provider with the in-process mock upstream (offline demo).
     #[serde(default)]
     pub(crate) mock: bool,
+    /// Whether any `NAME/<model>` routes (default), or only the listed `models`.
+    #[serde(default = "default_true")]
+    pub(crate) allow_any_model: bool,
+    /// The provider's rerank path below `base_url` (default `/rerank`).
+    pub(crate) rerank_path: Option<String>,
 }
 
 /// One `[models."NAME"]` table.
@@ -141,6 +154,19 @@ fn default_mount() -> String {
 
 fn default_grace() -> u64 {
     10
+}
+
+fn default_true() -> bool {
+    true
+}
+
+/// The endpoint named by a config key, or an error naming the table and key.
+pub(crate) fn endpoint(table: &str, key: &str) -> Result<Endpoint, ConfigError> {
+    Endpoint::from_path(key).ok_or_else(|| {
+        ConfigError(format!(
+            "{table}.\"{key}\": not an endpoint path (e.g. \"chat/completions\", \"moderations\")"
+        ))
+    })
 }
 
 /// A configuration problem, with the file and the key it concerns.
@@ -205,6 +231,12 @@ impl Config {
                 "mount: `{}` must be a plain path starting with `/`",
                 self.mount
             )));
+        }
+        for key in self.default_models.keys() {
+            endpoint("default_models", key)?;
+        }
+        for key in self.body_limits.keys() {
+            endpoint("body_limits", key)?;
         }
         for (name, provider) in &self.providers {
             if !provider.mock && provider.base_url.is_none() {
@@ -282,6 +314,9 @@ impl Config {
         }
         if let Some(secs) = provider.timeout_secs {
             builder = builder.timeout(Duration::from_secs(secs));
+        }
+        if let Some(path) = &provider.rerank_path {
+            builder = builder.endpoint_path(Endpoint::Rerank, path.as_str());
         }
         builder
             .build()

@@ -103,7 +103,14 @@ async fn run() -> Result<(), ConfigError> {
         builder = builder
             .provider(name.as_str(), service)
             .stream_settings(name.as_str(), Config::stream_settings(provider))
+            .allow_any_model(name.as_str(), provider.allow_any_model)
             .models(name.as_str(), provider.models.iter().cloned());
+    }
+    for (key, model) in &config.default_models {
+        builder = builder.default_model(config::endpoint("default_models", key)?, model.as_str());
+    }
+    for (key, limit) in &config.body_limits {
+        builder = builder.endpoint_body_limit(config::endpoint("body_limits", key)?, *limit);
     }
     for (name, alias) in &config.models {
         builder = builder.alias(name.as_str(), alias.targets.iter().cloned());

@@ -1,5 +1,6 @@
 //! [`HttpProvider`]: an OpenAI-compatible upstream reached over HTTP(S).
 
+use std::collections::HashMap;
 use std::fmt;
 use std::future::Future;
 use std::pin::Pin;
@@ -23,7 +24,7 @@ use super::headers;
 use crate::BuildError;
 use crate::body::RouterBody;
 use crate::openai_error::Error;
-use crate::route::RouteTarget;
+use crate::route::{Endpoint, RouteTarget};
 
 /// The default time an upstream has to send its response head: 10 minutes, as the OpenAI
 /// SDKs allow (a non-streaming answer arrives only when the whole generation is done).
@@ -141,6 +142,8 @@ struct Settings {
     credential: Credential,
     headers: HeaderMap,
     timeout: Duration,
+    /// Endpoint paths that differ from OpenAI's (e.g. rerank at `/v2/rerank`).
+    paths: HashMap<Endpoint, String>,
 }
 
 impl HttpProvider {
@@ -154,6 +157,7 @@ impl HttpProvider {
             headers: Vec::new(),
             timeout: DEFAULT_TIMEOUT,
             client: None,
+            paths: HashMap::new(),
         }
     }
 
@@ -197,7 +201,11 @@ impl HttpProvider {
             .get::<RouteTarget>()
             .map(RouteTarget::endpoint)
             .ok_or_else(Error::internal)?;
-        parts.uri = self.upstream_uri(endpoint.upstream_path(), parts.uri.query())?;
+        let path = settings
+            .paths
+            .get(&endpoint)
+            .map_or(endpoint.upstream_path(), String::as_str);
+        parts.uri = self.upstream_uri(path, parts.uri.query())?;
         // The upstream connection is ours: HTTP/1.1 or HTTP/2 as negotiated, not the client's.
         parts.version = http::Version::HTTP_11;
         headers::to_upstream(&mut parts.headers);
@@ -315,6 +323,7 @@ pub struct HttpProviderBuilder {
     headers: Vec<(String, String)>,
     timeout: Duration,
     client: Option<HttpClient>,
+    paths: HashMap<Endpoint, String>,
 }
 
 impl HttpProviderBuilder {
@@ -341,6 +350,19 @@ impl HttpProviderBuilder {
     /// 504 `upstream_timeout`.
     pub fn timeout(mut self, timeout: Duration) -> Self {
         self.timeout = timeout;
+        self
+    }
+
+    /// Serves `endpoint` at `path` below the base URL instead of OpenAI's path, e.g.
+    /// `/v2/rerank` for Cohere or `/rerank` vs `/v1/rerank` for vLLM and Jina.
+    pub fn endpoint_path(mut self, endpoint: Endpoint, path: impl Into<String>) -> Self {
+        let path = path.into();
+        let path = if path.starts_with('/') {
+            path
+        } else {
+            format!("/{path}")
+        };
+        self.paths.insert(endpoint, path);
         self
     }
 
@@ -392,6 +414,11 @@ impl HttpProviderBuilder {
                 Credential::Header(name, value)
             }
         };
+        for path in self.paths.values() {
+            PathAndQuery::try_from(path.as_str()).map_err(|_| {
+                BuildError::new(format!("endpoint path `{path}` is not a valid path"))
+            })?;
+        }
         let mut headers = HeaderMap::new();
         for (name, value) in self.headers {
             let header_name = HeaderName::try_from(name.as_str())
@@ -413,6 +440,7 @@ impl HttpProviderBuilder {
                 credential,
                 headers,
                 timeout: self.timeout,
+                paths: self.paths,
             }),
             client,
         })
@@ -433,7 +461,6 @@ impl fmt::Debug for HttpProviderBuilder {
 #[allow(clippy::unwrap_used)]
 mod tests {
     use super::*;
-    use crate::route::Endpoint;
 
     fn prepared(base: &str, auth: ProviderAuth, uri: &str) -> Request<Full<Bytes>> {
         let provider = HttpProvider::builder(base)
@@ -494,6 +521,25 @@ mod tests {
         assert!(r.headers().get("authorization").is_none());
         let r = prepared("http://h/v1", ProviderAuth::None, "/x");
         assert!(r.headers().get("authorization").is_none());
+    }
+
+    #[tokio::test]
+    async fn endpoint_paths_can_be_overridden() {
+        let provider = HttpProvider::builder("https://api.cohere.com")
+            .api_key("k")
+            .endpoint_path(Endpoint::Rerank, "/v2/rerank")
+            .build()
+            .unwrap();
+        let mut request = Request::post("/rerank").body(Bytes::new()).unwrap();
+        request.extensions_mut().insert(RouteTarget::new(
+            "cohere",
+            "rerank-v3.5",
+            Endpoint::Rerank,
+        ));
+        assert_eq!(
+            provider.prepare(request).unwrap().uri(),
+            "https://api.cohere.com/v2/rerank"
+        );
     }
 
     #[test]

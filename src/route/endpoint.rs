@@ -20,14 +20,35 @@ pub enum Endpoint {
     Embeddings,
     /// `POST /images/generations`
     ImagesGenerations,
+    /// `POST /images/edits` (multipart, or JSON)
+    ImagesEdits,
+    /// `POST /images/variations` (multipart)
+    ImagesVariations,
     /// `POST /moderations`
     Moderations,
     /// `POST /rerank` (Cohere/Jina/vLLM shape)
     Rerank,
     /// `POST /audio/speech`, also reachable as `/speech`
     AudioSpeech,
+    /// `POST /audio/transcriptions` (multipart)
+    AudioTranscriptions,
+    /// `POST /audio/translations` (multipart)
+    AudioTranslations,
     /// `POST /responses`
     Responses,
+}
+
+/// The request bodies an endpoint takes.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum Accepts {
+    /// No body (GET).
+    Nothing,
+    /// A JSON object.
+    Json,
+    /// A `multipart/form-data` form.
+    Multipart,
+    /// Either.
+    JsonOrMultipart,
 }
 
 impl Endpoint {
@@ -39,6 +60,10 @@ impl Endpoint {
             Self::Completions => "/completions",
             Self::Embeddings => "/embeddings",
             Self::ImagesGenerations => "/images/generations",
+            Self::ImagesEdits => "/images/edits",
+            Self::ImagesVariations => "/images/variations",
+            Self::AudioTranscriptions => "/audio/transcriptions",
+            Self::AudioTranslations => "/audio/translations",
             Self::Moderations => "/moderations",
             Self::Rerank => "/rerank",
             Self::AudioSpeech => "/audio/speech",
@@ -55,6 +80,10 @@ impl Endpoint {
             Self::Completions => "completions",
             Self::Embeddings => "embeddings",
             Self::ImagesGenerations => "images.generations",
+            Self::ImagesEdits => "images.edits",
+            Self::ImagesVariations => "images.variations",
+            Self::AudioTranscriptions => "audio.transcriptions",
+            Self::AudioTranslations => "audio.translations",
             Self::Moderations => "moderations",
             Self::Rerank => "rerank",
             Self::AudioSpeech => "audio.speech",
@@ -67,6 +96,84 @@ impl Endpoint {
         match self {
             Self::ListModels | Self::RetrieveModel => Method::GET,
             _ => Method::POST,
+        }
+    }
+
+    /// The bodies the endpoint takes.
+    pub(crate) fn accepts(self) -> Accepts {
+        match self {
+            Self::ListModels | Self::RetrieveModel => Accepts::Nothing,
+            Self::ImagesEdits => Accepts::JsonOrMultipart,
+            Self::ImagesVariations | Self::AudioTranscriptions | Self::AudioTranslations => {
+                Accepts::Multipart
+            }
+            _ => Accepts::Json,
+        }
+    }
+
+    /// Whether OpenAI lets the client leave `model` out (a configured default applies).
+    pub fn model_optional(self) -> bool {
+        matches!(
+            self,
+            Self::ImagesGenerations
+                | Self::ImagesEdits
+                | Self::ImagesVariations
+                | Self::Moderations
+                | Self::Responses
+        )
+    }
+
+    /// The form part the endpoint cannot do without, besides `model`.
+    pub(crate) fn required_file(self) -> Option<&'static str> {
+        match self {
+            Self::AudioTranscriptions | Self::AudioTranslations => Some("file"),
+            Self::ImagesVariations => Some("image"),
+            _ => None,
+        }
+    }
+
+    /// The default body limit: enough for OpenAI's own upload limits (25 MB audio, 50 MB per
+    /// image), 32 MiB for JSON.
+    pub fn default_body_limit(self) -> usize {
+        const MIB: usize = 1024 * 1024;
+        match self {
+            Self::ImagesEdits | Self::ImagesVariations => 64 * MIB,
+            _ => 32 * MIB,
+        }
+    }
+
+    /// Every endpoint, for tables and tests.
+    pub const ALL: [Endpoint; 14] = [
+        Self::ListModels,
+        Self::RetrieveModel,
+        Self::ChatCompletions,
+        Self::Completions,
+        Self::Embeddings,
+        Self::ImagesGenerations,
+        Self::ImagesEdits,
+        Self::ImagesVariations,
+        Self::Moderations,
+        Self::Rerank,
+        Self::AudioSpeech,
+        Self::AudioTranscriptions,
+        Self::AudioTranslations,
+        Self::Responses,
+    ];
+
+    /// The endpoint at an OpenAI path (`/chat/completions` or `chat/completions`); `None` for
+    /// unknown paths and for `/models/{model}`.
+    pub fn from_path(path: &str) -> Option<Self> {
+        let path = path.trim();
+        let owned;
+        let path = if path.starts_with('/') {
+            path
+        } else {
+            owned = format!("/{path}");
+            &owned
+        };
+        match match_path(path)? {
+            Matched::Endpoint(endpoint) => Some(endpoint),
+            Matched::RetrieveModel(_) => None,
         }
     }
 
@@ -96,6 +203,10 @@ pub(crate) fn match_path(path: &str) -> Option<Matched<'_>> {
         "/completions" => Endpoint::Completions,
         "/embeddings" => Endpoint::Embeddings,
         "/images/generations" => Endpoint::ImagesGenerations,
+        "/images/edits" => Endpoint::ImagesEdits,
+        "/images/variations" => Endpoint::ImagesVariations,
+        "/audio/transcriptions" => Endpoint::AudioTranscriptions,
+        "/audio/translations" => Endpoint::AudioTranslations,
         "/moderations" => Endpoint::Moderations,
         "/rerank" => Endpoint::Rerank,
         "/audio/speech" | "/speech" => Endpoint::AudioSpeech,
@@ -130,6 +241,10 @@ mod tests {
             ("/responses", Endpoint::Responses),
             ("/moderations", Endpoint::Moderations),
             ("/images/generations", Endpoint::ImagesGenerations),
+            ("/images/edits", Endpoint::ImagesEdits),
+            ("/images/variations", Endpoint::ImagesVariations),
+            ("/audio/transcriptions", Endpoint::AudioTranscriptions),
+            ("/audio/translations", Endpoint::AudioTranslations),
         ];
         for (path, endpoint) in cases {
             assert_eq!(
@@ -137,6 +252,12 @@ mod tests {
                 Some(Matched::Endpoint(endpoint)),
                 "{path}"
             );
+        }
+        for endpoint in Endpoint::ALL {
+            if endpoint != Endpoint::RetrieveModel {
+                let matched = match_path(endpoint.upstream_path());
+                assert_eq!(matched, Some(Matched::Endpoint(endpoint)), "{endpoint:?}");
+            }
         }
         assert_eq!(match_path("/chat"), None);
         assert_eq!(

@@ -14,6 +14,7 @@ use pin_project_lite::pin_project;
 use tower_service::Service;
 
 use super::endpoint::Endpoint;
+use super::multipart::{self, Form};
 use super::table::check_model_id;
 use super::{Settings, json};
 use crate::auth::Principal;
@@ -84,7 +85,7 @@ where
         let (parts, body) = request.into_parts();
         Self {
             state: State::Reading {
-                collect: Limited::new(body, settings.body_limit).collect(),
+                collect: Limited::new(body, settings.body_limit(endpoint)).collect(),
                 parts: Some(parts),
                 endpoint,
                 inner: Some(inner),
@@ -126,7 +127,7 @@ where
                         continue;
                     };
                     let prepared = read
-                        .map_err(|error| read_error(error, settings.body_limit))
+                        .map_err(|error| read_error(error, settings.body_limit(*endpoint)))
                         .and_then(|collected| {
                             prepare(parts, collected.to_bytes(), *endpoint, settings)
                         });
@@ -159,6 +160,12 @@ fn read_error(error: BoxError, limit: usize) -> Error {
     }
 }
 
+/// The body as routing sees it.
+enum Parsed {
+    Json(json::Peeked),
+    Form(Form),
+}
+
 /// Resolves the route and builds the request the inner service gets.
 fn prepare(
     mut parts: http::request::Parts,
@@ -166,35 +173,73 @@ fn prepare(
     endpoint: Endpoint,
     settings: &Settings,
 ) -> Result<Request<Bytes>, Error> {
-    let peeked = json::peek(&body)?;
-    let model = peeked
-        .model
-        .as_deref()
-        .ok_or_else(|| Error::missing_param("model"))?;
+    let parsed = if super::is_multipart(&parts.headers) {
+        let content_type = parts
+            .headers
+            .get(header::CONTENT_TYPE)
+            .and_then(|v| v.to_str().ok())
+            .unwrap_or_default();
+        let form = Form::parse(body.clone(), &multipart::boundary(content_type)?)?;
+        if let Some(file) = endpoint.required_file().filter(|f| !form.has(f)) {
+            return Err(Error::missing_param(file));
+        }
+        Parsed::Form(form)
+    } else {
+        Parsed::Json(json::peek(&body)?)
+    };
+    let (sent, stream, include_usage) = match &parsed {
+        Parsed::Json(peeked) => (peeked.model.as_deref(), peeked.stream, peeked.include_usage),
+        Parsed::Form(form) => (
+            form.text("model"),
+            form.text("stream") == Some("true"),
+            None,
+        ),
+    };
+    let sent = sent.filter(|m| !m.is_empty());
+    let model = match sent {
+        Some(model) => model,
+        None if endpoint.model_optional() => settings
+            .default_models
+            .get(&endpoint)
+            .map(String::as_str)
+            .ok_or_else(|| Error::missing_param("model"))?,
+        None => return Err(Error::missing_param("model")),
+    };
     check_model_id(model)?;
     let target = settings
         .table
         .resolve(model, endpoint)?
-        .with_stream(peeked.stream, peeked.include_usage);
+        .with_stream(stream, include_usage);
     if let Some(principal) = parts.extensions.get::<Principal>() {
-        let allowed = principal.allows_model(model)
-            || principal.allows_model(&format!(
+        if !settings.table.may_use(principal, model)
+            && !principal.allows_model(&format!(
                 "{}/{}",
                 target.provider(),
                 target.upstream_model()
-            ));
-        if !allowed {
+            ))
+        {
             return Err(Error::model_not_allowed(model));
         }
     }
     let span = tracing::Span::current();
     span.record("provider", target.provider());
     span.record("upstream_model", target.upstream_model());
-    let body = json::rewrite_model(body, &peeked, target.upstream_model());
+    let upstream_model = target.upstream_model();
+    let body = match parsed {
+        Parsed::Json(peeked) if sent.is_some() => {
+            json::rewrite_model(body, &peeked, upstream_model)
+        }
+        Parsed::Json(_) => json::insert_model(&body, upstream_model)?,
+        Parsed::Form(form) => {
+            let (body, content_type) = form.encode_with_model(upstream_model);
+            parts.headers.insert(header::CONTENT_TYPE, content_type);
+            body
+        }
+    };
     // The body is JSON whatever the client labelled it (curl -d sends a form type), and its
     // length may have changed: the upstream client sets it again.
     parts.headers.remove(header::CONTENT_LENGTH);
-    if !is_json(&parts.headers) {
+    if !super::is_multipart(&parts.headers) && !is_json(&parts.headers) {
         parts.headers.insert(
             header::CONTENT_TYPE,
             HeaderValue::from_static("application/json"),

@@ -97,6 +97,35 @@ pub(crate) fn rewrite_model(body: Bytes, peeked: &Peeked, new_model: &str) -> By
     out.freeze()
 }
 
+/// Adds `"model":"<model>"` as the first member of a JSON object body (for a default model).
+pub(crate) fn insert_model(body: &Bytes, model: &str) -> Result<Bytes, Error> {
+    let encoded = serde_json::to_string(model).map_err(|e| Error::internal().with_source(e))?;
+    let mut member = Vec::with_capacity(encoded.len() + 10);
+    member.extend_from_slice(b"\"model\":");
+    member.extend_from_slice(encoded.as_bytes());
+    insert_first_member(body, &member)
+        .ok_or_else(|| Error::invalid_body("the body must be a JSON object"))
+}
+
+/// Inserts `member` (`"key":value`) as the first member of the JSON object in `body`, keeping
+/// every other byte. `None` when the body is not an object.
+pub(crate) fn insert_first_member(body: &[u8], member: &[u8]) -> Option<Bytes> {
+    let open = body.iter().position(|b| !b.is_ascii_whitespace())?;
+    if body[open] != b'{' {
+        return None;
+    }
+    let rest = &body[open + 1..];
+    let empty = rest.iter().find(|b| !b.is_ascii_whitespace()) == Some(&b'}');
+    let mut out = BytesMut::with_capacity(body.len() + member.len() + 1);
+    out.extend_from_slice(&body[..=open]);
+    out.extend_from_slice(member);
+    if !empty {
+        out.extend_from_slice(b",");
+    }
+    out.extend_from_slice(rest);
+    Some(out.freeze())
+}
+
 #[cfg(test)]
 #[allow(clippy::unwrap_used)]
 mod tests {
@@ -139,6 +168,17 @@ mod tests {
         let peeked = peek(&body).unwrap();
         let out = rewrite_model(body.clone(), &peeked, "m");
         assert_eq!(out.as_ptr(), body.as_ptr());
+    }
+
+    #[test]
+    fn members_are_inserted_first() {
+        let out = insert_first_member(b" {\"a\":1}", b"\"m\":2").unwrap();
+        assert_eq!(out, " {\"m\":2,\"a\":1}");
+        let out = insert_first_member(b"{ }", b"\"m\":2").unwrap();
+        assert_eq!(out, "{\"m\":2 }");
+        assert!(insert_first_member(b"[]", b"\"m\":2").is_none());
+        let out = insert_model(&Bytes::from_static(b"{\"input\":\"x\"}"), "omni").unwrap();
+        assert_eq!(out, "{\"model\":\"omni\",\"input\":\"x\"}");
     }
 
     #[test]

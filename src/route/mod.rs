@@ -40,8 +40,10 @@
 mod endpoint;
 mod future;
 mod json;
+mod multipart;
 mod table;
 
+use std::collections::HashMap;
 use std::sync::Arc;
 use std::task::{Context, Poll};
 
@@ -59,18 +61,32 @@ pub use self::endpoint::Endpoint;
 pub use self::future::ResponseFuture;
 pub use self::table::{RouteTable, RouteTableBuilder, RouteTarget};
 
-pub(crate) use self::endpoint::{Matched, match_path};
+pub(crate) use self::endpoint::{Accepts, Matched, match_path};
+pub(crate) use self::json::insert_first_member;
 pub(crate) use self::table::check_model_id;
 
-/// The default request body limit: 32 MiB.
+/// The default request body limit of JSON endpoints: 32 MiB.
 pub const DEFAULT_BODY_LIMIT: usize = 32 * 1024 * 1024;
 
 /// Settings shared by every clone of a [`Route`].
-#[derive(Debug)]
+#[derive(Clone, Debug)]
 struct Settings {
     table: RouteTable,
-    body_limit: usize,
+    /// Overrides every endpoint's default limit, unless the endpoint has its own.
+    body_limit: Option<usize>,
+    endpoint_limits: HashMap<Endpoint, usize>,
+    default_models: HashMap<Endpoint, String>,
     mount_path: Option<String>,
+}
+
+impl Settings {
+    fn body_limit(&self, endpoint: Endpoint) -> usize {
+        self.endpoint_limits
+            .get(&endpoint)
+            .copied()
+            .or(self.body_limit)
+            .unwrap_or_else(|| endpoint.default_body_limit())
+    }
 }
 
 /// Adds [`Route`]. See the module docs.
@@ -80,34 +96,68 @@ pub struct RouteLayer {
 }
 
 impl RouteLayer {
-    /// Routes with `table`, a 32 MiB body limit and no mount path.
+    /// Routes with `table`, the endpoints' default body limits (32 MiB for JSON, 64 MiB for
+    /// image uploads), no default models and no mount path.
     pub fn new(table: RouteTable) -> Self {
         Self {
             settings: Arc::new(Settings {
                 table,
-                body_limit: DEFAULT_BODY_LIMIT,
+                body_limit: None,
+                endpoint_limits: HashMap::new(),
+                default_models: HashMap::new(),
                 mount_path: None,
             }),
         }
     }
 
-    /// Sets the largest request body read, in bytes.
+    /// Sets the largest request body read, in bytes, for every endpoint without its own
+    /// [`endpoint_body_limit`](Self::endpoint_body_limit).
     #[must_use]
     pub fn body_limit(mut self, limit: usize) -> Self {
-        if let Some(settings) = Arc::get_mut(&mut self.settings) {
-            settings.body_limit = limit;
-        }
+        Arc::make_mut(&mut self.settings).body_limit = Some(limit);
         self
+    }
+
+    /// Sets the largest request body read for one endpoint.
+    #[must_use]
+    pub fn endpoint_body_limit(mut self, endpoint: Endpoint, limit: usize) -> Self {
+        Arc::make_mut(&mut self.settings)
+            .endpoint_limits
+            .insert(endpoint, limit);
+        self
+    }
+
+    /// The model used when a request to `endpoint` has none (only where OpenAI makes `model`
+    /// optional: images, moderations, responses). The id must resolve in the table.
+    pub fn default_model(
+        mut self,
+        endpoint: Endpoint,
+        model: impl Into<String>,
+    ) -> Result<Self, crate::BuildError> {
+        let model = model.into();
+        if !endpoint.model_optional() {
+            return Err(crate::BuildError::new(format!(
+                "endpoint `{}` requires a model; it takes no default",
+                endpoint.name()
+            )));
+        }
+        self.settings.table.resolve(&model, endpoint).map_err(|_| {
+            crate::BuildError::new(format!(
+                "default model `{model}` for `{}` is not a configured alias or provider model",
+                endpoint.name()
+            ))
+        })?;
+        Arc::make_mut(&mut self.settings)
+            .default_models
+            .insert(endpoint, model);
+        Ok(self)
     }
 
     /// Sets the mount path (e.g. `/v3/router`): stripped from request paths that start with
     /// it, and shown in "Invalid URL" messages when a host stripped it already.
     #[must_use]
     pub fn mount_path(mut self, mount: impl Into<String>) -> Self {
-        let mount = normalize_mount(mount.into());
-        if let Some(settings) = Arc::get_mut(&mut self.settings) {
-            settings.mount_path = mount;
-        }
+        Arc::make_mut(&mut self.settings).mount_path = normalize_mount(mount.into());
         self
     }
 }
@@ -231,10 +281,19 @@ where
             }
             Matched::Endpoint(_) => {}
         }
-        if is_multipart(request.headers()) {
-            return ResponseFuture::error(Error::unsupported_content_type());
+        let multipart = is_multipart(request.headers());
+        match (endpoint.accepts(), multipart) {
+            (Accepts::Json, true) => {
+                return ResponseFuture::error(Error::unsupported_content_type("application/json"));
+            }
+            (Accepts::Multipart, false) => {
+                return ResponseFuture::error(Error::unsupported_content_type(
+                    "multipart/form-data",
+                ));
+            }
+            _ => {}
         }
-        let limit = settings.body_limit;
+        let limit = settings.body_limit(endpoint);
         if declared_length(request.headers()).is_some_and(|length| length > limit as u64) {
             return ResponseFuture::error(Error::payload_too_large(limit));
         }
@@ -254,7 +313,7 @@ fn strip_mount<'a>(path: &'a str, mount: &str) -> &'a str {
     }
 }
 
-fn is_multipart(headers: &http::HeaderMap) -> bool {
+pub(crate) fn is_multipart(headers: &http::HeaderMap) -> bool {
     headers
         .get(header::CONTENT_TYPE)
         .and_then(|v| v.to_str().ok())
@@ -299,7 +358,10 @@ mod tests {
             .alias("fast", ["openai/gpt-4o-mini"])
             .build()
             .unwrap();
-        let mut layer = RouteLayer::new(table).body_limit(64);
+        let mut layer = RouteLayer::new(table)
+            .body_limit(64)
+            .default_model(Endpoint::Moderations, "fast")
+            .unwrap();
         if let Some(mount) = mount {
             layer = layer.mount_path(mount);
         }

@@ -100,6 +100,8 @@ struct ModelRef {
 #[derive(Clone)]
 pub struct RouteTable {
     providers: HashMap<Arc<str>, Vec<Arc<str>>>,
+    /// Providers that route only their listed models.
+    listed_only: Vec<Arc<str>>,
     aliases: HashMap<Arc<str>, Vec<ModelRef>>,
     /// The `GET /models` answer, rendered once.
     catalogue: Bytes,
@@ -135,11 +137,14 @@ impl RouteTable {
         let (provider, upstream_model) = model
             .split_once('/')
             .ok_or_else(|| Error::model_not_found(model))?;
-        let (provider, _) = self
+        let (provider, listed) = self
             .providers
             .get_key_value(provider)
             .filter(|_| !upstream_model.is_empty())
             .ok_or_else(|| Error::model_not_found(model))?;
+        if self.listed_only.contains(provider) && !listed.iter().any(|m| &**m == upstream_model) {
+            return Err(Error::model_not_found(model));
+        }
         Ok(RouteTarget::new(provider.clone(), upstream_model, endpoint))
     }
 
@@ -211,6 +216,7 @@ struct ModelObject<'a> {
 #[must_use]
 pub struct RouteTableBuilder {
     providers: Vec<(String, Vec<String>)>,
+    listed_only: Vec<String>,
     aliases: Vec<(String, Vec<String>)>,
 }
 
@@ -224,6 +230,13 @@ impl RouteTableBuilder {
     {
         self.providers
             .push((name.into(), models.into_iter().map(Into::into).collect()));
+        self
+    }
+
+    /// Routes only the listed models of provider `name` (`allow_any_model = false`): other
+    /// `name/...` ids are 404 `model_not_found`.
+    pub fn listed_models_only(mut self, name: impl Into<String>) -> Self {
+        self.listed_only.push(name.into());
         self
     }
 
@@ -262,6 +275,13 @@ impl RouteTableBuilder {
                 })?;
             }
             providers.insert(name.into(), models.into_iter().map(Into::into).collect());
+        }
+        let mut listed_only = Vec::new();
+        for name in self.listed_only {
+            let (name, _) = providers
+                .get_key_value(name.as_str())
+                .ok_or_else(|| BuildError::new(format!("provider `{name}` is not configured")))?;
+            listed_only.push(name.clone());
         }
         let mut aliases = HashMap::new();
         for (name, targets) in self.aliases {
@@ -306,6 +326,7 @@ impl RouteTableBuilder {
         let catalogue = render_catalogue(&providers, &aliases, created, |_| true);
         Ok(RouteTable {
             providers,
+            listed_only,
             aliases,
             catalogue,
             created,
@@ -452,6 +473,24 @@ mod tests {
         ] {
             assert!(check_model_id(bad).is_err(), "{bad:?}");
         }
+    }
+
+    #[test]
+    fn listed_only_providers_refuse_unlisted_models() {
+        let table = RouteTable::builder()
+            .provider("openai", ["gpt-4o-mini"])
+            .listed_models_only("openai")
+            .build()
+            .unwrap();
+        assert!(
+            table
+                .resolve("openai/gpt-4o-mini", Endpoint::ChatCompletions)
+                .is_ok()
+        );
+        let error = table
+            .resolve("openai/gpt-5", Endpoint::ChatCompletions)
+            .unwrap_err();
+        assert_eq!(error.code(), Some("model_not_found"));
     }
 
     #[test]

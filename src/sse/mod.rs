@@ -64,7 +64,7 @@ use std::sync::Arc;
 use std::task::{Context, Poll, ready};
 use std::time::Duration;
 
-use bytes::{Bytes, BytesMut};
+use bytes::Bytes;
 use http::{HeaderValue, Request, Response, header};
 use pin_project_lite::pin_project;
 use tokio::time::Instant;
@@ -294,16 +294,7 @@ where
 /// Adds `"stream_options":{"include_usage":true}` as the body's first member. The body is a
 /// JSON object without `stream_options` (route checked both).
 fn inject_include_usage(body: &Bytes) -> Option<Bytes> {
-    const MEMBER: &[u8] = br#""stream_options":{"include_usage":true},"#;
-    let open = body.iter().position(|b| !b.is_ascii_whitespace())?;
-    if body[open] != b'{' {
-        return None;
-    }
-    let mut out = BytesMut::with_capacity(body.len() + MEMBER.len());
-    out.extend_from_slice(&body[..=open]);
-    out.extend_from_slice(MEMBER);
-    out.extend_from_slice(&body[open + 1..]);
-    Some(out.freeze())
+    crate::route::insert_first_member(body, br#""stream_options":{"include_usage":true}"#)
 }
 
 pin_project! {

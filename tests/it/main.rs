@@ -8,4 +8,8 @@
 
 mod support;
 
+mod auth;
 mod chat;
+mod endpoints;
+mod errors;
+mod mounts;
