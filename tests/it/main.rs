@@ -13,3 +13,4 @@ mod chat;
 mod endpoints;
 mod errors;
 mod mounts;
+mod policy;
