@@ -6,7 +6,8 @@
 //! the official client types deserialize: chat completions (plain and SSE),
 //! legacy completions, embeddings, moderations, rerank, responses (plain and
 //! SSE), image generation, speech and models. Any request can instead be
-//! answered with a queued [`ScriptedResponse`] (errors, odd headers, delays).
+//! answered with a queued [`ScriptedResponse`] (errors, odd headers, delays,
+//! and event streams sent chunk by chunk, paced, gated, reset or stalled).
 //!
 //! Dropping the [`MockUpstream`] stops the server and its connections.
 //!
@@ -44,7 +45,6 @@ mod tests;
 use std::collections::VecDeque;
 use std::fmt;
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
-use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 use std::time::Duration;
 
@@ -120,9 +120,29 @@ impl MockUpstream {
         self.shared.scripts().push_back(response);
     }
 
+    /// Waits until at least `n` requests have been received (and recorded), or `timeout`
+    /// passes. Returns whether `n` was reached. Useful to know a request reached the mock
+    /// while its scripted answer is still delayed, gated or stalled.
+    pub async fn wait_requests(&self, n: usize, timeout: Duration) -> bool {
+        let mut received = self.shared.received.subscribe();
+        let reached = tokio::time::timeout(timeout, received.wait_for(|&count| count >= n)).await;
+        matches!(reached, Ok(Ok(_)))
+    }
+
     /// How many client connections have ended so far.
     pub fn connections_closed(&self) -> usize {
-        self.shared.connections_closed.load(Ordering::SeqCst)
+        *self.shared.connections_closed.borrow()
+    }
+
+    /// Waits until at least `n` client connections have ended
+    /// ([`connections_closed`](Self::connections_closed) `>= n`), or `timeout` passes.
+    /// Returns whether `n` was reached. Wakes up on each connection end (no polling loop).
+    pub async fn wait_connections_closed(&self, n: usize, timeout: Duration) -> bool {
+        let mut closed = self.shared.connections_closed.subscribe();
+        // `wait_for` checks the current value first, then every change; it only fails if
+        // the sender is gone, which `self` (holding `shared`) rules out.
+        let reached = tokio::time::timeout(timeout, closed.wait_for(|&count| count >= n)).await;
+        matches!(reached, Ok(Ok(_)))
     }
 }
 
@@ -212,7 +232,8 @@ impl MockUpstreamBuilder {
             auth,
             requests: Mutex::new(Vec::new()),
             scripts: Mutex::new(VecDeque::new()),
-            connections_closed: AtomicUsize::new(0),
+            connections_closed: tokio::sync::watch::Sender::new(0),
+            received: tokio::sync::watch::Sender::new(0),
         });
         let task = tokio::spawn(server::accept_loop(listener, Arc::clone(&shared)));
         Ok(MockUpstream { addr, shared, task })
@@ -246,12 +267,42 @@ impl RecordedRequest {
 }
 
 /// A canned answer for the next request; queue it with [`MockUpstream::script`].
+///
+/// The body is a list of chunks. [`new`](Self::new) + [`body`](Self::body) send it in one
+/// frame with a `content-length`; [`stream`](Self::stream) sends each chunk as its own frame
+/// (chunked), and the pacing builders ([`chunk_delay`](Self::chunk_delay),
+/// [`gate_before`](Self::gate_before)) and abnormal ends ([`reset_after`](Self::reset_after),
+/// [`stall_after`](Self::stall_after)) apply to those chunks; with any of them the length is
+/// never announced. Chunk indices start at 0; an empty chunk sends no frame but still counts.
+///
+/// ```no_run
+/// use std::sync::Arc;
+/// use std::time::Duration;
+/// use ai_router::mock::ScriptedResponse;
+///
+/// let gate = Arc::new(tokio::sync::Notify::new());
+/// let answer = ScriptedResponse::stream([
+///     "data: {\"a\":1}\n\n",
+///     "data: {\"a\":2}\n\n",
+///     "data: [DONE]\n\n",
+/// ])
+/// .gate_before(1, Arc::clone(&gate)) // chunk 1 waits for `gate.notify_one()`
+/// .chunk_delay(Duration::from_millis(10))
+/// .reset_after(2); // `[DONE]` is never sent: the connection is aborted instead
+/// # let _ = answer;
+/// ```
 #[derive(Clone, Debug)]
 pub struct ScriptedResponse {
     status: StatusCode,
     headers: HeaderMap,
-    body: Bytes,
+    /// The body chunks.
+    chunks: Vec<Bytes>,
+    /// Each chunk is its own frame and the length is not announced.
+    streamed: bool,
+    /// The `content-type` unless a scripted header says otherwise.
+    default_content_type: Option<HeaderValue>,
     delay: Option<Duration>,
+    pacing: body::Pacing,
 }
 
 impl ScriptedResponse {
@@ -264,9 +315,24 @@ impl ScriptedResponse {
         Self {
             status,
             headers: HeaderMap::new(),
-            body: Bytes::new(),
+            chunks: Vec::new(),
+            streamed: false,
+            default_content_type: None,
             delay: None,
+            pacing: body::Pacing::default(),
         }
+    }
+
+    /// A `200` `text/event-stream` answer whose body is sent as these chunks, one data frame
+    /// each, with no `content-length`. Otherwise like [`new`](Self::new): the standard mock
+    /// headers are added, and [`header`](Self::header) can replace the `content-type`.
+    #[must_use]
+    pub fn stream(chunks: impl IntoIterator<Item = impl Into<Bytes>>) -> Self {
+        let mut response = Self::new(200);
+        response.chunks = chunks.into_iter().map(Into::into).collect();
+        response.streamed = true;
+        response.default_content_type = Some(HeaderValue::from_static("text/event-stream"));
+        response
     }
 
     /// Adds a response header (appended; it replaces a default header of the
@@ -285,10 +351,11 @@ impl ScriptedResponse {
         self
     }
 
-    /// Sets the response body.
+    /// Sets the response body: one chunk, sent with its `content-length` unless the answer
+    /// was made with [`stream`](Self::stream) or is paced.
     #[must_use]
     pub fn body(mut self, body: impl Into<Bytes>) -> Self {
-        self.body = body.into();
+        self.chunks = vec![body.into()];
         self
     }
 
@@ -297,7 +364,7 @@ impl ScriptedResponse {
     pub fn json(mut self, value: serde_json::Value) -> Self {
         self.headers
             .insert(CONTENT_TYPE, HeaderValue::from_static("application/json"));
-        self.body = Bytes::from(serde_json::to_vec(&value).unwrap_or_default());
+        self.chunks = vec![Bytes::from(serde_json::to_vec(&value).unwrap_or_default())];
         self
     }
 
@@ -305,6 +372,45 @@ impl ScriptedResponse {
     #[must_use]
     pub fn delay(mut self, d: Duration) -> Self {
         self.delay = Some(d);
+        self
+    }
+
+    /// Waits `d` before each chunk after the first (after any [`gate_before`] of that
+    /// chunk has opened).
+    ///
+    /// [`gate_before`]: Self::gate_before
+    #[must_use]
+    pub fn chunk_delay(mut self, d: Duration) -> Self {
+        self.pacing.chunk_delay = Some(d);
+        self
+    }
+
+    /// Before sending chunk `index` (0-based), waits until `gate` is notified. Open it with
+    /// [`Notify::notify_one`](tokio::sync::Notify::notify_one): a permit stored before the
+    /// body reaches the gate is not lost (`notify_waiters` would be). Several gates may be
+    /// set, on the same or different chunks; one gate serves one chunk.
+    #[must_use]
+    pub fn gate_before(mut self, index: usize, gate: Arc<tokio::sync::Notify>) -> Self {
+        self.pacing.gates.push((index, gate));
+        self
+    }
+
+    /// After sending `n` chunks (or all of them, if fewer), aborts the connection: the body
+    /// fails, so hyper closes the socket without ending the chunked body (HTTP/2: resets the
+    /// stream), and the client sees a broken body, not a clean end. With
+    /// [`stall_after`](Self::stall_after) too, the smaller count wins.
+    #[must_use]
+    pub fn reset_after(mut self, n: usize) -> Self {
+        self.pacing.reset_after = Some(n);
+        self
+    }
+
+    /// After sending `n` chunks (or all of them, if fewer), sends nothing more and never
+    /// ends the body: the connection stays open until the client goes away or the mock is
+    /// dropped.
+    #[must_use]
+    pub fn stall_after(mut self, n: usize) -> Self {
+        self.pacing.stall_after = Some(n);
         self
     }
 
@@ -364,7 +470,10 @@ struct Shared {
     auth: Auth,
     requests: Mutex<Vec<RecordedRequest>>,
     scripts: Mutex<VecDeque<ScriptedResponse>>,
-    connections_closed: AtomicUsize,
+    /// How many connections have ended; bumped by each connection task as it ends.
+    connections_closed: tokio::sync::watch::Sender<usize>,
+    /// How many requests have been recorded.
+    received: tokio::sync::watch::Sender<usize>,
 }
 
 impl Shared {
@@ -378,9 +487,14 @@ impl Shared {
 
     /// Records a request and returns its 1-based sequence number.
     fn record(&self, request: RecordedRequest) -> u64 {
-        let mut requests = self.requests();
-        requests.push(request);
-        requests.len() as u64
+        let count = {
+            let mut requests = self.requests();
+            requests.push(request);
+            requests.len()
+        };
+        self.received
+            .send_modify(|received| *received = (*received).max(count));
+        count as u64
     }
 
     fn next_script(&self) -> Option<ScriptedResponse> {

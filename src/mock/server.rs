@@ -3,7 +3,6 @@
 
 use std::convert::Infallible;
 use std::sync::Arc;
-use std::sync::atomic::Ordering;
 use std::time::Duration;
 
 use bytes::Bytes;
@@ -60,7 +59,7 @@ pub(super) async fn accept_loop(listener: TcpListener, shared: Arc<Shared>) {
             {
                 tracing::debug!(err = %err, "mock upstream: connection ended with an error");
             }
-            shared.connections_closed.fetch_add(1, Ordering::SeqCst);
+            shared.connections_closed.send_modify(|closed| *closed += 1);
         });
     }
 }
@@ -135,10 +134,18 @@ async fn scripted_response(scripted: ScriptedResponse, n: u64) -> Response<MockB
     if let Some(delay) = scripted.delay {
         tokio::time::sleep(delay).await;
     }
-    let mut response = Response::new(MockBody::full(scripted.body));
+    let body = if scripted.streamed || !scripted.pacing.is_plain() {
+        MockBody::paced(scripted.chunks, scripted.pacing)
+    } else {
+        MockBody::full(scripted.chunks.concat())
+    };
+    let mut response = Response::new(body);
     *response.status_mut() = scripted.status;
     let headers = response.headers_mut();
     standard_headers(headers, n);
+    if let Some(content_type) = scripted.default_content_type {
+        headers.insert(CONTENT_TYPE, content_type);
+    }
     // Replaces the defaults with the same names; keeps repeated values.
     headers.extend(scripted.headers);
     response

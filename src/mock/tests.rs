@@ -788,3 +788,237 @@ async fn client_disconnect_during_delay_is_counted() {
     }
     assert_eq!(mock.request_count(), 1);
 }
+
+/// Scripted streams: chunks, pacing, gates and abnormal ends, over TCP.
+mod scripted_streams {
+    use std::sync::Arc;
+
+    use hyper::body::Incoming;
+    use tokio::sync::Notify;
+
+    use super::*;
+
+    /// Sends a request to the mock and returns the response with its body unread.
+    async fn start(mock: &MockUpstream) -> http::Response<Incoming> {
+        let request = Request::post(format!("http://{}/v1/chat/completions", mock.addr()))
+            .body(Full::new(Bytes::from_static(b"{}")))
+            .unwrap();
+        tokio::time::timeout(Duration::from_secs(5), client().request(request))
+            .await
+            .expect("response head in time")
+            .expect("response")
+    }
+
+    /// The next data frame: `Ok(None)` at the end, `Err` when the body broke, and a panic
+    /// when nothing comes within `wait`.
+    async fn next(body: &mut Incoming, wait: Duration) -> Result<Option<Bytes>, hyper::Error> {
+        let frame = tokio::time::timeout(wait, body.frame())
+            .await
+            .expect("a frame in time");
+        match frame {
+            None => Ok(None),
+            Some(Err(error)) => Err(error),
+            Some(Ok(frame)) => Ok(Some(frame.into_data().expect("a data frame"))),
+        }
+    }
+
+    /// Whether no frame arrives within `wait` (the body is held back).
+    async fn nothing_within(body: &mut Incoming, wait: Duration) -> bool {
+        tokio::time::timeout(wait, body.frame()).await.is_err()
+    }
+
+    const LONG: Duration = Duration::from_secs(5);
+
+    #[tokio::test]
+    async fn stream_sends_one_frame_per_chunk_as_an_event_stream() {
+        let mock = MockUpstream::start().await.unwrap();
+        let chunks = ["data: 1\n\n", "", "data: 2\n\n", "data: [DONE]\n\n"];
+        mock.script(ScriptedResponse::stream(chunks));
+        let answer = call_with(&client(), &mock, Method::POST, "/x", None, "").await;
+        assert_eq!(answer.status, StatusCode::OK);
+        assert_eq!(answer.header("content-type"), "text/event-stream");
+        assert!(answer.headers.get("content-length").is_none());
+        assert_eq!(answer.header("transfer-encoding"), "chunked");
+        assert_eq!(answer.header("x-request-id"), "mock-req-1");
+        // Empty chunks send no frame.
+        assert_eq!(
+            answer.frames,
+            ["data: 1\n\n", "data: 2\n\n", "data: [DONE]\n\n"]
+        );
+
+        // The content type can be replaced, once.
+        mock.script(
+            ScriptedResponse::stream([Bytes::from_static(b"abc")])
+                .header("content-type", "audio/mpeg"),
+        );
+        let answer = call_with(&client(), &mock, Method::POST, "/x", None, "").await;
+        assert_eq!(answer.headers.get_all("content-type").iter().count(), 1);
+        assert_eq!(answer.header("content-type"), "audio/mpeg");
+        assert_eq!(answer.text(), "abc");
+
+        // A plain scripted body still announces its length.
+        mock.script(ScriptedResponse::new(201).body("plain"));
+        let answer = call_with(&client(), &mock, Method::POST, "/x", None, "").await;
+        assert_eq!(answer.status, StatusCode::CREATED);
+        assert_eq!(answer.header("content-length"), "5");
+        assert!(answer.headers.get("content-type").is_none());
+    }
+
+    #[tokio::test]
+    async fn chunk_delay_spaces_the_chunks_after_the_first() {
+        let mock = MockUpstream::start().await.unwrap();
+        mock.script(
+            ScriptedResponse::stream(["a", "b", "c"]).chunk_delay(Duration::from_millis(60)),
+        );
+        let started = Instant::now();
+        let response = start(&mock).await;
+        let mut body = response.into_body();
+        assert_eq!(next(&mut body, LONG).await.unwrap().unwrap(), "a");
+        let first = started.elapsed();
+        assert_eq!(next(&mut body, LONG).await.unwrap().unwrap(), "b");
+        assert_eq!(next(&mut body, LONG).await.unwrap().unwrap(), "c");
+        assert!(next(&mut body, LONG).await.unwrap().is_none());
+        let total = started.elapsed();
+        assert!(total >= Duration::from_millis(120), "{total:?}");
+        assert!(
+            total - first >= Duration::from_millis(120),
+            "{first:?} {total:?}"
+        );
+    }
+
+    #[tokio::test]
+    async fn a_gate_holds_its_chunk_until_notified() {
+        let mock = MockUpstream::start().await.unwrap();
+        let gate = Arc::new(Notify::new());
+        mock.script(ScriptedResponse::stream(["a", "b", "c"]).gate_before(1, Arc::clone(&gate)));
+        let mut body = start(&mock).await.into_body();
+        assert_eq!(next(&mut body, LONG).await.unwrap().unwrap(), "a");
+        assert!(nothing_within(&mut body, Duration::from_millis(150)).await);
+        gate.notify_one();
+        assert_eq!(next(&mut body, LONG).await.unwrap().unwrap(), "b");
+        assert_eq!(next(&mut body, LONG).await.unwrap().unwrap(), "c");
+        assert!(next(&mut body, LONG).await.unwrap().is_none());
+
+        // A notification given before the body reaches the gate is kept (a permit), also
+        // for a gate on the first chunk.
+        let early = Arc::new(Notify::new());
+        early.notify_one();
+        mock.script(ScriptedResponse::stream(["x", "y"]).gate_before(0, Arc::clone(&early)));
+        let answer = call_with(&client(), &mock, Method::POST, "/x", None, "").await;
+        assert_eq!(answer.text(), "xy");
+    }
+
+    #[tokio::test]
+    async fn reset_after_breaks_the_body_and_the_connection() {
+        let mock = MockUpstream::start().await.unwrap();
+        mock.script(ScriptedResponse::stream(["a", "b", "c"]).reset_after(2));
+        let mut body = start(&mock).await.into_body();
+        assert_eq!(next(&mut body, LONG).await.unwrap().unwrap(), "a");
+        assert_eq!(next(&mut body, LONG).await.unwrap().unwrap(), "b");
+        let broken = next(&mut body, LONG).await;
+        assert!(broken.is_err(), "expected a broken body, got {broken:?}");
+        assert!(mock.wait_connections_closed(1, LONG).await);
+
+        // Fewer chunks than `n`: the reset comes after the last one, never a clean end.
+        mock.script(ScriptedResponse::stream(["only"]).reset_after(5));
+        let mut body = start(&mock).await.into_body();
+        assert_eq!(next(&mut body, LONG).await.unwrap().unwrap(), "only");
+        assert!(next(&mut body, LONG).await.is_err());
+
+        // Right after the head.
+        mock.script(ScriptedResponse::stream(["never"]).reset_after(0));
+        let response = start(&mock).await;
+        assert_eq!(response.status(), StatusCode::OK);
+        let mut body = response.into_body();
+        assert!(next(&mut body, LONG).await.is_err());
+        assert!(mock.wait_connections_closed(3, LONG).await);
+    }
+
+    #[tokio::test]
+    async fn reset_after_over_h2_resets_the_stream() {
+        let mock = MockUpstream::start().await.unwrap();
+        mock.script(ScriptedResponse::stream(["a", "b"]).reset_after(1));
+        let h2: Client<HttpConnector, Full<Bytes>> = Client::builder(TokioExecutor::new())
+            .http2_only(true)
+            .build_http();
+        let request = Request::post(format!("http://{}/v1/x", mock.addr()))
+            .body(Full::new(Bytes::new()))
+            .unwrap();
+        let response = h2.request(request).await.unwrap();
+        let mut body = response.into_body();
+        assert_eq!(next(&mut body, LONG).await.unwrap().unwrap(), "a");
+        assert!(next(&mut body, LONG).await.is_err());
+    }
+
+    #[tokio::test]
+    async fn stall_after_holds_the_stream_open_until_the_client_leaves() {
+        let mock = MockUpstream::start().await.unwrap();
+        mock.script(ScriptedResponse::stream(["a", "b"]).stall_after(1));
+        let mut body = start(&mock).await.into_body();
+        assert_eq!(next(&mut body, LONG).await.unwrap().unwrap(), "a");
+        assert!(nothing_within(&mut body, Duration::from_millis(150)).await);
+        assert_eq!(mock.connections_closed(), 0);
+        // The client goes away: the connection ends.
+        drop(body);
+        assert!(mock.wait_connections_closed(1, LONG).await);
+        assert_eq!(mock.connections_closed(), 1);
+    }
+
+    #[tokio::test]
+    async fn the_earlier_abnormal_end_wins() {
+        let mock = MockUpstream::start().await.unwrap();
+        mock.script(
+            ScriptedResponse::stream(["a", "b", "c"])
+                .stall_after(2)
+                .reset_after(1),
+        );
+        let mut body = start(&mock).await.into_body();
+        assert_eq!(next(&mut body, LONG).await.unwrap().unwrap(), "a");
+        assert!(next(&mut body, LONG).await.is_err());
+    }
+
+    #[tokio::test]
+    async fn wait_connections_closed_is_bounded() {
+        let mock = MockUpstream::start().await.unwrap();
+        // Already reached.
+        assert!(mock.wait_connections_closed(0, Duration::ZERO).await);
+        // Not reached: gives up after the timeout.
+        let started = Instant::now();
+        assert!(
+            !mock
+                .wait_connections_closed(1, Duration::from_millis(100))
+                .await
+        );
+        assert!(started.elapsed() >= Duration::from_millis(100));
+        // Reached while waiting.
+        let waiting = mock.wait_connections_closed(1, LONG);
+        let connect = async {
+            let stream = tokio::net::TcpStream::connect(mock.addr()).await.unwrap();
+            drop(stream);
+        };
+        let (reached, ()) = tokio::join!(waiting, connect);
+        assert!(reached);
+    }
+
+    #[tokio::test]
+    async fn wait_requests_sees_a_request_whose_answer_is_delayed() {
+        let mock = MockUpstream::start().await.unwrap();
+        assert!(mock.wait_requests(0, Duration::ZERO).await);
+        assert!(!mock.wait_requests(1, Duration::from_millis(50)).await);
+        mock.script(ScriptedResponse::new(200).delay(Duration::from_secs(3)));
+        let request = Request::get(format!("http://{}/v1/models", mock.addr()))
+            .body(Full::new(Bytes::new()))
+            .unwrap();
+        let client = client();
+        let pending = client.request(request);
+        // The request is recorded before its (delayed) answer.
+        let (reached, answered) = tokio::join!(mock.wait_requests(1, LONG), async {
+            tokio::time::timeout(Duration::from_millis(500), pending)
+                .await
+                .is_ok()
+        });
+        assert!(reached);
+        assert!(!answered);
+        assert_eq!(mock.request_count(), 1);
+    }
+}

@@ -30,13 +30,10 @@ pub(crate) fn peek(body: &[u8]) -> Result<Peeked, Error> {
         model: Option<&'a RawValue>,
         #[serde(borrow, default)]
         stream: Option<&'a RawValue>,
-        #[serde(default)]
-        stream_options: Option<StreamOptions>,
-    }
-    #[derive(Deserialize)]
-    struct StreamOptions {
-        #[serde(default)]
-        include_usage: Option<bool>,
+        // `Some` whenever the key is present, even as `null`: the router must then not add a
+        // second `stream_options`.
+        #[serde(default, deserialize_with = "present_include_usage")]
+        stream_options: Option<bool>,
     }
     let fields: Fields<'_> = serde_json::from_slice(body).map_err(|error| {
         if error.is_data() {
@@ -49,9 +46,7 @@ pub(crate) fn peek(body: &[u8]) -> Result<Peeked, Error> {
     })?;
     // Only a literal `true` streams; anything else is left for the upstream to judge.
     let stream = fields.stream.is_some_and(|raw| raw.get() == "true");
-    let include_usage = fields
-        .stream_options
-        .map(|options| options.include_usage.unwrap_or(false));
+    let include_usage = fields.stream_options;
     let no_model = Peeked {
         model: None,
         model_span: 0..0,
@@ -78,6 +73,18 @@ pub(crate) fn peek(body: &[u8]) -> Result<Peeked, Error> {
         stream,
         include_usage,
     })
+}
+
+/// `stream_options` is present (whatever its value): `Some(include_usage)`.
+fn present_include_usage<'de, D>(deserializer: D) -> Result<Option<bool>, D::Error>
+where
+    D: serde::Deserializer<'de>,
+{
+    let value = serde_json::Value::deserialize(deserializer)?;
+    let include = value
+        .get("include_usage")
+        .and_then(serde_json::Value::as_bool);
+    Ok(Some(include.unwrap_or(false)))
 }
 
 /// The body with the `model` value replaced by `new_model`; every other byte is kept. Returns
@@ -187,6 +194,8 @@ mod tests {
         assert!(peeked.stream && peeked.include_usage.is_none());
         let peeked = peek(br#"{"stream":true,"stream_options":{"include_usage":true}}"#).unwrap();
         assert_eq!(peeked.include_usage, Some(true));
+        let peeked = peek(br#"{"stream":true,"stream_options":null}"#).unwrap();
+        assert_eq!(peeked.include_usage, Some(false));
         let peeked = peek(br#"{"stream":"yes","stream_options":{}}"#).unwrap();
         assert!(!peeked.stream);
         assert_eq!(peeked.include_usage, Some(false));

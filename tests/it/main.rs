@@ -14,3 +14,4 @@ mod endpoints;
 mod errors;
 mod mounts;
 mod policy;
+mod streaming;
