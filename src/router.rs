@@ -31,7 +31,6 @@
 //! # let _ = router; Ok(()) }
 //! ```
 
-use std::collections::HashMap;
 use std::convert::Infallible;
 use std::fmt;
 use std::future::Future;
@@ -51,7 +50,7 @@ use crate::normalize::{self, OpenAiErrors, OpenAiErrorsLayer};
 use crate::openai_error::{BoxError, Error};
 use crate::provider::Providers;
 use crate::request_id::{self, SetRequestId, SetRequestIdLayer};
-use crate::route::{Endpoint, Route, RouteLayer, RouteTable};
+use crate::route::{Endpoint, Route, RouteLayer, RouteTable, RouteTableBuilder};
 use crate::sse::{OnUsage, Sse, SseLayer, StreamSettings};
 use std::time::Duration;
 
@@ -85,10 +84,7 @@ impl AiRouter {
         AiRouterBuilder {
             keys: (),
             providers: Providers::new(),
-            provider_names: Vec::new(),
-            models: HashMap::new(),
-            listed_only: Vec::new(),
-            aliases: Vec::new(),
+            table: RouteTable::builder(),
             default_models: Vec::new(),
             endpoint_limits: Vec::new(),
             body_limit: None,
@@ -156,10 +152,7 @@ where
 pub struct AiRouterBuilder<K> {
     keys: K,
     providers: Providers,
-    provider_names: Vec<String>,
-    models: HashMap<String, Vec<String>>,
-    listed_only: Vec<String>,
-    aliases: Vec<(String, Vec<String>)>,
+    table: RouteTableBuilder,
     default_models: Vec<(Endpoint, String)>,
     endpoint_limits: Vec<(Endpoint, usize)>,
     body_limit: Option<usize>,
@@ -173,10 +166,7 @@ impl<K> AiRouterBuilder<K> {
         AiRouterBuilder {
             keys,
             providers: self.providers,
-            provider_names: self.provider_names,
-            models: self.models,
-            listed_only: self.listed_only,
-            aliases: self.aliases,
+            table: self.table,
             default_models: self.default_models,
             endpoint_limits: self.endpoint_limits,
             body_limit: self.body_limit,
@@ -198,7 +188,7 @@ impl<K> AiRouterBuilder<K> {
     {
         let name = name.into();
         self.providers = self.providers.with(name.as_str(), service);
-        self.provider_names.push(name);
+        self.table = self.table.provider(name, [] as [String; 0]);
         self
     }
 
@@ -208,10 +198,7 @@ impl<K> AiRouterBuilder<K> {
         I: IntoIterator<Item = M>,
         M: Into<String>,
     {
-        self.models
-            .entry(provider.into())
-            .or_default()
-            .extend(models.into_iter().map(Into::into));
+        self.table = self.table.models(provider, models);
         self
     }
 
@@ -221,19 +208,14 @@ impl<K> AiRouterBuilder<K> {
         I: IntoIterator<Item = M>,
         M: Into<String>,
     {
-        self.aliases
-            .push((name.into(), targets.into_iter().map(Into::into).collect()));
+        self.table = self.table.alias(name, targets);
         self
     }
 
     /// Whether provider `name` routes any model id (the default) or only its listed
     /// [`models`](Self::models); unlisted ids are then 404 `model_not_found`.
     pub fn allow_any_model(mut self, provider: impl Into<String>, allow: bool) -> Self {
-        let provider = provider.into();
-        self.listed_only.retain(|p| *p != provider);
-        if !allow {
-            self.listed_only.push(provider);
-        }
+        self.table = self.table.allow_any_model(provider, allow);
         self
     }
 
@@ -290,23 +272,7 @@ impl<K> AiRouterBuilder<K> {
 impl<K: KeyStore> AiRouterBuilder<K> {
     /// Checks the configuration and composes the stack.
     pub fn build(self) -> Result<AiRouter<K>, BuildError> {
-        if let Some(unknown) = self.models.keys().find(|p| !self.providers.contains(p)) {
-            return Err(BuildError::new(format!(
-                "models are listed for provider `{unknown}`, which is not configured"
-            )));
-        }
-        let mut table = RouteTable::builder();
-        let mut models = self.models;
-        for name in &self.provider_names {
-            table = table.provider(name.clone(), models.remove(name).unwrap_or_default());
-        }
-        for name in self.listed_only {
-            table = table.listed_models_only(name);
-        }
-        for (name, targets) in self.aliases {
-            table = table.alias(name, targets);
-        }
-        let table = table.build()?;
+        let table = self.table.build()?;
         let mut route = RouteLayer::new(table);
         if let Some(limit) = self.body_limit {
             route = route.body_limit(limit);
@@ -330,7 +296,7 @@ impl<K: KeyStore> AiRouterBuilder<K> {
 impl<K> fmt::Debug for AiRouterBuilder<K> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("AiRouterBuilder")
-            .field("providers", &self.provider_names)
+            .field("providers", &self.providers)
             .field("body_limit", &self.body_limit)
             .field("mount_path", &self.mount_path)
             .finish_non_exhaustive()

@@ -216,6 +216,8 @@ struct ModelObject<'a> {
 #[must_use]
 pub struct RouteTableBuilder {
     providers: Vec<(String, Vec<String>)>,
+    /// Models listed with [`models`](Self::models), merged into their provider at build.
+    more_models: Vec<(String, Vec<String>)>,
     listed_only: Vec<String>,
     aliases: Vec<(String, Vec<String>)>,
 }
@@ -233,10 +235,26 @@ impl RouteTableBuilder {
         self
     }
 
-    /// Routes only the listed models of provider `name` (`allow_any_model = false`): other
-    /// `name/...` ids are 404 `model_not_found`.
-    pub fn listed_models_only(mut self, name: impl Into<String>) -> Self {
-        self.listed_only.push(name.into());
+    /// Lists more models for provider `name` (added with [`provider`](Self::provider), before
+    /// or after this call).
+    pub fn models<I, M>(mut self, name: impl Into<String>, models: I) -> Self
+    where
+        I: IntoIterator<Item = M>,
+        M: Into<String>,
+    {
+        self.more_models
+            .push((name.into(), models.into_iter().map(Into::into).collect()));
+        self
+    }
+
+    /// Whether provider `name` routes any model id (the default) or only its listed models
+    /// (`allow_any_model = false`): other `name/...` ids are then 404 `model_not_found`.
+    pub fn allow_any_model(mut self, name: impl Into<String>, allow: bool) -> Self {
+        let name = name.into();
+        self.listed_only.retain(|listed| *listed != name);
+        if !allow {
+            self.listed_only.push(name);
+        }
         self
     }
 
@@ -275,6 +293,21 @@ impl RouteTableBuilder {
                 })?;
             }
             providers.insert(name.into(), models.into_iter().map(Into::into).collect());
+        }
+        for (name, models) in self.more_models {
+            let listed = providers.get_mut(name.as_str()).ok_or_else(|| {
+                BuildError::new(format!(
+                    "models are listed for provider `{name}`, which is not configured"
+                ))
+            })?;
+            for model in models {
+                check_model_id(&model).map_err(|_| {
+                    BuildError::new(format!(
+                        "provider `{name}` lists an invalid model id `{model}`"
+                    ))
+                })?;
+                listed.push(model.into());
+            }
         }
         let mut listed_only = Vec::new();
         for name in self.listed_only {
@@ -478,8 +511,9 @@ mod tests {
     #[test]
     fn listed_only_providers_refuse_unlisted_models() {
         let table = RouteTable::builder()
-            .provider("openai", ["gpt-4o-mini"])
-            .listed_models_only("openai")
+            .provider("openai", [] as [&str; 0])
+            .allow_any_model("openai", false)
+            .models("openai", ["gpt-4o-mini"])
             .build()
             .unwrap();
         assert!(
