@@ -1,7 +1,7 @@
 //! The edge of the stack: every failure below becomes an OpenAI error response.
 //!
 //! [`OpenAiErrors`] has `Error = Infallible`. It renders:
-//! - an [`Error`](crate::Error) from an inner layer, through the one table in
+//! - an [`Error`] from an inner layer, through the one table in
 //!   [`openai_error`](crate::openai_error);
 //! - any other inner error as a 500 with a fixed message (the cause goes to the log);
 //! - an upstream answer with an error status (4xx/5xx): its body is read (at most 64 KiB, at

@@ -12,7 +12,7 @@
 //! multipart body on a JSON endpoint 400 `unsupported_content_type`; invalid JSON 400;
 //! missing `model` 400 naming it; a malformed model id 400; an unknown provider or alias
 //! 404 `model_not_found`; a model outside the caller's allow-list (the
-//! [`Principal`](crate::auth::Principal) extension set by auth) 403 `model_not_allowed`; the
+//! [`Principal`] extension set by auth) 403 `model_not_allowed`; the
 //! requested id or the target it resolves to must be on the list. `GET /models` lists only
 //! what the caller may use.
 //!
