@@ -12,13 +12,14 @@ use serde_json::value::RawValue;
 use serde_json::{Value, json};
 
 use super::body::MockBody;
+use super::forms::{self, Task};
 
 /// The `created` timestamp of every object.
-const CREATED: u64 = 1_700_000_000;
+pub(super) const CREATED: u64 = 1_700_000_000;
 /// Used when a request names no model.
 const DEFAULT_MODEL: &str = "mock-model";
-const JSON: &str = "application/json";
-const EVENT_STREAM: &str = "text/event-stream";
+pub(super) const JSON: &str = "application/json";
+pub(super) const EVENT_STREAM: &str = "text/event-stream";
 const INVALID_JSON: &str = "We could not parse the JSON body of your request. (HINT: This likely \
      means you aren't using your HTTP library correctly. The OpenAI API expects a JSON payload, \
      but what was sent was not valid JSON.)";
@@ -35,7 +36,7 @@ pub(super) struct Reply {
 }
 
 impl Reply {
-    fn json<T: Serialize>(value: &T) -> Self {
+    pub(super) fn json<T: Serialize>(value: &T) -> Self {
         Self {
             status: StatusCode::OK,
             content_type: JSON,
@@ -43,7 +44,7 @@ impl Reply {
         }
     }
 
-    fn event_stream(frames: Vec<Bytes>) -> Self {
+    pub(super) fn event_stream(frames: Vec<Bytes>) -> Self {
         Self {
             status: StatusCode::OK,
             content_type: EVENT_STREAM,
@@ -52,8 +53,15 @@ impl Reply {
     }
 }
 
-/// Routes a (recorded, authenticated) request to its endpoint.
-pub(super) fn route(method: &Method, path: &str, body: &[u8], n: u64) -> Reply {
+/// Routes a (recorded, authenticated) request to its endpoint; `content_type` is the
+/// request's `Content-Type` (the form endpoints need its boundary).
+pub(super) fn route(
+    method: &Method,
+    path: &str,
+    content_type: Option<&str>,
+    body: &Bytes,
+    n: u64,
+) -> Reply {
     if method == Method::POST {
         match path {
             "/v1/chat/completions" => chat_completions(body, n),
@@ -64,6 +72,10 @@ pub(super) fn route(method: &Method, path: &str, body: &[u8], n: u64) -> Reply {
             "/v1/responses" => responses(body, n),
             "/v1/images/generations" => images(body, n),
             "/v1/audio/speech" => speech(body),
+            "/v1/images/edits" => forms::image_edits(content_type, body, n),
+            "/v1/images/variations" => forms::image_variations(content_type, body, n),
+            "/v1/audio/transcriptions" => forms::audio(content_type, body, Task::Transcribe),
+            "/v1/audio/translations" => forms::audio(content_type, body, Task::Translate),
             _ => not_found(method, path),
         }
     } else if method == Method::GET {
@@ -86,6 +98,17 @@ pub(super) fn route(method: &Method, path: &str, body: &[u8], n: u64) -> Reply {
 
 /// An OpenAI-shaped error reply.
 pub(super) fn error(status: StatusCode, message: &str, kind: &str, code: Option<&str>) -> Reply {
+    error_with_param(status, message, kind, None, code)
+}
+
+/// An OpenAI-shaped error reply whose `param` names the offending parameter.
+pub(super) fn error_with_param(
+    status: StatusCode,
+    message: &str,
+    kind: &str,
+    param: Option<&str>,
+    code: Option<&str>,
+) -> Reply {
     #[derive(Serialize)]
     struct ErrorBody<'a> {
         error: ErrorDetail<'a>,
@@ -102,7 +125,7 @@ pub(super) fn error(status: StatusCode, message: &str, kind: &str, code: Option<
         error: ErrorDetail {
             message,
             kind,
-            param: None,
+            param,
             code,
         },
     };
@@ -112,7 +135,7 @@ pub(super) fn error(status: StatusCode, message: &str, kind: &str, code: Option<
     }
 }
 
-fn bad_request(message: &str) -> Reply {
+pub(super) fn bad_request(message: &str) -> Reply {
     error(
         StatusCode::BAD_REQUEST,
         message,
@@ -131,7 +154,7 @@ fn not_found(method: &Method, path: &str) -> Reply {
 }
 
 /// Parses a request body; invalid JSON or a wrong shape becomes a 400 reply.
-fn parse<'a, T: Deserialize<'a>>(body: &'a [u8]) -> Result<T, Reply> {
+pub(super) fn parse<'a, T: Deserialize<'a>>(body: &'a [u8]) -> Result<T, Reply> {
     serde_json::from_slice(body).map_err(|err| match err.classify() {
         serde_json::error::Category::Data => bad_request(&format!("Invalid request body: {err}")),
         _ => bad_request(INVALID_JSON),
@@ -361,7 +384,7 @@ fn json_string(raw: &RawValue) -> Cow<'_, str> {
 
 /// Splits text into "words" that concatenate back to it: each chunk is a
 /// word with its leading whitespace (`"a b  c"` → `"a"`, `" b"`, `"  c"`).
-fn word_chunks(text: &str) -> impl Iterator<Item = &str> {
+pub(super) fn word_chunks(text: &str) -> impl Iterator<Item = &str> {
     let mut rest = text;
     std::iter::from_fn(move || {
         if rest.is_empty() {
@@ -380,7 +403,7 @@ fn word_chunks(text: &str) -> impl Iterator<Item = &str> {
 }
 
 /// One SSE frame: `data: <json>\n\n`.
-fn sse_data<T: Serialize>(value: &T) -> Bytes {
+pub(super) fn sse_data<T: Serialize>(value: &T) -> Bytes {
     let mut buf = Vec::with_capacity(256);
     buf.extend_from_slice(b"data: ");
     if serde_json::to_writer(&mut buf, value).is_err() {
@@ -939,9 +962,16 @@ fn images(body: &[u8], n: u64) -> Reply {
         Ok(request) => request,
         Err(reply) => return reply,
     };
-    let count = request.n.unwrap_or(1).clamp(1, 10);
-    let url = request.response_format.as_deref() == Some("url");
-    let data: Vec<Value> = (0..count)
+    let data = image_data(request.n, request.response_format.as_deref(), n);
+    Reply::json(&json!({"created": CREATED, "data": data}))
+}
+
+/// The `data` of an images answer: `n` (1–10, default 1) copies of a 1x1 PNG, as `b64_json`
+/// or as a (fake) `url` when `response_format` is `url`.
+pub(super) fn image_data(count: Option<u32>, response_format: Option<&str>, n: u64) -> Vec<Value> {
+    let count = count.unwrap_or(1).clamp(1, 10);
+    let url = response_format == Some("url");
+    (0..count)
         .map(|i| {
             if url {
                 json!({"url": format!("https://mock.invalid/images/mock-{n}-{i}.png")})
@@ -949,8 +979,7 @@ fn images(body: &[u8], n: u64) -> Reply {
                 json!({"b64_json": PNG_B64})
             }
         })
-        .collect();
-    Reply::json(&json!({"created": CREATED, "data": data}))
+        .collect()
 }
 
 // ---------------------------------------------------------------- audio

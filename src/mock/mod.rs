@@ -5,7 +5,12 @@
 //! common OpenAI endpoints under `/v1` with small, deterministic bodies that
 //! the official client types deserialize: chat completions (plain and SSE),
 //! legacy completions, embeddings, moderations, rerank, responses (plain and
-//! SSE), image generation, speech and models. Any request can instead be
+//! SSE), image generation, image edits (multipart or JSON) and variations,
+//! speech, transcriptions (JSON, text, subtitles, verbose JSON or SSE),
+//! translations and models. Form answers in JSON carry a `mock_received`
+//! member describing the parts that arrived (names in order, and each file's
+//! name, file name, content type, length and SHA-256); malformed forms are
+//! answered 400, never a panic. Any request can instead be
 //! answered with a queued [`ScriptedResponse`] (errors, odd headers, delays,
 //! and event streams sent chunk by chunk, paced, gated, reset or stalled).
 //!
@@ -38,6 +43,7 @@
 
 mod body;
 mod endpoints;
+mod forms;
 mod server;
 #[cfg(test)]
 mod tests;

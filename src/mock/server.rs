@@ -84,7 +84,7 @@ async fn handle(shared: &Shared, request: Request<Incoming>) -> Response<MockBod
     let n = shared.record(RecordedRequest {
         method: parts.method.clone(),
         path,
-        headers: parts.headers,
+        headers: parts.headers.clone(),
         body: body.clone(),
     });
 
@@ -106,7 +106,13 @@ async fn handle(shared: &Shared, request: Request<Incoming>) -> Response<MockBod
                 return scripted_response(scripted, n).await;
             }
             match auth {
-                Ok(()) => endpoints::route(&parts.method, parts.uri.path(), &body, n),
+                Ok(()) => {
+                    let content_type = parts
+                        .headers
+                        .get(CONTENT_TYPE)
+                        .and_then(|v| v.to_str().ok());
+                    endpoints::route(&parts.method, parts.uri.path(), content_type, &body, n)
+                }
                 Err(message) => endpoints::error(
                     StatusCode::UNAUTHORIZED,
                     &message,

@@ -1022,3 +1022,332 @@ mod scripted_streams {
         assert_eq!(mock.request_count(), 1);
     }
 }
+
+/// The form endpoints: image edits and variations, transcriptions and translations.
+mod forms {
+    use super::*;
+    use async_openai::types::audio::{
+        CreateTranscriptionResponseJson, CreateTranscriptionResponseStreamEvent,
+        CreateTranscriptionResponseVerboseJson, CreateTranslationResponseJson,
+    };
+
+    const BOUNDARY: &str = "mock-test-boundary";
+
+    /// One form part: `(name, Some((filename, content type)) for a file, bytes)`.
+    type FormPart<'a> = (&'a str, Option<(&'a str, &'a str)>, &'a [u8]);
+
+    fn form(parts: &[FormPart<'_>]) -> Vec<u8> {
+        let mut out = Vec::new();
+        for (name, file, data) in parts {
+            out.extend_from_slice(format!("--{BOUNDARY}\r\n").as_bytes());
+            match file {
+                Some((filename, content_type)) => out.extend_from_slice(
+                    format!(
+                        "Content-Disposition: form-data; name=\"{name}\"; filename=\"{filename}\"\r\nContent-Type: {content_type}\r\n\r\n"
+                    )
+                    .as_bytes(),
+                ),
+                None => out.extend_from_slice(
+                    format!("Content-Disposition: form-data; name=\"{name}\"\r\n\r\n").as_bytes(),
+                ),
+            }
+            out.extend_from_slice(data);
+            out.extend_from_slice(b"\r\n");
+        }
+        out.extend_from_slice(format!("--{BOUNDARY}--\r\n").as_bytes());
+        out
+    }
+
+    async fn post_form(
+        mock: &MockUpstream,
+        path: &str,
+        content_type: &str,
+        body: impl Into<Bytes>,
+    ) -> Answer {
+        let request = Request::post(format!("http://{}{path}", mock.addr()))
+            .header("authorization", format!("Bearer {KEY}"))
+            .header("content-type", content_type)
+            .body(Full::new(body.into()))
+            .unwrap();
+        let response = client().request(request).await.expect("request");
+        let (parts, body) = response.into_parts();
+        let body = body.collect().await.expect("body").to_bytes();
+        Answer {
+            status: parts.status,
+            headers: parts.headers,
+            frames: vec![body],
+        }
+    }
+
+    fn multipart() -> String {
+        format!("multipart/form-data; boundary={BOUNDARY}")
+    }
+
+    fn audio_form(format: Option<&str>, extra: &[FormPart<'_>]) -> Vec<u8> {
+        let wav = [7u8; 64_000];
+        let mut parts: Vec<FormPart<'_>> = vec![
+            ("file", Some(("a.wav", "audio/wav")), &wav),
+            ("model", None, b"whisper-1"),
+        ];
+        if let Some(format) = format {
+            parts.push(("response_format", None, format.as_bytes()));
+        }
+        parts.extend_from_slice(extra);
+        form(&parts)
+    }
+
+    fn parse<T: serde::de::DeserializeOwned>(answer: &Answer) -> T {
+        serde_json::from_slice(&answer.body())
+            .unwrap_or_else(|err| panic!("{err}: {}", answer.text()))
+    }
+
+    fn assert_error(answer: &Answer, param: Option<&str>, code: Option<&str>) {
+        assert_eq!(answer.status, StatusCode::BAD_REQUEST, "{}", answer.text());
+        assert_eq!(answer.header("content-type"), "application/json");
+        let error = &answer.json()["error"];
+        assert_eq!(error["type"], "invalid_request_error", "{error}");
+        assert_eq!(error["param"], json!(param), "{error}");
+        assert_eq!(error["code"], json!(code), "{error}");
+        assert!(error["message"].as_str().is_some_and(|m| !m.is_empty()));
+    }
+
+    const TEXT: &str = "mock transcript of a.wav (64000 bytes)";
+
+    #[tokio::test]
+    async fn transcriptions_in_every_format() {
+        let mock = MockUpstream::start().await.unwrap();
+        let path = "/v1/audio/transcriptions";
+
+        let json = post_form(&mock, path, &multipart(), audio_form(None, &[])).await;
+        assert_eq!(json.status, StatusCode::OK);
+        assert_eq!(json.header("content-type"), "application/json");
+        let value = json.json();
+        assert_eq!(value["text"], TEXT);
+        assert_eq!(value["mock_received"]["model"], "whisper-1");
+        assert_eq!(value["mock_received"]["parts"], json!(["file", "model"]));
+        let file = &value["mock_received"]["files"][0];
+        assert_eq!(file["name"], "file");
+        assert_eq!(file["filename"], "a.wav");
+        assert_eq!(file["content_type"], "audio/wav");
+        assert_eq!(file["len"], 64_000);
+        assert_eq!(file["sha256"].as_str().unwrap().len(), 64);
+        let typed: CreateTranscriptionResponseJson = parse(&json);
+        assert_eq!(typed.text, TEXT);
+        let recorded = mock.last_request().unwrap();
+        assert_eq!(recorded.path, path);
+        assert_eq!(recorded.header("content-type"), Some(multipart().as_str()));
+
+        let text = post_form(&mock, path, &multipart(), audio_form(Some("text"), &[])).await;
+        assert_eq!(text.status, StatusCode::OK);
+        assert_eq!(text.header("content-type"), "text/plain; charset=utf-8");
+        assert_eq!(text.text(), TEXT);
+
+        let srt = post_form(&mock, path, &multipart(), audio_form(Some("srt"), &[])).await;
+        assert_eq!(srt.header("content-type"), "text/plain; charset=utf-8");
+        assert_eq!(
+            srt.text(),
+            format!("1\n00:00:00,000 --> 00:00:02,000\n{TEXT}\n\n")
+        );
+        let vtt = post_form(&mock, path, &multipart(), audio_form(Some("vtt"), &[])).await;
+        assert_eq!(
+            vtt.text(),
+            format!("WEBVTT\n\n00:00:00.000 --> 00:00:02.000\n{TEXT}\n\n")
+        );
+
+        let verbose = post_form(
+            &mock,
+            path,
+            &multipart(),
+            audio_form(
+                Some("verbose_json"),
+                &[
+                    ("language", None, b"fr"),
+                    ("timestamp_granularities[]", None, b"word"),
+                    ("timestamp_granularities[]", None, b"segment"),
+                ],
+            ),
+        )
+        .await;
+        let typed: CreateTranscriptionResponseVerboseJson = parse(&verbose);
+        assert_eq!(typed.text, TEXT);
+        assert_eq!(typed.language, "fr");
+        assert!((typed.duration - 2.0).abs() < 1e-6);
+        assert_eq!(typed.segments.map(|s| s.len()), Some(0));
+        assert_eq!(typed.words.map(|w| w.len()), Some(6));
+
+        let odd = post_form(&mock, path, &multipart(), audio_form(Some("mp3"), &[])).await;
+        assert_error(&odd, Some("response_format"), None);
+    }
+
+    #[tokio::test]
+    async fn streamed_transcription_is_sse() {
+        let mock = MockUpstream::start().await.unwrap();
+        let answer = post_form(
+            &mock,
+            "/v1/audio/transcriptions",
+            &multipart(),
+            audio_form(None, &[("stream", None, b"true")]),
+        )
+        .await;
+        assert_eq!(answer.status, StatusCode::OK);
+        assert_eq!(answer.header("content-type"), "text/event-stream");
+        let text = answer.text();
+        let events: Vec<CreateTranscriptionResponseStreamEvent> = sse_data(&text)
+            .into_iter()
+            .map(|data| serde_json::from_str(data).unwrap_or_else(|err| panic!("{err}: {data}")))
+            .collect();
+        let mut deltas = String::new();
+        for event in &events[..events.len() - 1] {
+            match event {
+                CreateTranscriptionResponseStreamEvent::TranscriptTextDelta(delta) => {
+                    deltas.push_str(&delta.delta);
+                }
+                other => panic!("not a delta: {other:?}"),
+            }
+        }
+        assert_eq!(deltas, TEXT);
+        match events.last() {
+            Some(CreateTranscriptionResponseStreamEvent::TranscriptTextDone(done)) => {
+                assert_eq!(done.text, TEXT);
+            }
+            other => panic!("not a done event: {other:?}"),
+        }
+        assert!(!text.contains("[DONE]"));
+    }
+
+    #[tokio::test]
+    async fn translations() {
+        let mock = MockUpstream::start().await.unwrap();
+        let path = "/v1/audio/translations";
+        let json = post_form(&mock, path, &multipart(), audio_form(None, &[])).await;
+        let typed: CreateTranslationResponseJson = parse(&json);
+        assert_eq!(typed.text, "mock translation of a.wav (64000 bytes)");
+        assert_eq!(json.json()["mock_received"]["model"], "whisper-1");
+        // `stream` is a transcription feature: a translation answers JSON.
+        let not_streamed = post_form(
+            &mock,
+            path,
+            &multipart(),
+            audio_form(None, &[("stream", None, b"true")]),
+        )
+        .await;
+        assert_eq!(not_streamed.header("content-type"), "application/json");
+        let verbose = post_form(
+            &mock,
+            path,
+            &multipart(),
+            audio_form(Some("verbose_json"), &[]),
+        )
+        .await
+        .json();
+        assert_eq!(verbose["task"], "translate");
+        assert_eq!(verbose["language"], "english");
+        assert_eq!(verbose["duration"], 2.0);
+        assert_eq!(verbose["segments"], json!([]));
+    }
+
+    #[tokio::test]
+    async fn audio_refusals_are_openai_errors() {
+        let mock = MockUpstream::start().await.unwrap();
+        let path = "/v1/audio/transcriptions";
+        let no_file = form(&[("model", None, b"whisper-1")]);
+        let answer = post_form(&mock, path, &multipart(), no_file).await;
+        assert_error(&answer, Some("file"), None);
+        let no_model = form(&[("file", Some(("a.wav", "audio/wav")), b"RIFF")]);
+        let answer = post_form(&mock, path, &multipart(), no_model.clone()).await;
+        assert_error(&answer, Some("model"), None);
+        let empty_model = form(&[
+            ("file", Some(("a.wav", "audio/wav")), b"RIFF"),
+            ("model", None, b""),
+        ]);
+        let answer = post_form(&mock, path, &multipart(), empty_model).await;
+        assert_error(&answer, Some("model"), None);
+
+        let answer = post_form(&mock, path, "application/json", r#"{"model":"m"}"#).await;
+        assert_error(&answer, None, Some("unsupported_content_type"));
+        let answer = post_form(&mock, path, "multipart/form-data", no_model.clone()).await;
+        assert_error(&answer, None, None);
+        let whole = audio_form(None, &[]);
+        let truncated = whole[..whole.len() - 10].to_vec();
+        let answer = post_form(&mock, path, &multipart(), truncated).await;
+        assert_error(&answer, None, None);
+        let answer = post_form(&mock, path, &multipart(), "garbage").await;
+        assert_error(&answer, None, None);
+        let answer = post_form(&mock, "/v1/audio/translations", &multipart(), "").await;
+        assert_error(&answer, None, None);
+        // Every refused request was still recorded.
+        assert_eq!(mock.request_count(), 8);
+    }
+
+    #[tokio::test]
+    async fn image_edits_and_variations() {
+        let mock = MockUpstream::start().await.unwrap();
+        let png_a = [1u8; 300];
+        let png_b = [2u8; 500];
+        let edit = form(&[
+            ("image[]", Some(("a.png", "image/png")), &png_a),
+            ("image[]", Some(("b.png", "image/png")), &png_b),
+            ("prompt", None, b"add a hat"),
+            ("n", None, b"2"),
+            ("model", None, b"gpt-image-1"),
+        ]);
+        let answer = post_form(&mock, "/v1/images/edits", &multipart(), edit).await;
+        assert_eq!(answer.status, StatusCode::OK, "{}", answer.text());
+        let value = answer.json();
+        assert_eq!(value["created"], 1_700_000_000);
+        assert_eq!(value["data"].as_array().unwrap().len(), 2);
+        assert!(value["data"][0]["b64_json"].is_string());
+        let received = &value["mock_received"];
+        assert_eq!(received["model"], "gpt-image-1");
+        assert_eq!(
+            received["parts"],
+            json!(["image[]", "image[]", "prompt", "n", "model"])
+        );
+        assert_eq!(received["files"][0]["filename"], "a.png");
+        assert_eq!(received["files"][0]["len"], 300);
+        assert_eq!(received["files"][1]["filename"], "b.png");
+        assert_eq!(received["files"][1]["len"], 500);
+        assert_ne!(
+            received["files"][0]["sha256"],
+            received["files"][1]["sha256"]
+        );
+
+        let json_edit = post(
+            &mock,
+            "/v1/images/edits",
+            json!({"prompt": "p", "images": [{"image_url": "data:image/png;base64,AAAA"}],
+                   "response_format": "url"}),
+        )
+        .await;
+        assert_eq!(json_edit.status, StatusCode::OK, "{}", json_edit.text());
+        let value = json_edit.json();
+        assert!(value["data"][0]["url"].is_string());
+        assert_eq!(value["mock_received"]["model"], Value::Null);
+        assert_eq!(value["mock_received"]["images"], 1);
+
+        let variation = form(&[("image", Some(("a.png", "image/png")), &png_a)]);
+        let answer = post_form(&mock, "/v1/images/variations", &multipart(), variation).await;
+        assert_eq!(answer.status, StatusCode::OK, "{}", answer.text());
+        assert_eq!(answer.json()["mock_received"]["model"], Value::Null);
+        assert_eq!(answer.json()["mock_received"]["files"][0]["len"], 300);
+
+        let no_image = form(&[("prompt", None, b"p")]);
+        let answer = post_form(&mock, "/v1/images/edits", &multipart(), no_image.clone()).await;
+        assert_error(&answer, Some("image"), None);
+        let answer = post_form(&mock, "/v1/images/variations", &multipart(), no_image).await;
+        assert_error(&answer, Some("image"), None);
+        let no_prompt = form(&[("image", Some(("a.png", "image/png")), &png_a)]);
+        let answer = post_form(&mock, "/v1/images/edits", &multipart(), no_prompt).await;
+        assert_error(&answer, Some("prompt"), None);
+        let bad_n = form(&[
+            ("image", Some(("a.png", "image/png")), &png_a),
+            ("n", None, b"two"),
+        ]);
+        let answer = post_form(&mock, "/v1/images/variations", &multipart(), bad_n).await;
+        assert_error(&answer, Some("n"), None);
+        let answer = post(&mock, "/v1/images/edits", json!({"prompt": "p"})).await;
+        assert_error(&answer, Some("images"), None);
+        let answer = post_form(&mock, "/v1/images/variations", "application/json", "{}").await;
+        assert_error(&answer, None, Some("unsupported_content_type"));
+    }
+}

@@ -180,6 +180,12 @@ fn prepare(
             .and_then(|v| v.to_str().ok())
             .unwrap_or_default();
         let form = Form::parse(body.clone(), &multipart::boundary(content_type)?)?;
+        if form.count("model") > 1 {
+            // As with a duplicate JSON key: which one the upstream would read is unknowable.
+            return Err(Error::invalid_body(
+                "the form has more than one `model` part",
+            ));
+        }
         if let Some(file) = endpoint.required_file().filter(|f| !form.has(f)) {
             return Err(Error::missing_param(file));
         }

@@ -78,6 +78,14 @@ impl Form {
         std::str::from_utf8(&part.data).ok()
     }
 
+    /// How many parts are called `name`.
+    pub(crate) fn count(&self, name: &str) -> usize {
+        self.parts
+            .iter()
+            .filter(|p| p.name.as_deref() == Some(name))
+            .count()
+    }
+
     /// Whether the form has a part called `name`.
     pub(crate) fn has(&self, name: &str) -> bool {
         self.parts.iter().any(|p| {
@@ -231,6 +239,12 @@ mod tests {
                     .contains("filename=\"a.png\"")
             );
         }
+    }
+
+    #[test]
+    fn parts_are_counted() {
+        let body = form("b", &[("model", None, b"a"), ("model", None, b"b")]);
+        assert_eq!(Form::parse(body, "b").unwrap().count("model"), 2);
     }
 
     #[test]

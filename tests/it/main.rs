@@ -13,5 +13,6 @@ mod chat;
 mod endpoints;
 mod errors;
 mod mounts;
+mod multipart;
 mod policy;
 mod streaming;
