@@ -852,11 +852,32 @@ fn responses(body: &[u8], n: u64) -> Reply {
         sequence += 1;
         current
     };
-    let mut frames = Vec::with_capacity(output_tokens as usize + 2);
+    let mut frames = Vec::with_capacity(output_tokens as usize + 7);
     let created = response_object(&id, model, None, None);
     frames.push(sse_event(
         "response.created",
         &json!({"type": "response.created", "sequence_number": next(), "response": created}),
+    ));
+    // The official SDKs' stream helpers build the answer from these events: an item and its
+    // content part are announced before any delta, and closed after the last one.
+    let item = |text: &str, status: &str| {
+        json!({
+            "id": message_id, "type": "message", "status": status, "role": "assistant",
+            "content": if text.is_empty() { json!([]) } else {
+                json!([{"type": "output_text", "text": text, "annotations": [], "logprobs": []}])
+            },
+        })
+    };
+    let part = |text: &str| json!({"type": "output_text", "text": text, "annotations": [], "logprobs": []});
+    frames.push(sse_event(
+        "response.output_item.added",
+        &json!({"type": "response.output_item.added", "sequence_number": next(),
+                "output_index": 0, "item": item("", "in_progress")}),
+    ));
+    frames.push(sse_event(
+        "response.content_part.added",
+        &json!({"type": "response.content_part.added", "sequence_number": next(),
+                "item_id": message_id, "output_index": 0, "content_index": 0, "part": part("")}),
     ));
     for word in word_chunks(&reply) {
         frames.push(sse_event(
@@ -872,6 +893,23 @@ fn responses(body: &[u8], n: u64) -> Reply {
             }),
         ));
     }
+    frames.push(sse_event(
+        "response.output_text.done",
+        &json!({"type": "response.output_text.done", "sequence_number": next(),
+                "item_id": message_id, "output_index": 0, "content_index": 0,
+                "text": reply, "logprobs": []}),
+    ));
+    frames.push(sse_event(
+        "response.content_part.done",
+        &json!({"type": "response.content_part.done", "sequence_number": next(),
+                "item_id": message_id, "output_index": 0, "content_index": 0,
+                "part": part(&reply)}),
+    ));
+    frames.push(sse_event(
+        "response.output_item.done",
+        &json!({"type": "response.output_item.done", "sequence_number": next(),
+                "output_index": 0, "item": item(&reply, "completed")}),
+    ));
     frames.push(sse_event(
         "response.completed",
         &json!({"type": "response.completed", "sequence_number": next(), "response": completed}),

@@ -580,11 +580,16 @@ async fn responses_plain_and_streaming() {
         types,
         [
             "response.created",
+            "response.output_item.added",
+            "response.content_part.added",
             "response.output_text.delta",
             "response.output_text.delta",
             "response.output_text.delta",
             "response.output_text.delta",
-            "response.completed"
+            "response.output_text.done",
+            "response.content_part.done",
+            "response.output_item.done",
+            "response.completed",
         ]
     );
     for (i, event) in events.iter().enumerate() {
@@ -592,7 +597,7 @@ async fn responses_plain_and_streaming() {
     }
     assert!(text.starts_with("event: response.created\ndata: "));
     assert_eq!(
-        events[5]["response"]["output"][0]["content"][0]["text"],
+        events[events.len() - 1]["response"]["output"][0]["content"][0]["text"],
         "mock reply: a b"
     );
 }
