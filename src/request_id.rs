@@ -22,6 +22,7 @@
 //! # Ok(()) }
 //! ```
 
+use std::fmt::Write as _;
 use std::future::Future;
 use std::hash::BuildHasher;
 use std::pin::Pin;
@@ -72,9 +73,12 @@ impl RequestId {
         static COUNTER: AtomicU64 = AtomicU64::new(0);
         let n = COUNTER.fetch_add(1, Ordering::Relaxed);
         let seed = SEED.get_or_init(Default::default);
-        let id = format!("req_{:016x}{:08x}", seed.hash_one(n), n as u32);
+        let mut id = String::with_capacity(28);
+        let _ = write!(id, "req_{:016x}{:08x}", seed.hash_one(n), n as u32);
+        // The string's buffer becomes the header value's: no second copy.
+        let value = HeaderValue::from_maybe_shared(bytes::Bytes::from(id));
         // Hex digits and '_' are always a valid header value.
-        Self(HeaderValue::from_str(&id).unwrap_or(HeaderValue::from_static("req_unknown")))
+        Self(value.unwrap_or(HeaderValue::from_static("req_unknown")))
     }
 }
 

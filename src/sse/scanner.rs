@@ -146,13 +146,17 @@ impl EventScanner {
 
     /// Looks at one whole event; `false` means drop it.
     fn observe(&mut self, event: &[u8]) -> bool {
+        if !has_data_line(event) {
+            return true;
+        }
+        self.events += 1;
+        // Most events carry no usage object (or `"usage":null`): skip them without copying.
+        if !has_usage_object(event) {
+            return true;
+        }
         let Some(data) = event_data(event) else {
             return true;
         };
-        self.events += 1;
-        if memmem::find(&data, b"\"usage\"").is_none() {
-            return true;
-        }
         #[derive(Deserialize)]
         struct Frame {
             #[serde(default)]
@@ -181,6 +185,24 @@ impl EventScanner {
         }
         true
     }
+}
+
+/// Whether some line of the event is a `data` field.
+fn has_data_line(event: &[u8]) -> bool {
+    event.split(|&b| b == b'\n' || b == b'\r').any(|line| {
+        line.strip_prefix(b"data")
+            .is_some_and(|rest| rest.first().is_none_or(|&b| b == b':'))
+    })
+}
+
+/// Whether the event holds `"usage"` followed by an object (not `null`).
+fn has_usage_object(event: &[u8]) -> bool {
+    memmem::find_iter(event, b"\"usage\"").any(|at| {
+        event[at + 7..]
+            .iter()
+            .find(|b| !matches!(b, b' ' | b'\t' | b':' | b'\n' | b'\r'))
+            .is_some_and(|&b| b == b'{')
+    })
 }
 
 /// The event's `data:` lines joined by `\n`, as the SSE spec defines its data; `None` without
@@ -300,6 +322,17 @@ mod tests {
         assert_eq!(bytes, stream.as_bytes());
         assert_eq!(scanner.usage().unwrap().total_tokens, 11);
         assert_eq!(scanner.events(), 2);
+    }
+
+    #[test]
+    fn cheap_checks_skip_events_without_usage() {
+        assert!(has_usage_object(
+            b"data: {\"usage\": {\"total_tokens\":1}}\n\n"
+        ));
+        assert!(!has_usage_object(b"data: {\"usage\":null}\n\n"));
+        assert!(!has_usage_object(b"data: {\"text\":\"usage\"}\n\n"));
+        assert!(has_data_line(b"event: x\ndata\n\n"));
+        assert!(!has_data_line(b": comment\ndataX: y\n\n"));
     }
 
     #[test]
