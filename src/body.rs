@@ -25,7 +25,7 @@ use pin_project_lite::pin_project;
 
 use crate::auth::ConcurrencyPermit;
 use crate::openai_error::BoxError;
-use crate::sse::SseBody;
+use crate::sse::{IdleBody, SseBody};
 
 pin_project! {
     /// A response body: bytes the router made, or an upstream's body streamed through.
@@ -47,6 +47,7 @@ pin_project! {
         Boxed { #[pin] body: UnsyncBoxBody<Bytes, BoxError> },
         // Boxed: one allocation per stream keeps every other body small.
         Sse { body: Pin<Box<SseBody>> },
+        Idle { body: Pin<Box<IdleBody>> },
     }
 }
 
@@ -70,6 +71,13 @@ impl RouterBody {
     /// An event stream wrapped by the [`Sse`](crate::sse::Sse) layer.
     pub(crate) fn sse(body: SseBody) -> Self {
         Self::of(Kind::Sse {
+            body: Box::pin(body),
+        })
+    }
+
+    /// A non-stream upstream answer under an idle timeout.
+    pub(crate) fn idle(body: IdleBody) -> Self {
+        Self::of(Kind::Idle {
             body: Box::pin(body),
         })
     }
@@ -118,6 +126,7 @@ impl fmt::Debug for RouterBody {
             Kind::Incoming { .. } => "Incoming",
             Kind::Boxed { .. } => "Boxed",
             Kind::Sse { .. } => "Sse",
+            Kind::Idle { .. } => "Idle",
         };
         f.debug_tuple("RouterBody").field(&kind).finish()
     }
@@ -136,6 +145,7 @@ impl Body for RouterBody {
             KindProj::Incoming { body } => body.poll_frame(cx).map_err(Into::into),
             KindProj::Boxed { body } => body.poll_frame(cx),
             KindProj::Sse { body } => body.as_mut().poll_frame(cx),
+            KindProj::Idle { body } => body.as_mut().poll_frame(cx),
         }
     }
 
@@ -145,6 +155,7 @@ impl Body for RouterBody {
             Kind::Incoming { body } => body.is_end_stream(),
             Kind::Boxed { body } => body.is_end_stream(),
             Kind::Sse { body } => body.is_end_stream(),
+            Kind::Idle { body } => body.is_end_stream(),
         }
     }
 
@@ -156,6 +167,7 @@ impl Body for RouterBody {
             Kind::Incoming { body } => body.size_hint(),
             Kind::Boxed { body } => body.size_hint(),
             Kind::Sse { body } => body.size_hint(),
+            Kind::Idle { body } => body.size_hint(),
         }
     }
 }

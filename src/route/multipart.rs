@@ -14,6 +14,10 @@ use memchr::memmem;
 
 use crate::openai_error::Error;
 
+/// The most parts a form may have (OpenAI's forms have a few dozen at most); bounds the
+/// memory and time spent parsing.
+const MAX_PARTS: usize = 1000;
+
 /// One part of a form.
 #[derive(Debug)]
 struct Part {
@@ -38,33 +42,62 @@ pub(crate) fn boundary(content_type: &str) -> Result<String, Error> {
 
 impl Form {
     /// Parses a whole form held in memory.
+    ///
+    /// Every part must carry exactly one `Content-Disposition` with a name the parser reads:
+    /// a part the router cannot name (`NAME="model"`, `name*=`, two dispositions) could be
+    /// read as `model` by the upstream's parser and slip past routing and the allow-list.
     pub(crate) fn parse(body: Bytes, boundary: &str) -> Result<Self, Error> {
+        enum Refusal {
+            Malformed(multer::Error),
+            TooManyParts,
+            Unnamed,
+        }
         let stream = futures_util::stream::once(std::future::ready(Ok::<_, Infallible>(body)));
         let mut multipart = multer::Multipart::new(stream, boundary);
         let parse = async move {
             let mut parts = Vec::new();
-            while let Some(field) = multipart.next_field().await? {
+            while let Some(field) = multipart.next_field().await.map_err(Refusal::Malformed)? {
+                if parts.len() == MAX_PARTS {
+                    return Err(Refusal::TooManyParts);
+                }
+                let dispositions = field
+                    .headers()
+                    .get_all(http::header::CONTENT_DISPOSITION)
+                    .iter()
+                    .count();
+                let Some(name) = field
+                    .name()
+                    .filter(|_| dispositions == 1)
+                    .map(str::to_owned)
+                else {
+                    return Err(Refusal::Unnamed);
+                };
                 let headers = field.headers().clone();
-                let name = field.name().map(str::to_owned);
-                let data = field.bytes().await?;
+                let data = field.bytes().await.map_err(Refusal::Malformed)?;
                 parts.push(Part {
                     headers,
-                    name,
+                    name: Some(name),
                     data,
                 });
             }
-            Ok::<_, multer::Error>(parts)
+            Ok(parts)
         };
         // The input is already in memory, so the parser never waits: drive it here instead
-        // of holding a boxed future in the route's state machine.
+        // of holding a boxed future in the route's state machine. `MAX_PARTS` bounds the work.
         let mut parse = pin!(parse);
         let mut cx = Context::from_waker(Waker::noop());
         let parts = match parse.as_mut().poll(&mut cx) {
             Poll::Ready(parts) => parts,
             Poll::Pending => return Err(Error::internal()),
         };
-        let parts = parts.map_err(|e| {
-            Error::invalid_body("the multipart body is malformed or truncated").with_source(e)
+        let parts = parts.map_err(|refusal| match refusal {
+            Refusal::Malformed(e) => {
+                Error::invalid_body("the multipart body is malformed or truncated").with_source(e)
+            }
+            Refusal::TooManyParts => Error::invalid_body("the form has too many parts"),
+            Refusal::Unnamed => Error::invalid_body(
+                "every form part needs one `Content-Disposition: form-data; name=\"...\"`",
+            ),
         })?;
         Ok(Self { parts })
     }
@@ -257,6 +290,33 @@ mod tests {
             Form::parse(encoded, &boundary(content_type.to_str().unwrap()).unwrap()).unwrap();
         assert_eq!(again.text("model"), Some("whisper-1"));
         assert!(again.has("file"));
+    }
+
+    #[test]
+    fn parts_the_router_cannot_name_are_refused() {
+        let smuggled = "--b\r\nContent-Disposition: form-data; name=\"model\"\r\n\r\nmock/a\r\n\
+             --b\r\nContent-Disposition: form-data; NAME=\"model\"\r\n\r\nexpensive\r\n--b--\r\n";
+        let error = Form::parse(Bytes::from(smuggled), "b").unwrap_err();
+        assert!(error.to_string().contains("Content-Disposition"), "{error}");
+        let twice = "--b\r\nContent-Disposition: form-data; name=\"prompt\"\r\n\
+             Content-Disposition: form-data; name=\"model\"\r\n\r\nx\r\n--b--\r\n";
+        // The parser keeps one of the two; what goes upstream names the part the same way.
+        if let Ok(form) = Form::parse(Bytes::from(twice), "b") {
+            let name = form.parts[0].name.clone().unwrap();
+            let (encoded, _) = form.encode_with_model("m");
+            let text = String::from_utf8_lossy(&encoded);
+            assert_eq!(text.matches("content-disposition").count(), 1, "{text}");
+            assert!(text.contains(&format!("name=\"{name}\"")), "{text}");
+        }
+    }
+
+    #[test]
+    fn too_many_parts_are_refused() {
+        let parts: Vec<(&str, Option<&str>, &[u8])> = vec![("x", None, b"1"); MAX_PARTS + 1];
+        let error = Form::parse(form("b", &parts), "b").unwrap_err();
+        assert!(error.to_string().contains("too many parts"));
+        let parts: Vec<(&str, Option<&str>, &[u8])> = vec![("x", None, b"1"); MAX_PARTS];
+        assert!(Form::parse(form("b", &parts), "b").is_ok());
     }
 
     #[test]

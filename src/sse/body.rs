@@ -62,7 +62,8 @@ impl SseBody {
         let now = Instant::now();
         Self {
             inner,
-            idle: tokio::time::sleep_until(now + context.idle_timeout),
+            // `sleep` (not `now + timeout`) copes with a timeout too long to add to an instant.
+            idle: tokio::time::sleep(context.idle_timeout),
             last_activity: now,
             scanner: EventScanner::new(context.strip_usage_chunk),
             out: VecDeque::new(),
@@ -123,7 +124,8 @@ impl Body for SseBody {
                     StreamOutcome::UpstreamFailed
                 }
                 Poll::Pending => {
-                    if !idle_elapsed(this.idle.as_mut(), *this.last_activity, cx, this.context) {
+                    let timeout = this.context.as_ref().map(|c| c.idle_timeout);
+                    if !idle_elapsed(this.idle.as_mut(), *this.last_activity, timeout, cx) {
                         return Poll::Pending;
                     }
                     tracing::warn!("upstream stream idle for too long");
@@ -131,6 +133,15 @@ impl Body for SseBody {
                 }
             };
             *this.done = true;
+            if outcome != StreamOutcome::Completed && this.scanner.mid_event() {
+                // The client holds the start of an event: an error frame appended now would
+                // corrupt it. Abort instead; the SDK raises a connection error.
+                *this.inner = RouterBody::empty();
+                if let Some(context) = this.context.take() {
+                    report(context, this.scanner, *this.first_byte, outcome);
+                }
+                return Poll::Ready(Some(Err("upstream stream failed mid-event".into())));
+            }
             if outcome != StreamOutcome::Completed {
                 // Release the upstream now; the held partial event is never sent.
                 *this.inner = RouterBody::empty();
@@ -160,20 +171,22 @@ impl Body for SseBody {
 
 /// Whether the idle timer has run out since the last activity. The timer is reset lazily:
 /// only when it fires early, not on every frame.
-fn idle_elapsed(
+pub(super) fn idle_elapsed(
     mut idle: Pin<&mut Sleep>,
     last_activity: Instant,
+    timeout: Option<Duration>,
     cx: &mut Context<'_>,
-    context: &Option<StreamContext>,
 ) -> bool {
-    let Some(timeout) = context.as_ref().map(|c| c.idle_timeout) else {
+    let Some(timeout) = timeout else {
         return false;
     };
     loop {
         if idle.as_mut().poll(cx).is_pending() {
             return false;
         }
-        let deadline = last_activity + timeout;
+        let Some(deadline) = last_activity.checked_add(timeout) else {
+            return false;
+        };
         if deadline <= Instant::now() {
             return true;
         }
@@ -266,6 +279,7 @@ mod tests {
     /// An upstream body that plays a script: data, then a failure or silence.
     enum Step {
         Data(&'static str),
+        Owned(Bytes),
         Fail,
         Silence,
     }
@@ -285,6 +299,7 @@ mod tests {
                 Some(Step::Data(data)) => {
                     Poll::Ready(Some(Ok(Frame::data(Bytes::from_static(data.as_bytes())))))
                 }
+                Some(Step::Owned(data)) => Poll::Ready(Some(Ok(Frame::data(data)))),
                 Some(Step::Fail) => Poll::Ready(Some(Err("connection reset".into()))),
                 Some(Step::Silence) => {
                     self.0.push_front(Step::Silence);
@@ -341,6 +356,30 @@ mod tests {
         assert_eq!(json["code"], "upstream_idle_timeout");
         assert_eq!(json["sequence_number"], 1);
         assert_eq!(reports.lock().unwrap()[0].0, StreamOutcome::IdleTimeout);
+    }
+
+    #[tokio::test]
+    async fn a_failure_inside_an_outsized_event_aborts_instead_of_corrupting_it() {
+        let reports = Reports::default();
+        let huge = Bytes::from(format!("data: \"{}", "a".repeat(9 * 1024 * 1024)));
+        let upstream = RouterBody::new(Scripted(vec![Step::Owned(huge), Step::Fail].into()));
+        let body = SseBody::new(upstream, context(&reports, Endpoint::ImagesGenerations));
+        assert!(body.collect().await.is_err());
+        assert_eq!(reports.lock().unwrap()[0].0, StreamOutcome::UpstreamFailed);
+    }
+
+    #[tokio::test]
+    async fn an_unbounded_idle_timeout_does_not_overflow() {
+        let reports = Reports::default();
+        let mut context = context(&reports, Endpoint::ChatCompletions);
+        context.idle_timeout = Duration::MAX;
+        let upstream = RouterBody::new(Scripted(vec![Step::Data("data: x\n\n")].into()));
+        let bytes = SseBody::new(upstream, context)
+            .collect()
+            .await
+            .unwrap()
+            .to_bytes();
+        assert_eq!(bytes, "data: x\n\n");
     }
 
     #[tokio::test]

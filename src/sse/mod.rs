@@ -7,8 +7,9 @@
 //! - **Pass-through.** Each upstream chunk is forwarded when it arrives, bytes unchanged:
 //!   no re-framing, no added lines, comments and `[DONE]` kept. The only bytes held back are
 //!   the start of an event whose end has not arrived yet (upstreams send whole events, so in
-//!   practice nothing waits): the client is then always on an event boundary, and a failure
-//!   frame can never land inside a half-sent event. No task is spawned and no channel used: the
+//!   practice nothing waits): the client is then on an event boundary, and a failure frame
+//!   never lands inside a half-sent event. (An event over 8 MiB is forwarded as it comes; a
+//!   failure inside such an event aborts the response instead of sending a frame.) No task is spawned and no channel used: the
 //!   client's read pace is the upstream's read pace.
 //! - **Observation.** A scanner finds events across chunk splits (any line ending, multi-line
 //!   `data:`), reads usage (chat `usage` chunk, `response.completed` usage) and the time to the
@@ -34,6 +35,8 @@
 //!   (`code: "upstream_idle_timeout"` for silence) and a blank line, then ends the stream; for
 //!   the Responses API an `event: error` with `{"type":"error","code","message","param",
 //!   "sequence_number"}`. It never makes up a `finish_reason` or a `[DONE]`.
+//! - A **non-stream** answer (JSON, audio) whose body stalls for the idle timeout after its
+//!   head is aborted (no bytes can be added to it); the SDK raises a connection error.
 //! - The **client goes away** (mid-stream, or before a non-streaming answer arrived): the
 //!   upstream response is dropped with the body, which closes its connection, so the provider
 //!   stops generating; the hook sees [`StreamOutcome::ClientGone`].
@@ -53,6 +56,7 @@
 //! ```
 
 mod body;
+mod idle;
 mod scanner;
 mod usage;
 
@@ -77,6 +81,7 @@ use crate::route::{Endpoint, RouteTarget};
 
 pub use self::body::SseBody;
 use self::body::StreamContext;
+pub use self::idle::IdleBody;
 pub use self::usage::{LogUsage, OnUsage, StreamOutcome, StreamReport, Usage};
 
 /// The default idle timeout: 5 minutes without a byte ends a stream.
@@ -325,9 +330,20 @@ where
                         .get(..17)
                         .is_some_and(|t| t.eq_ignore_ascii_case("text/event-stream"))
                 });
-        let Some(context) = this.context.take().filter(|_| is_stream) else {
+        let Some(context) = this.context.take() else {
             return Poll::Ready(Ok(response));
         };
+        if !is_stream {
+            // Error answers are read (bounded) by `OpenAiErrors`; a successful JSON or audio
+            // answer still may not stall forever after its head.
+            if !response.status().is_success() {
+                return Poll::Ready(Ok(response));
+            }
+            let timeout = context.idle_timeout;
+            return Poll::Ready(Ok(
+                response.map(|body| RouterBody::idle(IdleBody::new(body, timeout)))
+            ));
+        }
         let (mut parts, body) = response.into_parts();
         parts.headers.remove(header::CONTENT_LENGTH);
         parts

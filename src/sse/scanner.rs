@@ -9,8 +9,9 @@ use serde::Deserialize;
 
 use super::usage::Usage;
 
-/// An event larger than this is forwarded as it comes instead of being held whole.
-const MAX_HELD: usize = 1024 * 1024;
+/// An event larger than this is forwarded as it comes instead of being held whole (image
+/// streams carry base64 partial images of a few MiB).
+const MAX_HELD: usize = 8 * 1024 * 1024;
 
 /// Splits a byte stream into whole events (any of `\n`, `\r\n`, `\r` line endings), observes
 /// them, and queues the bytes to forward: complete events only, so a failure frame can always
@@ -26,6 +27,9 @@ pub(crate) struct EventScanner {
     pending_cr: bool,
     /// Drop the `choices: []` usage chunk (the router asked for it; the client did not).
     strip_usage_chunk: bool,
+    /// Part of the current event was forwarded (it outgrew [`MAX_HELD`]): the client is not on
+    /// an event boundary until it ends.
+    partial_forwarded: bool,
     /// The last finished event was dropped (so a `\n` completing its `\r\n` goes too).
     last_stripped: bool,
     /// Events seen that carried data.
@@ -56,6 +60,11 @@ impl EventScanner {
     #[cfg(test)]
     pub(crate) fn at_boundary(&self) -> bool {
         self.held.is_empty()
+    }
+
+    /// Whether the client has received part of an event it has not received the end of.
+    pub(crate) fn mid_event(&self) -> bool {
+        self.partial_forwarded
     }
 
     /// Scans `chunk`, pushing the bytes to forward onto `out`.
@@ -105,6 +114,7 @@ impl EventScanner {
                 self.held.extend_from_slice(&chunk[emit_from..end]);
                 (self.held.split().freeze(), true)
             };
+            self.partial_forwarded = false;
             let keep = self.observe(&event);
             self.last_stripped = !keep;
             if from_held {
@@ -135,6 +145,7 @@ impl EventScanner {
             if self.held.len() > MAX_HELD {
                 // Not SSE as we know it, or an absurd event: stop holding, forward as is.
                 out.push_back(self.held.split().freeze());
+                self.partial_forwarded = true;
             }
         }
     }

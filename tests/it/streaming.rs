@@ -606,6 +606,30 @@ async fn a_silent_upstream_ends_with_an_idle_timeout_frame() {
 }
 
 #[tokio::test]
+async fn a_stalled_json_answer_is_aborted_not_left_hanging() {
+    let harness = Harness::with(|builder| builder.idle_timeout(Duration::from_millis(300))).await;
+    harness.upstream.script(
+        ScriptedResponse::stream(["{\"id\":\"chatcmpl-1\",", "\"never\":1}"])
+            .header("content-type", "application/json")
+            .stall_after(1),
+    );
+    let body = r#"{"model":"mock/gpt-4o-mini","messages":[]}"#;
+    let mut raw = RawStream::post(harness.addr, "/chat/completions", body.as_bytes()).await;
+    assert_eq!(raw.status, 200);
+    let stalled_since = Instant::now();
+    let end = raw.read_to_end().await;
+    assert_ne!(end, End::Clean, "a cut JSON answer must not look complete: {}", raw.text());
+    assert!(stalled_since.elapsed() >= Duration::from_millis(250));
+    assert!(!raw.text().contains("never"));
+    assert!(
+        harness
+            .upstream
+            .wait_connections_closed(1, Duration::from_secs(2))
+            .await
+    );
+}
+
+#[tokio::test]
 async fn the_idle_timeout_counts_from_the_last_chunk_not_the_start() {
     let (hook, mut reports) = report_channel();
     let harness = Harness::with(|builder| {

@@ -1,0 +1,120 @@
+//! [`IdleBody`]: a non-stream upstream answer (JSON, audio) that may not stall forever.
+
+use std::fmt;
+use std::pin::Pin;
+use std::task::{Context, Poll};
+use std::time::Duration;
+
+use bytes::Bytes;
+use http_body::{Body, Frame, SizeHint};
+use pin_project_lite::pin_project;
+use tokio::time::{Instant, Sleep};
+
+use super::body::idle_elapsed;
+use crate::body::RouterBody;
+use crate::openai_error::BoxError;
+
+pin_project! {
+    /// An upstream body passed through untouched, aborted when no bytes arrive for the idle
+    /// timeout (nothing can be added to a JSON or audio answer to say why; the client sees a
+    /// broken response). See the [module docs](crate::sse).
+    pub struct IdleBody {
+        inner: RouterBody,
+        #[pin]
+        idle: Sleep,
+        last_activity: Instant,
+        timeout: Duration,
+    }
+}
+
+impl IdleBody {
+    pub(crate) fn new(inner: RouterBody, timeout: Duration) -> Self {
+        Self {
+            inner,
+            idle: tokio::time::sleep(timeout),
+            last_activity: Instant::now(),
+            timeout,
+        }
+    }
+}
+
+impl fmt::Debug for IdleBody {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("IdleBody")
+            .field("timeout", &self.timeout)
+            .finish_non_exhaustive()
+    }
+}
+
+impl Body for IdleBody {
+    type Data = Bytes;
+    type Error = BoxError;
+
+    fn poll_frame(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, BoxError>>> {
+        let this = self.project();
+        match Pin::new(&mut *this.inner).poll_frame(cx) {
+            Poll::Ready(frame) => {
+                *this.last_activity = Instant::now();
+                Poll::Ready(frame)
+            }
+            Poll::Pending => {
+                if !idle_elapsed(this.idle, *this.last_activity, Some(*this.timeout), cx) {
+                    return Poll::Pending;
+                }
+                tracing::warn!("upstream body idle for too long; aborting the answer");
+                // Drop the upstream now: its connection closes.
+                *this.inner = RouterBody::empty();
+                Poll::Ready(Some(Err("upstream body idle for too long".into())))
+            }
+        }
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.inner.is_end_stream()
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        self.inner.size_hint()
+    }
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used)]
+mod tests {
+    use super::*;
+    use http_body_util::BodyExt as _;
+
+    struct Stalls(bool);
+
+    impl Body for Stalls {
+        type Data = Bytes;
+        type Error = BoxError;
+
+        fn poll_frame(
+            mut self: Pin<&mut Self>,
+            _cx: &mut Context<'_>,
+        ) -> Poll<Option<Result<Frame<Bytes>, BoxError>>> {
+            if std::mem::replace(&mut self.0, false) {
+                return Poll::Ready(Some(Ok(Frame::data(Bytes::from_static(b"{\"a\":")))));
+            }
+            Poll::Pending
+        }
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_stalled_body_is_aborted_after_the_idle_timeout() {
+        let body = IdleBody::new(RouterBody::new(Stalls(true)), Duration::from_secs(30));
+        let started = Instant::now();
+        assert!(body.collect().await.is_err());
+        assert!(started.elapsed() >= Duration::from_secs(30));
+    }
+
+    #[tokio::test]
+    async fn a_complete_body_passes_untouched() {
+        let body = IdleBody::new(RouterBody::full("{}"), Duration::MAX);
+        assert_eq!(body.collect().await.unwrap().to_bytes(), "{}");
+    }
+}
