@@ -46,6 +46,7 @@ enum Kind {
     InvalidModel,
     UnsupportedContentType { expected: &'static str },
     BodyRead,
+    BodyTimeout,
     PayloadTooLarge { limit: usize },
     MissingApiKey,
     MalformedAuthorization,
@@ -118,6 +119,11 @@ impl Error {
     /// The request body could not be read from the client (400).
     pub fn body_read() -> Self {
         Self::new(Kind::BodyRead)
+    }
+
+    /// The client did not send its whole body in time (408 `request_timeout`).
+    pub fn body_timeout() -> Self {
+        Self::new(Kind::BodyTimeout)
     }
 
     /// The request body is larger than `limit` bytes (413 `request_too_large`).
@@ -330,6 +336,12 @@ impl Error {
                 INVALID_REQUEST,
                 None,
                 "The request body could not be read.".into(),
+            ),
+            BodyTimeout => row(
+                StatusCode::REQUEST_TIMEOUT,
+                INVALID_REQUEST,
+                Some("request_timeout"),
+                "The request body was not received in time.".into(),
             ),
             PayloadTooLarge { limit } => row(
                 StatusCode::PAYLOAD_TOO_LARGE,

@@ -88,6 +88,7 @@ impl AiRouter {
             default_models: Vec::new(),
             endpoint_limits: Vec::new(),
             body_limit: None,
+            body_timeout: None,
             mount_path: None,
             streams: SseLayer::new(),
         }
@@ -156,6 +157,7 @@ pub struct AiRouterBuilder<K> {
     default_models: Vec<(Endpoint, String)>,
     endpoint_limits: Vec<(Endpoint, usize)>,
     body_limit: Option<usize>,
+    body_timeout: Option<Duration>,
     mount_path: Option<String>,
     streams: SseLayer,
 }
@@ -170,6 +172,7 @@ impl<K> AiRouterBuilder<K> {
             default_models: self.default_models,
             endpoint_limits: self.endpoint_limits,
             body_limit: self.body_limit,
+            body_timeout: self.body_timeout,
             mount_path: self.mount_path,
             streams: self.streams,
         }
@@ -234,6 +237,13 @@ impl<K> AiRouterBuilder<K> {
         self
     }
 
+    /// How long a client has to send its whole request body (default 5 minutes); past it,
+    /// 408 `request_timeout`.
+    pub fn body_timeout(mut self, timeout: Duration) -> Self {
+        self.body_timeout = Some(timeout);
+        self
+    }
+
     /// The largest request body read for one endpoint.
     pub fn endpoint_body_limit(mut self, endpoint: Endpoint, limit: usize) -> Self {
         self.endpoint_limits.push((endpoint, limit));
@@ -276,6 +286,9 @@ impl<K: KeyStore> AiRouterBuilder<K> {
         let mut route = RouteLayer::new(table);
         if let Some(limit) = self.body_limit {
             route = route.body_limit(limit);
+        }
+        if let Some(timeout) = self.body_timeout {
+            route = route.body_timeout(timeout);
         }
         for (endpoint, limit) in self.endpoint_limits {
             route = route.endpoint_body_limit(endpoint, limit);

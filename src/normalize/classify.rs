@@ -32,6 +32,9 @@ pub(super) fn classify(status: StatusCode, body: &[u8]) -> Verdict {
     if status == StatusCode::UNAUTHORIZED {
         return Verdict::Replace(Error::provider_auth_failed());
     }
+    if status.is_redirection() {
+        return Verdict::Replace(Error::upstream_status(status));
+    }
     #[derive(Deserialize)]
     struct Envelope<'a> {
         #[serde(borrow)]

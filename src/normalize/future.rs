@@ -140,8 +140,11 @@ where
     }
 }
 
+/// Error answers, and redirects: an API client must never be sent to follow an upstream's
+/// `Location` (it may point inside the provider's network or carry a token).
 fn is_error(response: &Response<RouterBody>) -> bool {
-    response.status().is_client_error() || response.status().is_server_error()
+    let status = response.status();
+    status.is_client_error() || status.is_server_error() || status.is_redirection()
 }
 
 /// Renders an inner failure: ours through the table, anything else as a fixed 500.

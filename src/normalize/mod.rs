@@ -4,12 +4,13 @@
 //! - an [`Error`] from an inner layer, through the one table in
 //!   [`openai_error`](crate::openai_error);
 //! - any other inner error as a 500 with a fixed message (the cause goes to the log);
-//! - an upstream answer with an error status (4xx/5xx): its body is read (at most 64 KiB, at
+//! - an upstream answer with an error or redirect status (3xx/4xx/5xx): its body is read (at most 64 KiB, at
 //!   most 10 s) and
 //!   - passed through with its status and headers when it is an OpenAI error object
 //!     (`{"error":{"message":...}}`; missing `type`/`param`/`code` keys are added as `null`),
 //!   - except a 401, which means the provider refused the router's credential: 502
 //!     `provider_auth_failed`, the upstream message never shown,
+//!   - a redirect (3xx) is never passed on: 502 with a fixed message, no `Location`;
 //!   - otherwise (HTML, plain text, `{"detail":...}`) replaced by a fixed message whose status
 //!     follows the table (503/504 kept, other 5xx -> 502, 4xx kept), keeping `retry-after` and
 //!     the `x-ratelimit-*` headers.
@@ -233,6 +234,22 @@ mod tests {
             run(|| Ok(upstream(422, "application/json", r#"{"detail":"nope"}"#))).await;
         assert_eq!(response.status(), StatusCode::UNPROCESSABLE_ENTITY);
         assert!(!json.to_string().contains("nope"));
+    }
+
+    #[tokio::test]
+    async fn upstream_redirects_are_never_passed_on() {
+        let (response, json, _) = run(|| {
+            let mut answer = upstream(302, "text/html", "moved");
+            answer.headers_mut().insert(
+                "location",
+                http::HeaderValue::from_static("http://internal.corp/?token=abc"),
+            );
+            Ok(answer)
+        })
+        .await;
+        assert_eq!(response.status(), StatusCode::BAD_GATEWAY);
+        assert!(response.headers().get("location").is_none());
+        assert_eq!(json["error"]["code"], "upstream_error");
     }
 
     #[tokio::test]

@@ -14,13 +14,24 @@ const HOP_BY_HOP: [HeaderName; 8] = [
     header::TRANSFER_ENCODING,
 ];
 
-/// The client's credentials and account headers for the router: never forwarded (OpenAI
-/// answers 401 when `OpenAI-Organization`/`OpenAI-Project` do not match our provider key).
-const CLIENT_CREDENTIALS: [HeaderName; 4] = [
+/// What belongs to the client's relation with the router (or the host in front of it) and
+/// never goes to a provider: credentials and account headers (OpenAI answers 401 when
+/// `OpenAI-Organization`/`OpenAI-Project` do not match our provider key), the host's cookies,
+/// and the client's addresses as proxies saw them.
+const CLIENT_ONLY: [HeaderName; 12] = [
     header::AUTHORIZATION,
     HeaderName::from_static("api-key"),
+    HeaderName::from_static("x-api-key"),
     HeaderName::from_static("openai-organization"),
     HeaderName::from_static("openai-project"),
+    header::COOKIE,
+    header::FORWARDED,
+    HeaderName::from_static("x-forwarded-for"),
+    HeaderName::from_static("x-forwarded-host"),
+    HeaderName::from_static("x-forwarded-proto"),
+    HeaderName::from_static("x-real-ip"),
+    // hyper answers `100-continue` to the client itself; the upstream gets a whole body.
+    header::EXPECT,
 ];
 
 /// The header an upstream's own request id is returned in.
@@ -47,7 +58,7 @@ fn strip_hop_by_hop(headers: &mut HeaderMap) {
 /// error bodies and event streams stay readable to the router.
 pub(crate) fn to_upstream(headers: &mut HeaderMap) {
     strip_hop_by_hop(headers);
-    for name in &CLIENT_CREDENTIALS {
+    for name in &CLIENT_ONLY {
         headers.remove(name);
     }
     headers.remove(header::HOST);
@@ -89,6 +100,11 @@ mod tests {
             ("host", "router.local"),
             ("content-length", "12"),
             ("accept-encoding", "gzip"),
+            ("cookie", "session=host-secret"),
+            ("x-forwarded-for", "10.0.0.1"),
+            ("forwarded", "for=10.0.0.1"),
+            ("x-api-key", "sk-router"),
+            ("expect", "100-continue"),
             ("x-stainless-lang", "python"),
             ("content-type", "application/json"),
         ] {

@@ -24,6 +24,7 @@ use super::headers;
 use crate::BuildError;
 use crate::body::RouterBody;
 use crate::openai_error::Error;
+use crate::request_id::RequestId;
 use crate::route::{Endpoint, RouteTarget};
 
 /// The default time an upstream has to send its response head: 10 minutes, as the OpenAI
@@ -161,23 +162,19 @@ impl HttpProvider {
         }
     }
 
-    /// The upstream URL for an endpoint path and the client's query string.
-    fn upstream_uri(&self, path: &str, query: Option<&str>) -> Result<Uri, Error> {
+    /// The upstream URL for an endpoint path: the base URL's path and query, never the
+    /// client's query (a client must not set or override, say, Azure's `api-version`).
+    fn upstream_uri(&self, path: &str) -> Result<Uri, Error> {
         let settings = &self.settings;
+        let query = settings.base_query.as_deref().filter(|q| !q.is_empty());
         let mut path_and_query = String::with_capacity(
-            settings.base_path.len() + path.len() + query.map_or(0, str::len) + 2,
+            settings.base_path.len() + path.len() + query.map_or(0, str::len) + 1,
         );
         path_and_query.push_str(&settings.base_path);
         path_and_query.push_str(path);
-        let queries = [settings.base_query.as_deref(), query];
-        for (i, q) in queries
-            .into_iter()
-            .flatten()
-            .filter(|q| !q.is_empty())
-            .enumerate()
-        {
-            path_and_query.push(if i == 0 { '?' } else { '&' });
-            path_and_query.push_str(q);
+        if let Some(query) = query {
+            path_and_query.push('?');
+            path_and_query.push_str(query);
         }
         let path_and_query =
             PathAndQuery::try_from(path_and_query).map_err(|e| Error::internal().with_source(e))?;
@@ -205,10 +202,16 @@ impl HttpProvider {
             .paths
             .get(&endpoint)
             .map_or(endpoint.upstream_path(), String::as_str);
-        parts.uri = self.upstream_uri(path, parts.uri.query())?;
+        parts.uri = self.upstream_uri(path)?;
         // The upstream connection is ours: HTTP/1.1 or HTTP/2 as negotiated, not the client's.
         parts.version = http::Version::HTTP_11;
         headers::to_upstream(&mut parts.headers);
+        // The router's id, so upstream logs can be matched with ours.
+        if let Some(id) = parts.extensions.get::<RequestId>() {
+            parts
+                .headers
+                .insert(crate::request_id::X_REQUEST_ID, id.header_value().clone());
+        }
         for (name, value) in &settings.headers {
             parts.headers.insert(name.clone(), value.clone());
         }
@@ -493,7 +496,7 @@ mod tests {
             ProviderAuth::None,
             "/chat/completions?x=1",
         );
-        assert_eq!(r.uri(), "http://127.0.0.1:11434/v1/chat/completions?x=1");
+        assert_eq!(r.uri(), "http://127.0.0.1:11434/v1/chat/completions");
         let r = prepared(
             "https://h.example/openai?api-version=2024",
             ProviderAuth::Bearer,
@@ -501,7 +504,7 @@ mod tests {
         );
         assert_eq!(
             r.uri(),
-            "https://h.example/openai/chat/completions?api-version=2024&x=1"
+            "https://h.example/openai/chat/completions?api-version=2024"
         );
     }
 

@@ -3,7 +3,7 @@
 use std::future::Future;
 use std::pin::Pin;
 use std::sync::Arc;
-use std::task::{Context, Poll, ready};
+use std::task::{Context, Poll};
 
 use bytes::Bytes;
 use http::{HeaderValue, Request, Response, header};
@@ -11,6 +11,7 @@ use http_body::Body;
 use http_body_util::combinators::Collect;
 use http_body_util::{BodyExt as _, LengthLimitError, Limited};
 use pin_project_lite::pin_project;
+use tokio::time::Sleep;
 use tower_service::Service;
 
 use super::endpoint::Endpoint;
@@ -45,6 +46,7 @@ pin_project! {
         Respond { response: Option<Result<Response<RouterBody>, Error>> },
         Reading {
             #[pin] collect: Collect<Limited<ReqBody>>,
+            #[pin] deadline: Sleep,
             parts: Option<http::request::Parts>,
             endpoint: Endpoint,
             inner: Option<S>,
@@ -86,6 +88,7 @@ where
         Self {
             state: State::Reading {
                 collect: Limited::new(body, settings.body_limit(endpoint)).collect(),
+                deadline: tokio::time::sleep(settings.body_timeout),
                 parts: Some(parts),
                 endpoint,
                 inner: Some(inner),
@@ -114,12 +117,22 @@ where
                 }
                 StateProj::Reading {
                     collect,
+                    deadline,
                     parts,
                     endpoint,
                     inner,
                     settings,
                 } => {
-                    let read = ready!(collect.poll(cx));
+                    let read = match collect.poll(cx) {
+                        Poll::Ready(read) => read,
+                        Poll::Pending if deadline.poll(cx).is_ready() => {
+                            this.state.set(State::Respond {
+                                response: Some(Err(Error::body_timeout())),
+                            });
+                            continue;
+                        }
+                        Poll::Pending => return Poll::Pending,
+                    };
                     let (Some(parts), Some(mut inner)) = (parts.take(), inner.take()) else {
                         this.state.set(State::Respond {
                             response: Some(Err(Error::internal())),
@@ -256,11 +269,5 @@ fn prepare(
 }
 
 fn is_json(headers: &http::HeaderMap) -> bool {
-    headers
-        .get(header::CONTENT_TYPE)
-        .and_then(|v| v.to_str().ok())
-        .is_some_and(|v| {
-            let essence = v.split(';').next().unwrap_or("").trim();
-            essence.eq_ignore_ascii_case("application/json")
-        })
+    super::content_type_is(headers, "application/json")
 }

@@ -46,6 +46,7 @@ mod table;
 use std::collections::HashMap;
 use std::sync::Arc;
 use std::task::{Context, Poll};
+use std::time::Duration;
 
 use bytes::Bytes;
 use http::{HeaderValue, Request, Response, header};
@@ -63,7 +64,11 @@ pub use self::table::{RouteTable, RouteTableBuilder, RouteTarget};
 
 pub(crate) use self::endpoint::{Accepts, Matched, match_path};
 pub(crate) use self::json::insert_first_member;
+
 pub(crate) use self::table::check_model_id;
+
+/// The default time to receive a request body: 5 minutes.
+pub const DEFAULT_BODY_TIMEOUT: Duration = Duration::from_secs(300);
 
 /// The default request body limit of JSON endpoints: 32 MiB.
 pub const DEFAULT_BODY_LIMIT: usize = 32 * 1024 * 1024;
@@ -77,6 +82,7 @@ struct Settings {
     endpoint_limits: HashMap<Endpoint, usize>,
     default_models: HashMap<Endpoint, String>,
     mount_path: Option<String>,
+    body_timeout: Duration,
 }
 
 impl Settings {
@@ -106,6 +112,7 @@ impl RouteLayer {
                 endpoint_limits: HashMap::new(),
                 default_models: HashMap::new(),
                 mount_path: None,
+                body_timeout: DEFAULT_BODY_TIMEOUT,
             }),
         }
     }
@@ -151,6 +158,14 @@ impl RouteLayer {
             .default_models
             .insert(endpoint, model);
         Ok(self)
+    }
+
+    /// How long a client has to send its whole request body (default 5 minutes): past it,
+    /// 408 `request_timeout`, so a stalled upload holds no memory or key slot for long.
+    #[must_use]
+    pub fn body_timeout(mut self, timeout: Duration) -> Self {
+        Arc::make_mut(&mut self.settings).body_timeout = timeout;
+        self
     }
 
     /// Sets the mount path (e.g. `/v3/router`): stripped from request paths that start with
@@ -281,10 +296,17 @@ where
             }
             Matched::Endpoint(_) => {}
         }
-        let multipart = is_multipart(request.headers());
-        match (endpoint.accepts(), multipart) {
-            (Accepts::Json, true) => {
+        let form = is_multipart(request.headers());
+        match (endpoint.accepts(), form) {
+            (Accepts::Json, _) if is_any_multipart(request.headers()) => {
                 return ResponseFuture::error(Error::unsupported_content_type("application/json"));
+            }
+            (Accepts::Multipart | Accepts::JsonOrMultipart, false)
+                if is_any_multipart(request.headers()) =>
+            {
+                return ResponseFuture::error(Error::unsupported_content_type(
+                    "multipart/form-data",
+                ));
             }
             (Accepts::Multipart, false) => {
                 return ResponseFuture::error(Error::unsupported_content_type(
@@ -313,15 +335,27 @@ fn strip_mount<'a>(path: &'a str, mount: &str) -> &'a str {
     }
 }
 
-pub(crate) fn is_multipart(headers: &http::HeaderMap) -> bool {
+/// Whether the request's `Content-Type` is `essence` (`type/subtype`, any parameters, any case).
+pub(crate) fn content_type_is(headers: &http::HeaderMap, essence: &str) -> bool {
     headers
         .get(header::CONTENT_TYPE)
         .and_then(|v| v.to_str().ok())
-        .is_some_and(|v| {
-            v.trim_start()
-                .get(..10)
-                .is_some_and(|p| p.eq_ignore_ascii_case("multipart/"))
-        })
+        .and_then(|v| v.split(';').next())
+        .is_some_and(|v| v.trim().eq_ignore_ascii_case(essence))
+}
+
+/// A `multipart/form-data` body (other multipart types are no form at all).
+pub(crate) fn is_multipart(headers: &http::HeaderMap) -> bool {
+    content_type_is(headers, "multipart/form-data")
+}
+
+/// Any `multipart/*` body, which a JSON endpoint refuses as such.
+fn is_any_multipart(headers: &http::HeaderMap) -> bool {
+    headers
+        .get(header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.trim_start().get(..10))
+        .is_some_and(|p| p.eq_ignore_ascii_case("multipart/"))
 }
 
 fn declared_length(headers: &http::HeaderMap) -> Option<u64> {

@@ -321,15 +321,7 @@ where
         let this = self.project();
         let response = ready!(this.inner.poll(cx))?;
         let is_stream = response.status().is_success()
-            && response
-                .headers()
-                .get(header::CONTENT_TYPE)
-                .and_then(|v| v.to_str().ok())
-                .is_some_and(|v| {
-                    v.trim_start()
-                        .get(..17)
-                        .is_some_and(|t| t.eq_ignore_ascii_case("text/event-stream"))
-                });
+            && crate::route::content_type_is(response.headers(), "text/event-stream");
         let Some(context) = this.context.take() else {
             return Poll::Ready(Ok(response));
         };

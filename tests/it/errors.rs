@@ -873,3 +873,59 @@ async fn hop_by_hop_response_headers_are_not_returned() {
     assert_eq!(response.header("x-up-end-to-end"), Some("kept"));
     assert_eq!(harness.upstream.request_count(), 1);
 }
+
+#[tokio::test]
+async fn a_body_that_never_arrives_is_a_408_and_never_forwarded() {
+    let harness = Harness::with(|builder| builder.body_timeout(Duration::from_millis(300))).await;
+    // Announces 1000 bytes, sends 10, then waits: a stalled upload.
+    let request = format!(
+        "POST {MOUNT}/chat/completions HTTP/1.1\r\nhost: {}\r\nauthorization: Bearer {ROUTER_KEY}\r\n\
+         content-type: application/json\r\ncontent-length: 1000\r\n\r\n{{\"model\":",
+        harness.addr
+    );
+    let started = Instant::now();
+    let response = raw_exchange(harness.addr, request.as_bytes()).await;
+    assert!(started.elapsed() >= Duration::from_millis(250));
+    response.assert_error(408, Some("request_timeout"));
+    assert_eq!(harness.upstream.request_count(), 0);
+}
+
+#[tokio::test]
+async fn host_headers_and_the_client_query_stay_home_and_the_router_id_goes_upstream() {
+    let harness = Harness::start().await;
+    let request = harness
+        .request(Method::POST, "/chat/completions?api-version=evil")
+        .header("authorization", format!("Bearer {ROUTER_KEY}"))
+        .header("cookie", "session=host-secret")
+        .header("x-forwarded-for", "10.1.2.3")
+        .header("x-api-key", "sk-other")
+        .body(Full::new(Bytes::from_static(
+            br#"{"model":"mock/gpt-4o-mini","messages":[]}"#,
+        )))
+        .unwrap();
+    let response = send(request).await;
+    assert_eq!(response.status, 200);
+    let seen = harness.only_upstream_request();
+    assert_eq!(seen.path, "/v1/chat/completions");
+    for name in ["cookie", "x-forwarded-for", "x-api-key"] {
+        assert!(seen.header(name).is_none(), "{name} was forwarded");
+    }
+    assert_eq!(seen.header("x-request-id"), response.header("x-request-id"));
+}
+
+#[tokio::test]
+async fn a_multipart_type_other_than_form_data_is_unsupported() {
+    let harness = Harness::start().await;
+    for path in ["/audio/transcriptions", "/embeddings"] {
+        let request = harness
+            .request(Method::POST, path)
+            .header("authorization", format!("Bearer {ROUTER_KEY}"))
+            .header("content-type", "multipart/mixed; boundary=b")
+            .body(Full::new(Bytes::from_static(b"--b\r\n\r\nx\r\n--b--\r\n")))
+            .unwrap();
+        send(request)
+            .await
+            .assert_error(400, Some("unsupported_content_type"));
+    }
+    assert_eq!(harness.upstream.request_count(), 0);
+}

@@ -618,7 +618,12 @@ async fn a_stalled_json_answer_is_aborted_not_left_hanging() {
     assert_eq!(raw.status, 200);
     let stalled_since = Instant::now();
     let end = raw.read_to_end().await;
-    assert_ne!(end, End::Clean, "a cut JSON answer must not look complete: {}", raw.text());
+    assert_ne!(
+        end,
+        End::Clean,
+        "a cut JSON answer must not look complete: {}",
+        raw.text()
+    );
     assert!(stalled_since.elapsed() >= Duration::from_millis(250));
     assert!(!raw.text().contains("never"));
     assert!(
