@@ -54,7 +54,7 @@ pub(crate) struct KeyConfig {
     /// A name safe to log.
     pub(crate) name: String,
     /// The SHA-256 of the key, as 64 hex digits.
-    pub key_sha256: Option<String>,
+    pub(crate) key_sha256: Option<String>,
     /// An environment variable holding the key (hashed at load).
     pub(crate) key_env: Option<String>,
     /// Models this key may use: exact ids, aliases, globs (`openai/*`).

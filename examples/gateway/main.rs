@@ -19,6 +19,7 @@ use std::time::Duration;
 
 use ai_router::AiRouter;
 use ai_router::mock::MockUpstream;
+use ai_router::request_id::SetRequestIdLayer;
 use axum::routing::get;
 use tracing_subscriber::EnvFilter;
 
@@ -121,7 +122,22 @@ async fn run() -> Result<(), ConfigError> {
     let router = builder.build().map_err(|e| invalid(&e))?;
 
     let mount = config.mount.trim_end_matches('/');
-    let app = axum::Router::new().route("/health", get(|| async { r#"{"status":"ok"}"# }));
+    // Outside the mount: `/health`, and OpenAI-shaped 404s for every other path; these get a
+    // request id of their own (the router sets its own inside the mount).
+    let app = axum::Router::new()
+        .route(
+            "/health",
+            get(|| async {
+                (
+                    [(http::header::CONTENT_TYPE, "application/json")],
+                    r#"{"status":"ok"}"#,
+                )
+            }),
+        )
+        .fallback(|method: http::Method, uri: http::Uri| async move {
+            ai_router::Error::unknown_url(&method, uri.path()).into_response()
+        })
+        .layer(SetRequestIdLayer::new());
     let app = if mount.is_empty() {
         app.fallback_service(router)
     } else {

@@ -378,22 +378,24 @@ impl HttpProviderBuilder {
     /// Checks the URL and headers and builds the provider.
     pub fn build(self) -> Result<HttpProvider, BuildError> {
         let url = self.base_url.trim();
+        // Messages show the URL without its query, which may hold a key (`?key=`).
+        let shown = without_query(url);
         let uri: Uri = url
             .parse()
-            .map_err(|_| BuildError::new(format!("base_url `{url}` is not a valid URL")))?;
+            .map_err(|_| BuildError::new(format!("base_url `{shown}` is not a valid URL")))?;
         let scheme = uri
             .scheme()
             .filter(|s| **s == Scheme::HTTP || **s == Scheme::HTTPS)
             .cloned()
             .ok_or_else(|| {
                 BuildError::new(format!(
-                    "base_url `{url}` must start with http:// or https://"
+                    "base_url `{shown}` must start with http:// or https://"
                 ))
             })?;
         let authority = uri
             .authority()
             .cloned()
-            .ok_or_else(|| BuildError::new(format!("base_url `{url}` has no host")))?;
+            .ok_or_else(|| BuildError::new(format!("base_url `{shown}` has no host")))?;
         if authority.as_str().contains('@') {
             return Err(BuildError::new(format!(
                 "base_url for host `{}` must not carry credentials; use api_key",
@@ -450,10 +452,15 @@ impl HttpProviderBuilder {
     }
 }
 
+/// `url` up to its query: what may be shown in logs and messages.
+fn without_query(url: &str) -> &str {
+    url.split(['?', '#']).next().unwrap_or_default()
+}
+
 impl fmt::Debug for HttpProviderBuilder {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("HttpProviderBuilder")
-            .field("base_url", &self.base_url)
+            .field("base_url", &without_query(&self.base_url))
             .field("auth", &self.auth)
             .field("api_key", &self.api_key.as_ref().map(|_| "***"))
             .finish_non_exhaustive()
@@ -543,6 +550,20 @@ mod tests {
             provider.prepare(request).unwrap().uri(),
             "https://api.cohere.com/v2/rerank"
         );
+    }
+
+    #[test]
+    fn url_queries_never_reach_messages_or_debug() {
+        let builder = HttpProvider::builder("https://gemini.example/v1?key=sk-in-query");
+        assert!(!format!("{builder:?}").contains("sk-in-query"));
+        let error = HttpProvider::builder("ftp://h/v1?key=sk-in-query")
+            .build()
+            .unwrap_err();
+        assert!(!error.to_string().contains("sk-in-query"), "{error}");
+        let provider = HttpProvider::builder("https://h/v1?key=sk-in-query")
+            .build()
+            .unwrap();
+        assert!(!format!("{provider:?}").contains("sk-in-query"));
     }
 
     #[test]

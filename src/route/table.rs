@@ -259,7 +259,7 @@ impl RouteTableBuilder {
     }
 
     /// Adds an alias with its ordered `provider/model` targets (the first is used; the rest
-    /// are the fallback order).
+    /// are kept in order for fallbacks, which are not tried yet).
     pub fn alias<I, M>(mut self, name: impl Into<String>, targets: I) -> Self
     where
         I: IntoIterator<Item = M>,
