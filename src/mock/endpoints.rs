@@ -109,29 +109,12 @@ pub(super) fn error_with_param(
     param: Option<&str>,
     code: Option<&str>,
 ) -> Reply {
-    #[derive(Serialize)]
-    struct ErrorBody<'a> {
-        error: ErrorDetail<'a>,
-    }
-    #[derive(Serialize)]
-    struct ErrorDetail<'a> {
-        message: &'a str,
-        #[serde(rename = "type")]
-        kind: &'a str,
-        param: Option<&'a str>,
-        code: Option<&'a str>,
-    }
-    let body = ErrorBody {
-        error: ErrorDetail {
-            message,
-            kind,
-            param,
-            code,
-        },
-    };
+    // The router's own renderer: one definition of the four-key shape.
+    let body = crate::openai_error::render_body(message, kind, param, code);
     Reply {
         status,
-        ..Reply::json(&body)
+        content_type: JSON,
+        body: MockBody::full(body),
     }
 }
 
