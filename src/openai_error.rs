@@ -525,12 +525,10 @@ impl Error {
         }
         if let Some(wait) = self.retry_after() {
             // `retry-after` in whole seconds, at least 1; `retry-after-ms` exact.
-            let secs = wait.as_millis().div_ceil(1000).max(1) as u64;
+            // `retry_after` is at least 1 ms, so both figures are at least 1.
+            let secs = wait.as_millis().div_ceil(1000) as u64;
             headers.insert(header::RETRY_AFTER, HeaderValue::from(secs));
-            headers.insert(
-                RETRY_AFTER_MS,
-                HeaderValue::from(wait.as_millis().max(1) as u64),
-            );
+            headers.insert(RETRY_AFTER_MS, HeaderValue::from(wait.as_millis() as u64));
         }
         if let Kind::RateLimited { limit, wait } = self.kind {
             crate::auth::write_refusal_headers(headers, limit, wait);
@@ -693,6 +691,21 @@ mod tests {
         assert!(message.contains("sk-s***"), "{message}");
         assert!(!message.contains("secret"), "{message}");
         assert_eq!(json["error"]["code"], "invalid_api_key");
+    }
+
+    #[test]
+    fn retry_headers_are_never_zero() {
+        for (wait, secs, ms) in [
+            (0, "1", "1"),
+            (1, "1", "1"),
+            (1001, "2", "1001"),
+            (30_000, "30", "30000"),
+        ] {
+            let response = Error::rate_limited(2, Duration::from_millis(wait)).into_response();
+            assert_eq!(response.headers()["retry-after"], secs, "{wait}");
+            assert_eq!(response.headers()["retry-after-ms"], ms, "{wait}");
+            assert_eq!(response.headers()["x-ratelimit-remaining-requests"], "0");
+        }
     }
 
     #[test]
