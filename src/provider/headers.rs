@@ -1,78 +1,118 @@
 //! Header hygiene between client, router and upstream.
+//!
+//! Each direction is one pass over the headers present (a few, usually), classifying names by
+//! string match and removing only those found: cheaper than asking the map for every name on
+//! the lists.
 
 use http::header::{self, HeaderMap, HeaderName, HeaderValue};
 
 /// Hop-by-hop headers (RFC 9110 §7.6.1 and the usual proxy ones): one connection's business.
-const HOP_BY_HOP: [HeaderName; 8] = [
-    header::CONNECTION,
-    HeaderName::from_static("keep-alive"),
-    HeaderName::from_static("proxy-connection"),
-    header::PROXY_AUTHENTICATE,
-    header::PROXY_AUTHORIZATION,
-    header::TE,
-    header::TRAILER,
-    header::TRANSFER_ENCODING,
-];
+fn is_hop_by_hop(name: &str) -> bool {
+    matches!(
+        name,
+        "connection"
+            | "keep-alive"
+            | "proxy-connection"
+            | "proxy-authenticate"
+            | "proxy-authorization"
+            | "te"
+            | "trailer"
+            | "transfer-encoding"
+            | "upgrade"
+    )
+}
 
 /// What belongs to the client's relation with the router (or the host in front of it) and
 /// never goes to a provider: credentials and account headers (OpenAI answers 401 when
 /// `OpenAI-Organization`/`OpenAI-Project` do not match our provider key), the host's cookies,
-/// and the client's addresses as proxies saw them.
-const CLIENT_ONLY: [HeaderName; 12] = [
-    header::AUTHORIZATION,
-    HeaderName::from_static("api-key"),
-    HeaderName::from_static("x-api-key"),
-    HeaderName::from_static("openai-organization"),
-    HeaderName::from_static("openai-project"),
-    header::COOKIE,
-    header::FORWARDED,
-    HeaderName::from_static("x-forwarded-for"),
-    HeaderName::from_static("x-forwarded-host"),
-    HeaderName::from_static("x-forwarded-proto"),
-    HeaderName::from_static("x-real-ip"),
-    // hyper answers `100-continue` to the client itself; the upstream gets a whole body.
-    header::EXPECT,
-];
+/// the client's addresses as proxies saw them, and what the router sets itself (`Host`,
+/// `Content-Length`, `Accept-Encoding`; hyper answers `100-continue` to the client itself, so
+/// the upstream gets a whole body without `Expect`).
+fn is_client_only(name: &str) -> bool {
+    matches!(
+        name,
+        "authorization"
+            | "api-key"
+            | "x-api-key"
+            | "openai-organization"
+            | "openai-project"
+            | "cookie"
+            | "forwarded"
+            | "x-forwarded-for"
+            | "x-forwarded-host"
+            | "x-forwarded-proto"
+            | "x-real-ip"
+            | "expect"
+            | "host"
+            | "content-length"
+            | "accept-encoding"
+    )
+}
+
+/// What belongs to the router's relation with the provider and never reaches a client: the
+/// provider account the answer was billed to, its cookies, and policies the provider sets for
+/// its own origin that a client would apply to the router's (`alt-svc` would send it to an
+/// HTTP/3 endpoint the router does not have; `strict-transport-security` pins TLS on the
+/// router's host).
+fn is_provider_only(name: &str) -> bool {
+    matches!(
+        name,
+        "openai-organization"
+            | "openai-project"
+            | "set-cookie"
+            | "alt-svc"
+            | "strict-transport-security"
+    )
+}
 
 /// The header an upstream's own request id is returned in.
 pub(crate) const X_UPSTREAM_REQUEST_ID: HeaderName =
     HeaderName::from_static("x-upstream-request-id");
 
-/// Removes hop-by-hop headers, including any that `Connection` names.
-fn strip_hop_by_hop(headers: &mut HeaderMap) {
-    let named: Vec<HeaderName> = headers
-        .get_all(header::CONNECTION)
-        .iter()
-        .filter_map(|value| value.to_str().ok())
-        .flat_map(|value| value.split(','))
-        .filter_map(|name| HeaderName::from_bytes(name.trim().as_bytes()).ok())
-        .collect();
-    for name in named.iter().chain(&HOP_BY_HOP) {
+/// Removes every header `doomed` selects, and the headers a `Connection` header names.
+fn strip(headers: &mut HeaderMap, doomed: impl Fn(&str) -> bool) {
+    // Most requests have nothing or one or two names to drop: collect them without allocating
+    // until one is found.
+    let mut found: Vec<HeaderName> = Vec::new();
+    let mut has_connection = false;
+    for name in headers.keys() {
+        has_connection |= name == header::CONNECTION;
+        if doomed(name.as_str()) {
+            found.push(name.clone());
+        }
+    }
+    if has_connection {
+        let named = headers
+            .get_all(header::CONNECTION)
+            .iter()
+            .filter_map(|value| value.to_str().ok())
+            .flat_map(|value| value.split(','))
+            .filter_map(|name| HeaderName::from_bytes(name.trim().as_bytes()).ok());
+        found.extend(named);
+    }
+    for name in &found {
         headers.remove(name);
     }
-    headers.remove(header::UPGRADE);
 }
 
-/// Prepares the client's headers for the upstream: hop-by-hop, `Host`, `Content-Length` and
-/// the client's credentials removed; the upstream is asked for an uncompressed answer, so
-/// error bodies and event streams stay readable to the router.
+/// Prepares the client's headers for the upstream: hop-by-hop headers and the client-only
+/// ones removed; the upstream is asked for an uncompressed answer, so error bodies and event
+/// streams stay readable to the router.
 pub(crate) fn to_upstream(headers: &mut HeaderMap) {
-    strip_hop_by_hop(headers);
-    for name in &CLIENT_ONLY {
-        headers.remove(name);
-    }
-    headers.remove(header::HOST);
-    headers.remove(header::CONTENT_LENGTH);
+    strip(headers, |name| is_hop_by_hop(name) || is_client_only(name));
     headers.insert(
         header::ACCEPT_ENCODING,
         HeaderValue::from_static("identity"),
     );
 }
 
-/// Prepares an upstream's headers for the client: hop-by-hop removed, the upstream's
-/// `x-request-id` moved to `x-upstream-request-id` (the router sets its own).
+/// Prepares an upstream's headers for the client: hop-by-hop and provider-only headers
+/// removed, the upstream's `x-request-id` moved to `x-upstream-request-id` (the router sets
+/// its own).
 pub(crate) fn to_client(headers: &mut HeaderMap) {
-    strip_hop_by_hop(headers);
+    strip(headers, |name| {
+        is_hop_by_hop(name) || is_provider_only(name)
+    });
     if let Some(id) = headers.remove(crate::request_id::X_REQUEST_ID) {
         headers.insert(X_UPSTREAM_REQUEST_ID, id);
     }
@@ -129,7 +169,33 @@ mod tests {
         headers.insert("x-request-id", HeaderValue::from_static("req_up"));
         headers.insert("connection", HeaderValue::from_static("close"));
         headers.insert("retry-after", HeaderValue::from_static("3"));
+        for name in [
+            "openai-organization",
+            "openai-project",
+            "set-cookie",
+            "alt-svc",
+            "strict-transport-security",
+        ] {
+            headers.insert(
+                HeaderName::from_static(name),
+                HeaderValue::from_static("provider"),
+            );
+        }
+        headers.insert(
+            "x-ratelimit-remaining-requests",
+            HeaderValue::from_static("9"),
+        );
         to_client(&mut headers);
+        let mut left: Vec<_> = headers.keys().map(|k| k.as_str().to_owned()).collect();
+        left.sort();
+        assert_eq!(
+            left,
+            [
+                "retry-after",
+                "x-ratelimit-remaining-requests",
+                "x-upstream-request-id"
+            ]
+        );
         assert_eq!(headers["x-upstream-request-id"], "req_up");
         assert!(headers.get("x-request-id").is_none());
         assert!(headers.get("connection").is_none());
