@@ -10,7 +10,7 @@ use pin_project_lite::pin_project;
 use tower_service::Service;
 
 use super::bearer_key;
-use super::key_store::KeyStoreError;
+use super::key_store::{ApiKeyDigest, KeyStoreError};
 use super::limit::{Admission, KeyLimiter};
 use super::principal::Principal;
 use crate::body::RouterBody;
@@ -38,6 +38,7 @@ pin_project! {
         Failed { error: Option<Error> },
         Lookup {
             #[pin] lookup: F,
+            digest: ApiKeyDigest,
             limiter: L,
             request: Option<Request<ReqBody>>,
             inner: Option<S>,
@@ -62,10 +63,17 @@ where
         }
     }
 
-    pub(super) fn lookup(lookup: F, limiter: L, request: Request<ReqBody>, inner: S) -> Self {
+    pub(super) fn lookup(
+        lookup: F,
+        digest: ApiKeyDigest,
+        limiter: L,
+        request: Request<ReqBody>,
+        inner: S,
+    ) -> Self {
         Self {
             state: State::Lookup {
                 lookup,
+                digest,
                 limiter,
                 request: Some(request),
                 inner: Some(inner),
@@ -93,6 +101,7 @@ where
                 }
                 StateProj::Lookup {
                     lookup,
+                    digest,
                     limiter,
                     request,
                     inner,
@@ -125,7 +134,7 @@ where
                     tracing::Span::current().record("key", principal.name());
                     // The router key stops here: nothing below may forward it.
                     request.headers_mut().remove(header::AUTHORIZATION);
-                    let admit = limiter.admit(&principal);
+                    let admit = limiter.admit(digest, &principal);
                     request.extensions_mut().insert(principal);
                     this.state.set(State::Admit {
                         admit,

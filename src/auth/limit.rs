@@ -16,7 +16,8 @@ use governor::{Quota, RateLimiter};
 use http::{HeaderMap, HeaderName, HeaderValue};
 use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 
-use super::principal::Principal;
+use super::key_store::ApiKeyDigest;
+use super::principal::{KeyLimits, Principal};
 use crate::openai_error::Error;
 
 /// Admits or refuses a request for a key, before its body is read.
@@ -28,8 +29,10 @@ pub trait KeyLimiter: Clone + Send + Sync + 'static {
     /// The check's future.
     type Future: Future<Output = Result<Admission, Error>> + Send + 'static;
 
-    /// Checks one request for `principal` against its [`KeyLimits`](super::KeyLimits).
-    fn admit(&self, principal: &Principal) -> Self::Future;
+    /// Checks one request made with the key of digest `key`, for `principal`, against the
+    /// principal's [`KeyLimits`]. Limits are per key: state is kept by `key`, never by the
+    /// principal's name (two keys may share a name).
+    fn admit(&self, key: &ApiKeyDigest, principal: &Principal) -> Self::Future;
 }
 
 /// What an admitted request carries: the rate-limit figures to report and a concurrency slot,
@@ -162,22 +165,46 @@ impl Clock for TokioClock {
 
 type Gcra = RateLimiter<NotKeyed, InMemoryState, TokioClock, StateInformationMiddleware>;
 
+fn new_gcra(rpm: NonZeroU32) -> Arc<Gcra> {
+    Arc::new(
+        RateLimiter::direct_with_clock(Quota::per_minute(rpm), TokioClock)
+            .with_middleware::<StateInformationMiddleware>(),
+    )
+}
+
+fn new_slots(max: NonZeroU32) -> Arc<Semaphore> {
+    Arc::new(Semaphore::new(max.get() as usize))
+}
+
 /// One key's limit state.
 struct KeyState {
-    limits: super::KeyLimits,
-    rate: Option<Gcra>,
+    limits: KeyLimits,
+    rate: Option<Arc<Gcra>>,
     slots: Option<Arc<Semaphore>>,
 }
 
 impl KeyState {
-    fn new(limits: super::KeyLimits) -> Self {
-        let rate = limits.rpm.map(|rpm| {
-            RateLimiter::direct_with_clock(Quota::per_minute(rpm), TokioClock)
-                .with_middleware::<StateInformationMiddleware>()
-        });
-        let slots = limits
-            .max_concurrent
-            .map(|max| Arc::new(Semaphore::new(max.get() as usize)));
+    fn new(limits: KeyLimits) -> Self {
+        Self {
+            limits,
+            rate: limits.rpm.map(new_gcra),
+            slots: limits.max_concurrent.map(new_slots),
+        }
+    }
+
+    /// The state for `limits`, keeping what did not change: a changed `rpm` starts a new
+    /// window, a changed `max_concurrent` a new slot count; the other part carries on.
+    fn with_limits(&self, limits: KeyLimits) -> Self {
+        let rate = if limits.rpm == self.limits.rpm {
+            self.rate.clone()
+        } else {
+            limits.rpm.map(new_gcra)
+        };
+        let slots = if limits.max_concurrent == self.limits.max_concurrent {
+            self.slots.clone()
+        } else {
+            limits.max_concurrent.map(new_slots)
+        };
         Self {
             limits,
             rate,
@@ -214,12 +241,13 @@ impl KeyState {
     }
 }
 
-/// Limits kept in this process: a GCRA rate limiter and a slot count per key name.
+/// Limits kept in this process: a GCRA rate limiter and a slot count per key (by digest).
 ///
-/// State is made on a key's first request. Time is tokio's, so tests can pause it.
+/// State is made on a key's first request and kept by the key's digest, so two keys never
+/// share a window even when they share a name. Time is tokio's, so tests can pause it.
 #[derive(Clone, Default)]
 pub struct InProcessLimiter {
-    keys: Arc<RwLock<HashMap<Arc<str>, Arc<KeyState>>>>,
+    keys: Arc<RwLock<HashMap<ApiKeyDigest, Arc<KeyState>>>>,
 }
 
 impl InProcessLimiter {
@@ -228,21 +256,20 @@ impl InProcessLimiter {
         Self::default()
     }
 
-    fn state(&self, principal: &Principal) -> Arc<KeyState> {
-        let limits = principal.limits();
+    fn state(&self, key: &ApiKeyDigest, limits: KeyLimits) -> Arc<KeyState> {
         {
             let keys = self.keys.read().unwrap_or_else(PoisonError::into_inner);
-            if let Some(state) = keys.get(principal.name()).filter(|s| s.limits == limits) {
+            if let Some(state) = keys.get(key).filter(|s| s.limits == limits) {
                 return state.clone();
             }
         }
         let mut keys = self.keys.write().unwrap_or_else(PoisonError::into_inner);
         let state = keys
-            .entry(principal.name().into())
+            .entry(*key)
             .or_insert_with(|| Arc::new(KeyState::new(limits)));
         if state.limits != limits {
-            // The key's limits changed (a store reloaded it): start afresh.
-            *state = Arc::new(KeyState::new(limits));
+            // The key's limits changed (its store was reloaded).
+            *state = Arc::new(state.with_limits(limits));
         }
         state.clone()
     }
@@ -251,12 +278,12 @@ impl InProcessLimiter {
 impl KeyLimiter for InProcessLimiter {
     type Future = Ready<Result<Admission, Error>>;
 
-    fn admit(&self, principal: &Principal) -> Self::Future {
+    fn admit(&self, key: &ApiKeyDigest, principal: &Principal) -> Self::Future {
         let limits = principal.limits();
         if limits.rpm.is_none() && limits.max_concurrent.is_none() {
             return ready(Ok(Admission::unlimited()));
         }
-        ready(self.state(principal).admit())
+        ready(self.state(key, limits).admit())
     }
 }
 
@@ -275,7 +302,46 @@ mod tests {
     use super::*;
 
     fn admit(limiter: &InProcessLimiter, principal: &Principal) -> Result<Admission, Error> {
-        limiter.admit(principal).into_inner()
+        limiter
+            .admit(&ApiKeyDigest::of(principal.name()), principal)
+            .into_inner()
+    }
+
+    #[test]
+    fn two_keys_with_one_name_keep_their_own_limits() {
+        let limiter = InProcessLimiter::new();
+        let (a, b) = (ApiKeyDigest::of("sk-a"), ApiKeyDigest::of("sk-b"));
+        let (one, two) = (
+            Principal::new("team").rpm(1).max_concurrent(1),
+            Principal::new("team").rpm(2).max_concurrent(2),
+        );
+        let mut admitted = 0;
+        let mut held = Vec::new();
+        for _ in 0..10 {
+            for (key, principal) in [(&a, &one), (&b, &two)] {
+                if let Ok(admission) = limiter.admit(key, principal).into_inner() {
+                    admitted += 1;
+                    held.push(admission);
+                }
+            }
+        }
+        // One slot for `a`, two for `b`, however the calls interleave.
+        assert_eq!(admitted, 3);
+        drop(held);
+        // Slots are back; rpm windows are not: `a` used its 1, `b` its 2.
+        assert!(limiter.admit(&a, &one).into_inner().is_err());
+        assert!(limiter.admit(&b, &two).into_inner().is_err());
+    }
+
+    #[tokio::test]
+    async fn a_changed_limit_keeps_the_unchanged_part() {
+        let limiter = InProcessLimiter::new();
+        let key = ApiKeyDigest::of("sk-k");
+        let before = Principal::new("k").rpm(1).max_concurrent(5);
+        let _held = limiter.admit(&key, &before).into_inner().unwrap();
+        // Only the slot count changed: the rpm window is not reset.
+        let after = Principal::new("k").rpm(1).max_concurrent(6);
+        assert!(limiter.admit(&key, &after).into_inner().is_err());
     }
 
     #[tokio::test(start_paused = true)]

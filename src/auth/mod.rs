@@ -159,7 +159,7 @@ where
         // behind for the next request.
         let inner = self.inner.clone();
         let inner = std::mem::replace(&mut self.inner, inner);
-        ResponseFuture::lookup(lookup, self.limiter.clone(), request, inner)
+        ResponseFuture::lookup(lookup, digest, self.limiter.clone(), request, inner)
     }
 }
 
