@@ -44,7 +44,8 @@ use crate::openai_error::Error;
 use crate::route::RouteTarget;
 
 pub use self::http::{
-    DEFAULT_CONNECT_TIMEOUT, DEFAULT_TIMEOUT, HttpClient, HttpProvider, HttpProviderBuilder,
+    DEFAULT_CONNECT_TIMEOUT, DEFAULT_POOL_IDLE_TIMEOUT, DEFAULT_POOL_MAX_IDLE_PER_HOST,
+    DEFAULT_TIMEOUT, HttpClient, HttpClientBuilder, HttpProvider, HttpProviderBuilder,
     ProviderAuth, ResponseFuture as HttpResponseFuture,
 };
 
