@@ -222,8 +222,10 @@ struct ChatChunk<'a> {
     created: u64,
     model: &'a str,
     choices: &'a [ChunkChoice<'a>],
+    /// Absent unless the client asked for usage; then `null` on every chunk but the usage one,
+    /// as OpenAI sends it.
     #[serde(skip_serializing_if = "Option::is_none")]
-    usage: Option<Usage>,
+    usage: Option<Option<Usage>>,
 }
 
 #[derive(Serialize)]
@@ -281,6 +283,7 @@ fn chat_completions(body: &[u8], n: u64) -> Reply {
         });
     }
 
+    let wants_usage = include_usage(request.stream_options.as_ref());
     let chunk = |delta: Delta<'_>, finish_reason: Option<&'static str>| {
         sse_data(&ChatChunk {
             id: &id,
@@ -293,7 +296,7 @@ fn chat_completions(body: &[u8], n: u64) -> Reply {
                 logprobs: (),
                 finish_reason,
             }],
-            usage: None,
+            usage: wants_usage.then_some(None),
         })
     };
     let mut frames = Vec::with_capacity(usage.completion_tokens as usize + 4);
@@ -320,14 +323,14 @@ fn chat_completions(body: &[u8], n: u64) -> Reply {
         },
         Some("stop"),
     ));
-    if include_usage(request.stream_options.as_ref()) {
+    if wants_usage {
         frames.push(sse_data(&ChatChunk {
             id: &id,
             object: "chat.completion.chunk",
             created: CREATED,
             model,
             choices: &[],
-            usage: Some(usage),
+            usage: Some(Some(usage)),
         }));
     }
     frames.push(Bytes::from_static(b"data: [DONE]\n\n"));

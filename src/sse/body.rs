@@ -28,7 +28,7 @@ pub(crate) struct StreamContext {
     pub(crate) target: Option<RouteTarget>,
     pub(crate) start: Instant,
     pub(crate) idle_timeout: Duration,
-    pub(crate) strip_usage_chunk: bool,
+    pub(crate) strip_injected_usage: bool,
 }
 
 pin_project! {
@@ -65,7 +65,7 @@ impl SseBody {
             // `sleep` (not `now + timeout`) copes with a timeout too long to add to an instant.
             idle: tokio::time::sleep(context.idle_timeout),
             last_activity: now,
-            scanner: EventScanner::new(context.strip_usage_chunk),
+            scanner: EventScanner::new(context.strip_injected_usage),
             out: VecDeque::new(),
             first_byte: None,
             done: false,
@@ -272,7 +272,7 @@ mod tests {
             target: Some(RouteTarget::new("p", "m", endpoint)),
             start: Instant::now(),
             idle_timeout: Duration::from_secs(5),
-            strip_usage_chunk: false,
+            strip_injected_usage: false,
         }
     }
 

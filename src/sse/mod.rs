@@ -18,8 +18,9 @@
 //! - **Usage injection (opt-in per provider).** For a streamed chat completion whose client did
 //!   not send `stream_options`, the router may add `"stream_options":{"include_usage":true}`
 //!   upstream (the only body change besides `model`) so usage can be counted, and then removes
-//!   the extra `choices: []` usage chunk from what the client receives. Other chunks then carry
-//!   `"usage": null`, which the SDKs accept.
+//!   what that changed from what the client receives: the extra `choices: []` usage chunk, and
+//!   the `"usage": null` member the provider then adds to every other chunk (each such event
+//!   is copied once without it; the stream stays event by event).
 //! - **Headers.** `cache-control: no-cache` and `x-accel-buffering: no` (so a reverse proxy in
 //!   front does not buffer); `content-length` is dropped. Upstreams are asked for
 //!   `accept-encoding: identity`, so the stream is readable text; tower-http's compression
@@ -57,6 +58,7 @@
 
 mod body;
 mod idle;
+mod injected;
 mod scanner;
 mod usage;
 
@@ -268,16 +270,16 @@ where
         let (idle_timeout, inject) = self
             .settings
             .for_provider(target.as_ref().map(RouteTarget::provider));
-        let mut strip_usage_chunk = false;
+        let mut strip_injected_usage = false;
         if let Some(target) = &target {
             let wants = inject
                 && target.stream()
                 && target.endpoint() == Endpoint::ChatCompletions
                 && target.include_usage().is_none();
             if wants {
-                if let Some(body) = inject_include_usage(request.body()) {
+                if let Some(body) = injected::inject_include_usage(request.body()) {
                     *request.body_mut() = body;
-                    strip_usage_chunk = true;
+                    strip_injected_usage = true;
                 }
             }
         }
@@ -287,19 +289,13 @@ where
             target,
             start: Instant::now(),
             idle_timeout,
-            strip_usage_chunk,
+            strip_injected_usage,
         };
         ResponseFuture {
             inner: self.inner.call(request),
             context: Some(context),
         }
     }
-}
-
-/// Adds `"stream_options":{"include_usage":true}` as the body's first member. The body is a
-/// JSON object without `stream_options` (route checked both).
-fn inject_include_usage(body: &Bytes) -> Option<Bytes> {
-    crate::route::insert_first_member(body, br#""stream_options":{"include_usage":true}"#)
 }
 
 pin_project! {
@@ -358,13 +354,13 @@ mod tests {
     #[test]
     fn usage_is_injected_as_the_first_member() {
         let body = Bytes::from_static(br#"  {"model":"m","stream":true}"#);
-        let out = inject_include_usage(&body).unwrap();
+        let out = injected::inject_include_usage(&body).unwrap();
         assert_eq!(
             out,
             r#"  {"stream_options":{"include_usage":true},"model":"m","stream":true}"#
         );
         let json: serde_json::Value = serde_json::from_slice(&out).unwrap();
         assert_eq!(json["stream_options"]["include_usage"], true);
-        assert!(inject_include_usage(&Bytes::from_static(b"[1]")).is_none());
+        assert!(injected::inject_include_usage(&Bytes::from_static(b"[1]")).is_none());
     }
 }

@@ -7,6 +7,7 @@ use bytes::{Bytes, BytesMut};
 use memchr::memmem;
 use serde::Deserialize;
 
+use super::injected;
 use super::usage::Usage;
 
 /// An event larger than this is forwarded as it comes instead of being held whole (image
@@ -25,8 +26,9 @@ pub(crate) struct EventScanner {
     line_start: bool,
     /// The last byte seen was `\r`: a `\n` right after it belongs to the same line ending.
     pending_cr: bool,
-    /// Drop the `choices: []` usage chunk (the router asked for it; the client did not).
-    strip_usage_chunk: bool,
+    /// The router asked for usage; the client did not: drop the `choices: []` usage chunk and
+    /// the `"usage": null` member of every other chunk.
+    strip_injected_usage: bool,
     /// Part of the current event was forwarded (it outgrew [`MAX_HELD`]): the client is not on
     /// an event boundary until it ends.
     partial_forwarded: bool,
@@ -38,10 +40,10 @@ pub(crate) struct EventScanner {
 }
 
 impl EventScanner {
-    pub(crate) fn new(strip_usage_chunk: bool) -> Self {
+    pub(crate) fn new(strip_injected_usage: bool) -> Self {
         Self {
             line_start: true,
-            strip_usage_chunk,
+            strip_injected_usage,
             ..Self::default()
         }
     }
@@ -115,16 +117,24 @@ impl EventScanner {
                 (self.held.split().freeze(), true)
             };
             self.partial_forwarded = false;
-            let keep = self.observe(&event);
-            self.last_stripped = !keep;
+            let verdict = self.observe(&event);
+            self.last_stripped = matches!(verdict, Verdict::Drop);
             if from_held {
-                if keep {
-                    out.push_back(event);
+                // Assembled from held bytes: forward it (or what replaces it) alone.
+                match verdict {
+                    Verdict::Keep => out.push_back(event),
+                    Verdict::Replace(bytes) => out.push_back(bytes),
+                    Verdict::Drop => {}
                 }
                 emit_from = end;
-            } else if !keep {
+            } else if !matches!(verdict, Verdict::Keep) {
+                // The events before this one in the chunk go as they are; this one is dropped
+                // or replaced.
                 if event_start > emit_from {
                     out.push_back(chunk.slice(emit_from..event_start));
+                }
+                if let Verdict::Replace(bytes) = verdict {
+                    out.push_back(bytes);
                 }
                 emit_from = end;
             }
@@ -155,18 +165,24 @@ impl EventScanner {
         (!self.held.is_empty()).then(|| self.held.split().freeze())
     }
 
-    /// Looks at one whole event; `false` means drop it.
-    fn observe(&mut self, event: &[u8]) -> bool {
+    /// Looks at one whole event: what to forward of it.
+    fn observe(&mut self, event: &[u8]) -> Verdict {
         if !has_data_line(event) {
-            return true;
+            return Verdict::Keep;
         }
         self.events += 1;
         // Most events carry no usage object (or `"usage":null`): skip them without copying.
         if !has_usage_object(event) {
-            return true;
+            if self.strip_injected_usage && injected::may_have_null_usage(event) {
+                // The key is there only because the router asked for usage.
+                if let Some(without) = injected::without_null_usage(event) {
+                    return Verdict::Replace(without);
+                }
+            }
+            return Verdict::Keep;
         }
         let Some(data) = event_data(event) else {
-            return true;
+            return Verdict::Keep;
         };
         #[derive(Deserialize)]
         struct Frame {
@@ -183,19 +199,29 @@ impl EventScanner {
             usage: Option<Usage>,
         }
         let Ok(frame) = serde_json::from_slice::<Frame>(&data) else {
-            return true;
+            return Verdict::Keep;
         };
         if let Some(usage) = frame.usage {
             self.usage = Some(usage);
-            if self.strip_usage_chunk && frame.choices.is_some_and(|c| c.is_empty()) {
+            if self.strip_injected_usage && frame.choices.is_some_and(|c| c.is_empty()) {
                 self.events -= 1;
-                return false;
+                return Verdict::Drop;
             }
         } else if let Some(usage) = frame.response.and_then(|r| r.usage) {
             self.usage = Some(usage);
         }
-        true
+        Verdict::Keep
     }
+}
+
+/// What to forward of one event.
+enum Verdict {
+    /// The event as it came.
+    Keep,
+    /// Nothing (the usage chunk the router asked for).
+    Drop,
+    /// These bytes instead (the event without the `"usage": null` the router caused).
+    Replace(Bytes),
 }
 
 /// Whether some line of the event is a `data` field.
@@ -299,12 +325,15 @@ mod tests {
     fn the_injected_usage_chunk_is_stripped_at_every_split() {
         let stream = CHAT.as_bytes();
         let usage_event = "data: {\"id\":\"c\",\"choices\":[],\ndata: \"usage\":{\"prompt_tokens\":3,\"completion_tokens\":2,\"total_tokens\":5}}\r\r";
-        let expected = CHAT.replace(usage_event, "");
+        // The usage chunk goes, and so does the `"usage":null` the request for it caused.
+        let expected = CHAT.replace(usage_event, "").replace(",\"usage\":null", "");
         for a in 0..=stream.len() {
             let (bytes, scanner) = run(stream, &[a], true);
             assert_eq!(String::from_utf8(bytes).unwrap(), expected, "split at {a}");
             assert_eq!(scanner.usage().unwrap().total_tokens, 5);
         }
+        let every: Vec<usize> = (1..stream.len()).collect();
+        assert_eq!(String::from_utf8(run(stream, &every, true).0).unwrap(), expected);
     }
 
     #[test]

@@ -802,14 +802,22 @@ async fn injected_usage_is_counted_and_hidden_from_the_client() {
     assert_eq!(seen_json["stream_options"]["include_usage"], true);
     assert_eq!(seen_json["model"], "gpt-4o-mini");
 
-    // What the mock sent, less its usage chunk, is what the client got.
+    // What the mock sent, less its usage chunk and the `"usage":null` on every other chunk
+    // (OpenAI adds both only when asked for usage), is what the client got.
     let upstream = direct_stream(&harness, "/chat/completions", seen.body.clone()).await;
     let usage_frame = frames(&upstream)
         .into_iter()
         .find(|f| f.starts_with("data: {") && frame_json(f)["choices"] == json!([]))
         .expect("the mock sent a usage chunk")
         .to_owned();
-    assert_eq!(text, upstream.replace(&usage_frame, ""));
+    assert!(upstream.contains(r#","usage":null}"#), "{upstream}");
+    assert_eq!(
+        text,
+        upstream
+            .replace(&usage_frame, "")
+            .replace(r#","usage":null}"#, "}")
+    );
+    assert!(!text.contains("\"usage\""), "{text}");
     assert!(text.ends_with(DONE), "{text}");
     for frame in frames(&text).into_iter().filter(|f| *f != DONE) {
         assert_ne!(frame_json(frame)["choices"], json!([]), "{frame}");
@@ -855,6 +863,8 @@ async fn a_usage_chunk_the_client_asked_for_reaches_it_unchanged() {
         );
         let upstream = direct_stream(&harness, "/chat/completions", seen.body.clone()).await;
         assert_eq!(text, upstream, "inject={inject}");
+        // The client asked for usage: its `"usage":null` members are its own to keep.
+        assert!(text.contains(r#","usage":null}"#), "inject={inject}: {text}");
         let usage_frames: Vec<Value> = frames(&text)
             .into_iter()
             .filter(|f| *f != DONE)
