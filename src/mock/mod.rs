@@ -1,7 +1,7 @@
 //! A scriptable, OpenAI-compatible mock upstream served over real TCP.
 //!
 //! [`MockUpstream`] binds `127.0.0.1:0` (by default), speaks HTTP/1.1 and h2c,
-//! records every request it receives ([`RecordedRequest`]) and answers the
+//! records the requests it receives ([`RecordedRequest`]) and answers the
 //! common OpenAI endpoints under `/v1` with small, deterministic bodies that
 //! the official client types deserialize: chat completions (plain and SSE),
 //! legacy completions, embeddings, moderations, rerank, responses (plain and
@@ -10,7 +10,8 @@
 //! translations and models. Form answers in JSON carry a `mock_received`
 //! member describing the parts that arrived (names in order, and each file's
 //! name, file name, content type, length and SHA-256); malformed forms are
-//! answered 400, never a panic. Any request can instead be
+//! answered 400, never a panic. It keeps the latest 1000 requests by default
+//! ([`MockUpstreamBuilder::keep_requests`]). Any request can instead be
 //! answered with a queued [`ScriptedResponse`] (errors, odd headers, delays,
 //! and event streams sent chunk by chunk, paced, gated, reset or stalled).
 //!
@@ -103,20 +104,20 @@ impl MockUpstream {
         format!("http://{addr}/v1")
     }
 
-    /// Every request received so far, in arrival order (including rejected
-    /// and scripted ones).
+    /// The requests received so far, in arrival order (including rejected and scripted
+    /// ones): the last [`keep_requests`](MockUpstreamBuilder::keep_requests) of them.
     pub fn requests(&self) -> Vec<RecordedRequest> {
-        self.shared.requests().clone()
+        self.shared.recorded().kept.iter().cloned().collect()
     }
 
-    /// The most recently received request, if any.
+    /// The most recently received request, if it is kept.
     pub fn last_request(&self) -> Option<RecordedRequest> {
-        self.shared.requests().last().cloned()
+        self.shared.recorded().kept.back().cloned()
     }
 
-    /// How many requests have been received so far.
+    /// How many requests have been received so far (kept or not).
     pub fn request_count(&self) -> usize {
-        self.shared.requests().len()
+        self.shared.recorded().count
     }
 
     /// Queues a response (FIFO): the next request, whatever its path, gets
@@ -176,7 +177,11 @@ pub struct MockUpstreamBuilder {
     api_key_header: Option<HeaderName>,
     no_auth: bool,
     bind: SocketAddr,
+    keep_requests: usize,
 }
+
+/// How many received requests a mock keeps unless told otherwise.
+const DEFAULT_KEEP_REQUESTS: usize = 1000;
 
 impl Default for MockUpstreamBuilder {
     fn default() -> Self {
@@ -185,6 +190,7 @@ impl Default for MockUpstreamBuilder {
             api_key_header: None,
             no_auth: false,
             bind: SocketAddr::from((Ipv4Addr::LOCALHOST, 0)),
+            keep_requests: DEFAULT_KEEP_REQUESTS,
         }
     }
 }
@@ -222,6 +228,15 @@ impl MockUpstreamBuilder {
         self
     }
 
+    /// How many of the latest requests are kept for [`MockUpstream::requests`] (default 1000;
+    /// older ones are dropped, so a long-running mock uses bounded memory). `0` keeps none
+    /// (a demo or a bench); [`MockUpstream::request_count`] counts them all either way.
+    #[must_use]
+    pub fn keep_requests(mut self, n: usize) -> Self {
+        self.keep_requests = n;
+        self
+    }
+
     /// Binds the listener and spawns the server on the current Tokio runtime.
     pub async fn start(self) -> std::io::Result<MockUpstream> {
         let listener = tokio::net::TcpListener::bind(self.bind).await?;
@@ -236,7 +251,11 @@ impl MockUpstreamBuilder {
         };
         let shared = Arc::new(Shared {
             auth,
-            requests: Mutex::new(Vec::new()),
+            recorded: Mutex::new(Recorded {
+                kept: VecDeque::new(),
+                keep: self.keep_requests,
+                count: 0,
+            }),
             scripts: Mutex::new(VecDeque::new()),
             connections_closed: tokio::sync::watch::Sender::new(0),
             received: tokio::sync::watch::Sender::new(0),
@@ -474,7 +493,7 @@ impl Auth {
 #[derive(Debug)]
 struct Shared {
     auth: Auth,
-    requests: Mutex<Vec<RecordedRequest>>,
+    recorded: Mutex<Recorded>,
     scripts: Mutex<VecDeque<ScriptedResponse>>,
     /// How many connections have ended; bumped by each connection task as it ends.
     connections_closed: tokio::sync::watch::Sender<usize>,
@@ -482,9 +501,17 @@ struct Shared {
     received: tokio::sync::watch::Sender<usize>,
 }
 
+/// The requests received: the latest few, and how many in all.
+#[derive(Debug)]
+struct Recorded {
+    kept: VecDeque<RecordedRequest>,
+    keep: usize,
+    count: usize,
+}
+
 impl Shared {
-    fn requests(&self) -> MutexGuard<'_, Vec<RecordedRequest>> {
-        self.requests.lock().unwrap_or_else(PoisonError::into_inner)
+    fn recorded(&self) -> MutexGuard<'_, Recorded> {
+        self.recorded.lock().unwrap_or_else(PoisonError::into_inner)
     }
 
     fn scripts(&self) -> MutexGuard<'_, VecDeque<ScriptedResponse>> {
@@ -494,9 +521,15 @@ impl Shared {
     /// Records a request and returns its 1-based sequence number.
     fn record(&self, request: RecordedRequest) -> u64 {
         let count = {
-            let mut requests = self.requests();
-            requests.push(request);
-            requests.len()
+            let mut recorded = self.recorded();
+            if recorded.keep > 0 {
+                if recorded.kept.len() == recorded.keep {
+                    recorded.kept.pop_front();
+                }
+                recorded.kept.push_back(request);
+            }
+            recorded.count += 1;
+            recorded.count
         };
         self.received
             .send_modify(|received| *received = (*received).max(count));

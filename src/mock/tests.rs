@@ -1356,3 +1356,31 @@ mod forms {
         assert_error(&answer, None, Some("unsupported_content_type"));
     }
 }
+
+#[tokio::test]
+async fn only_the_latest_requests_are_kept() {
+    let mock = MockUpstream::builder()
+        .keep_requests(2)
+        .start()
+        .await
+        .unwrap();
+    for n in 0..5 {
+        post(&mock, "/v1/embeddings", json!({"model": "m", "input": n})).await;
+    }
+    assert_eq!(mock.request_count(), 5);
+    let kept: Vec<Value> = mock
+        .requests()
+        .iter()
+        .map(|r| r.json().unwrap()["input"].clone())
+        .collect();
+    assert_eq!(kept, [json!(3), json!(4)]);
+
+    let none = MockUpstream::builder()
+        .keep_requests(0)
+        .start()
+        .await
+        .unwrap();
+    post(&none, "/v1/embeddings", json!({"model": "m", "input": "x"})).await;
+    assert_eq!(none.request_count(), 1);
+    assert!(none.requests().is_empty() && none.last_request().is_none());
+}
