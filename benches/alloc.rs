@@ -19,14 +19,16 @@ mod common;
 use std::alloc::System;
 use std::fmt::Debug;
 
+use ai_router::Error;
 use ai_router::auth::AuthLayer;
-use ai_router::normalize::OpenAiErrorsLayer;
+use ai_router::openai_errors::OpenAiErrorsLayer;
+use ai_router::provider::UpstreamBody;
 use ai_router::request_id::SetRequestIdLayer;
 use ai_router::route::{Endpoint, RouteLayer, RouteTarget};
 use ai_router::sse::SseLayer;
-use ai_router::{Error, RouterBody};
 use bytes::Bytes;
 use http::{HeaderValue, Request, Response, StatusCode, header};
+use http_body::Body;
 use http_body_util::{BodyExt as _, Full};
 use stats_alloc::{INSTRUMENTED_SYSTEM, Region, StatsAlloc};
 use tower::{Service, ServiceBuilder, ServiceExt as _};
@@ -47,15 +49,17 @@ struct Count {
 /// Sends `n` requests made by `make` through clones of `service` and drains each answer;
 /// returns what the allocator saw, per request. A short warm-up runs first (lazily
 /// initialised statics, tracing call sites).
-async fn count<S, B>(
+async fn count<S, B, RB>(
     service: &S,
     n: usize,
     status: StatusCode,
     make: impl Fn() -> Request<B>,
 ) -> Count
 where
-    S: Service<Request<B>, Response = Response<RouterBody>> + Clone,
+    S: Service<Request<B>, Response = Response<RB>> + Clone,
     S::Error: Debug,
+    RB: Body<Data = Bytes>,
+    RB::Error: Debug,
 {
     for _ in 0..50 {
         exchange(service, make(), status).await;
@@ -74,10 +78,12 @@ where
     }
 }
 
-async fn exchange<S, B>(service: &S, request: Request<B>, status: StatusCode)
+async fn exchange<S, B, RB>(service: &S, request: Request<B>, status: StatusCode)
 where
-    S: Service<Request<B>, Response = Response<RouterBody>> + Clone,
+    S: Service<Request<B>, Response = Response<RB>> + Clone,
     S::Error: Debug,
+    RB: Body<Data = Bytes>,
+    RB::Error: Debug,
 {
     let response = service.clone().oneshot(request).await.unwrap();
     assert_eq!(response.status(), status);
@@ -86,8 +92,8 @@ where
 }
 
 /// The in-memory upstream's streamed answer: 24 chat chunks and `[DONE]`.
-fn sse_answer() -> Response<RouterBody> {
-    let mut response = Response::new(RouterBody::new(Frames::sse(24)));
+fn sse_answer() -> Response<UpstreamBody> {
+    let mut response = Response::new(UpstreamBody::new(Frames::sse(24)));
     response.headers_mut().insert(
         header::CONTENT_TYPE,
         HeaderValue::from_static("text/event-stream"),

@@ -15,13 +15,13 @@ mod common;
 use std::hint::black_box;
 use std::time::Duration;
 
+use ai_router::Error;
 use ai_router::auth::AuthLayer;
-use ai_router::normalize::OpenAiErrorsLayer;
-use ai_router::provider::Providers;
+use ai_router::openai_errors::OpenAiErrorsLayer;
+use ai_router::provider::{Providers, UpstreamBody};
 use ai_router::request_id::SetRequestIdLayer;
 use ai_router::route::{Endpoint, RouteLayer, RouteTarget};
 use ai_router::sse::SseLayer;
-use ai_router::{Error, RouterBody};
 use bytes::Bytes;
 use criterion::{BatchSize, Criterion, Throughput, criterion_group, criterion_main};
 use http::{Request, Response, StatusCode, header};
@@ -41,10 +41,12 @@ fn runtime() -> Runtime {
 }
 
 /// Calls a clone of `service` with `request` and drains the answer; panics unless `status`.
-async fn exchange<S, B>(service: &S, request: Request<B>, status: StatusCode) -> Bytes
+async fn exchange<S, B, RB>(service: &S, request: Request<B>, status: StatusCode) -> Bytes
 where
-    S: Service<Request<B>, Response = Response<RouterBody>> + Clone,
+    S: Service<Request<B>, Response = Response<RB>> + Clone,
     S::Error: std::fmt::Debug,
+    RB: Body<Data = Bytes>,
+    RB::Error: std::fmt::Debug,
 {
     let response = service.clone().oneshot(request).await.unwrap();
     assert_eq!(response.status(), status);
@@ -60,7 +62,7 @@ where
 
 /// Registers one async bench: `make` builds each request (untimed), the routine calls the
 /// service with it and drains the answer.
-fn bench_service<S, B>(
+fn bench_service<S, B, RB>(
     c: &mut Criterion,
     rt: &Runtime,
     name: &str,
@@ -69,8 +71,10 @@ fn bench_service<S, B>(
     status: StatusCode,
     make: impl Fn() -> Request<B> + Copy,
 ) where
-    S: Service<Request<B>, Response = Response<RouterBody>> + Clone,
+    S: Service<Request<B>, Response = Response<RB>> + Clone,
     S::Error: std::fmt::Debug,
+    RB: Body<Data = Bytes>,
+    RB::Error: std::fmt::Debug,
 {
     // Check the answer once before timing it.
     rt.block_on(exchange(&service, make(), status));
@@ -120,8 +124,8 @@ fn upstream(c: &mut Criterion, rt: &Runtime) {
 }
 
 /// The in-memory upstream's streamed answer: 24 chat chunks and `[DONE]`.
-fn sse_answer() -> Response<RouterBody> {
-    let mut response = Response::new(RouterBody::new(Frames::sse(24)));
+fn sse_answer() -> Response<UpstreamBody> {
+    let mut response = Response::new(UpstreamBody::new(Frames::sse(24)));
     response.headers_mut().insert(
         header::CONTENT_TYPE,
         http::HeaderValue::from_static("text/event-stream"),
@@ -256,7 +260,7 @@ fn normalize(c: &mut Criterion, rt: &Runtime) {
     let failing = ServiceBuilder::new()
         .layer(OpenAiErrorsLayer::new())
         .service_fn(|_: Request<Full<Bytes>>| async {
-            Err::<Response<RouterBody>, _>(Error::model_not_found("mock/gpt-5-ultra"))
+            Err::<Response<UpstreamBody>, _>(Error::model_not_found("mock/gpt-5-ultra"))
         });
     bench_service(
         c,
@@ -273,7 +277,7 @@ fn normalize(c: &mut Criterion, rt: &Runtime) {
             let response = Response::builder()
                 .status(StatusCode::INTERNAL_SERVER_ERROR)
                 .header(header::CONTENT_TYPE, "text/html; charset=utf-8")
-                .body(RouterBody::full(Bytes::from_static(
+                .body(UpstreamBody::full(Bytes::from_static(
                     UPSTREAM_500_HTML.as_bytes(),
                 )))
                 .unwrap();

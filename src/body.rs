@@ -1,173 +1,150 @@
-//! The response body every router service answers with.
+//! Bodies the router writes itself, and the body of a layer that may answer on its own.
 //!
-//! One concrete type covers answers the router writes itself (bytes in memory) and answers
-//! streamed from an upstream (hyper's `Incoming`, passed through frame by frame, never
-//! collected), so the composed service has a single `Response<RouterBody>`.
+//! A leaf: every layer imports it, it imports no layer. Each layer owns the body of its
+//! answers (`auth::ResponseBody`, `sse::ResponseBody`, ...); those that either pass the inner
+//! service's body through or answer with bytes of their own (an OpenAI error, `GET /models`)
+//! use [`InnerOrFull`]. Nothing here collects or boxes a body.
 //!
 //! # Example
 //! ```
-//! use ai_router::RouterBody;
+//! use ai_router::body::Full;
 //! use http_body::Body as _;
 //!
-//! let body = RouterBody::full("{}");
+//! let body = Full::new("{}");
 //! assert_eq!(body.size_hint().exact(), Some(2));
 //! ```
 
-use std::fmt;
+use std::convert::Infallible;
 use std::pin::Pin;
 use std::task::{Context, Poll};
 
 use bytes::Bytes;
 use http_body::{Body, Frame, SizeHint};
-use http_body_util::BodyExt as _;
-use http_body_util::combinators::UnsyncBoxBody;
 use pin_project_lite::pin_project;
 
-use crate::auth::ConcurrencyPermit;
-use crate::openai_error::BoxError;
-use crate::sse::{IdleBody, SseBody};
+/// Bytes held in memory, sent as one frame.
+#[derive(Clone, Debug, Default)]
+pub struct Full {
+    data: Option<Bytes>,
+}
+
+impl Full {
+    /// A body of these bytes.
+    pub fn new(data: impl Into<Bytes>) -> Self {
+        let data: Bytes = data.into();
+        Self {
+            data: (!data.is_empty()).then_some(data),
+        }
+    }
+
+    /// An empty body.
+    pub fn empty() -> Self {
+        Self { data: None }
+    }
+}
+
+impl Full {
+    /// Polls as a body whose error type is `E` (a `Full` never fails): for the bodies that
+    /// hold one beside a fallible body.
+    pub(crate) fn poll_as<E>(&mut self) -> Poll<Option<Result<Frame<Bytes>, E>>> {
+        Poll::Ready(self.data.take().map(|data| Ok(Frame::data(data))))
+    }
+}
+
+impl From<Bytes> for Full {
+    fn from(data: Bytes) -> Self {
+        Self::new(data)
+    }
+}
+
+impl Body for Full {
+    type Data = Bytes;
+    type Error = Infallible;
+
+    fn poll_frame(
+        mut self: Pin<&mut Self>,
+        _cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, Infallible>>> {
+        Poll::Ready(self.data.take().map(|data| Ok(Frame::data(data))))
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.data.is_none()
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        SizeHint::with_exact(self.data.as_ref().map_or(0, |d| d.len() as u64))
+    }
+}
 
 pin_project! {
-    /// A response body: bytes the router made, or an upstream's body streamed through.
-    ///
-    /// See the module docs.
-    pub struct RouterBody {
+    /// The body of a layer's answer: the inner service's body passed through, or bytes the
+    /// layer wrote itself (a refusal, a listing).
+    pub struct InnerOrFull<B> {
         #[pin]
-        kind: Kind,
-        // A key's concurrency slot, held until the body is done with (streams included).
-        permit: Option<ConcurrencyPermit>,
+        kind: Kind<B>,
     }
 }
 
 pin_project! {
     #[project = KindProj]
-    enum Kind {
-        Full { data: Option<Bytes> },
-        Incoming { #[pin] body: hyper::body::Incoming },
-        Boxed { #[pin] body: UnsyncBoxBody<Bytes, BoxError> },
-        // Boxed: one allocation per stream keeps every other body small.
-        Sse { body: Pin<Box<SseBody>> },
-        Idle { body: Pin<Box<IdleBody>> },
+    enum Kind<B> {
+        Inner { #[pin] body: B },
+        Full { body: Full },
     }
 }
 
-impl RouterBody {
-    /// A body of these bytes, sent as one frame.
-    pub fn full(data: impl Into<Bytes>) -> Self {
-        let data = data.into();
-        let data = (!data.is_empty()).then_some(data);
-        Self::of(Kind::Full { data })
+impl<B> InnerOrFull<B> {
+    /// The inner service's body, passed through.
+    pub fn inner(body: B) -> Self {
+        Self {
+            kind: Kind::Inner { body },
+        }
     }
 
-    /// An empty body.
-    pub fn empty() -> Self {
-        Self::of(Kind::Full { data: None })
-    }
-
-    fn of(kind: Kind) -> Self {
-        Self { kind, permit: None }
-    }
-
-    /// An event stream wrapped by the [`Sse`](crate::sse::Sse) layer.
-    pub(crate) fn sse(body: SseBody) -> Self {
-        Self::of(Kind::Sse {
-            body: Box::pin(body),
-        })
-    }
-
-    /// A non-stream upstream answer under an idle timeout.
-    pub(crate) fn idle(body: IdleBody) -> Self {
-        Self::of(Kind::Idle {
-            body: Box::pin(body),
-        })
-    }
-
-    /// Keeps `permit` until this body is dropped.
-    pub(crate) fn hold(mut self, permit: ConcurrencyPermit) -> Self {
-        self.permit = Some(permit);
-        self
-    }
-
-    /// Wraps any other body (boxed once); use it for upstream services that are not a hyper
-    /// client, such as an in-process model server.
-    pub fn new<B>(body: B) -> Self
-    where
-        B: Body<Data = Bytes> + Send + 'static,
-        B::Error: Into<BoxError>,
-    {
-        Self::of(Kind::Boxed {
-            body: body.map_err(Into::into).boxed_unsync(),
-        })
+    /// Bytes of the layer's own.
+    pub fn full(body: Full) -> Self {
+        Self {
+            kind: Kind::Full { body },
+        }
     }
 }
 
-impl From<hyper::body::Incoming> for RouterBody {
-    fn from(body: hyper::body::Incoming) -> Self {
-        Self::of(Kind::Incoming { body })
-    }
-}
-
-impl From<Bytes> for RouterBody {
-    fn from(data: Bytes) -> Self {
-        Self::full(data)
-    }
-}
-
-impl Default for RouterBody {
-    fn default() -> Self {
-        Self::empty()
-    }
-}
-
-impl fmt::Debug for RouterBody {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+impl<B> std::fmt::Debug for InnerOrFull<B> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         let kind = match &self.kind {
+            Kind::Inner { .. } => "Inner",
             Kind::Full { .. } => "Full",
-            Kind::Incoming { .. } => "Incoming",
-            Kind::Boxed { .. } => "Boxed",
-            Kind::Sse { .. } => "Sse",
-            Kind::Idle { .. } => "Idle",
         };
-        f.debug_tuple("RouterBody").field(&kind).finish()
+        f.debug_tuple("InnerOrFull").field(&kind).finish()
     }
 }
 
-impl Body for RouterBody {
+impl<B: Body<Data = Bytes>> Body for InnerOrFull<B> {
     type Data = Bytes;
-    type Error = BoxError;
+    type Error = B::Error;
 
     fn poll_frame(
         self: Pin<&mut Self>,
         cx: &mut Context<'_>,
-    ) -> Poll<Option<Result<Frame<Bytes>, BoxError>>> {
+    ) -> Poll<Option<Result<Frame<Bytes>, B::Error>>> {
         match self.project().kind.project() {
-            KindProj::Full { data } => Poll::Ready(data.take().map(|d| Ok(Frame::data(d)))),
-            KindProj::Incoming { body } => body.poll_frame(cx).map_err(Into::into),
-            KindProj::Boxed { body } => body.poll_frame(cx),
-            KindProj::Sse { body } => body.as_mut().poll_frame(cx),
-            KindProj::Idle { body } => body.as_mut().poll_frame(cx),
+            KindProj::Inner { body } => body.poll_frame(cx),
+            KindProj::Full { body } => body.poll_as(),
         }
     }
 
     fn is_end_stream(&self) -> bool {
         match &self.kind {
-            Kind::Full { data } => data.is_none(),
-            Kind::Incoming { body } => body.is_end_stream(),
-            Kind::Boxed { body } => body.is_end_stream(),
-            Kind::Sse { body } => body.is_end_stream(),
-            Kind::Idle { body } => body.is_end_stream(),
+            Kind::Inner { body } => body.is_end_stream(),
+            Kind::Full { body } => body.is_end_stream(),
         }
     }
 
     fn size_hint(&self) -> SizeHint {
         match &self.kind {
-            Kind::Full { data } => {
-                SizeHint::with_exact(data.as_ref().map_or(0, |d| d.len() as u64))
-            }
-            Kind::Incoming { body } => body.size_hint(),
-            Kind::Boxed { body } => body.size_hint(),
-            Kind::Sse { body } => body.size_hint(),
-            Kind::Idle { body } => body.size_hint(),
+            Kind::Inner { body } => body.size_hint(),
+            Kind::Full { body } => body.size_hint(),
         }
     }
 }
@@ -176,26 +153,32 @@ impl Body for RouterBody {
 #[allow(clippy::unwrap_used)]
 mod tests {
     use super::*;
+    use http_body_util::BodyExt as _;
 
     #[tokio::test]
     async fn full_yields_once_then_ends() {
-        let mut body = RouterBody::full("abc");
+        let mut body = Full::new("abc");
         assert!(!body.is_end_stream());
         let frame = body.frame().await.unwrap().unwrap();
         assert_eq!(frame.into_data().unwrap(), "abc");
         assert!(body.is_end_stream());
         assert!(body.frame().await.is_none());
+        assert!(Full::new("").is_end_stream());
     }
 
     #[tokio::test]
-    async fn boxed_streams_the_inner_body() {
-        let body = RouterBody::new(http_body_util::Full::new(Bytes::from_static(b"xyz")));
-        assert_eq!(body.collect().await.unwrap().to_bytes(), "xyz");
+    async fn either_side_streams() {
+        let inner = InnerOrFull::inner(http_body_util::Full::new(Bytes::from_static(b"xyz")));
+        assert_eq!(inner.collect().await.unwrap().to_bytes(), "xyz");
+        let full = InnerOrFull::<http_body_util::Empty<Bytes>>::full(Full::new("ok"));
+        assert_eq!(full.size_hint().exact(), Some(2));
+        assert_eq!(full.collect().await.unwrap().to_bytes(), "ok");
     }
 
     #[test]
-    fn body_is_send() {
+    fn bodies_are_send() {
         fn assert_send<T: Send + 'static>() {}
-        assert_send::<RouterBody>();
+        assert_send::<Full>();
+        assert_send::<InnerOrFull<hyper::body::Incoming>>();
     }
 }

@@ -52,8 +52,11 @@
 
 pub mod auth;
 pub mod body;
-pub mod normalize;
-pub mod openai_error;
+pub mod error;
+pub mod extensions;
+mod media;
+pub mod observe;
+pub mod openai_errors;
 pub mod provider;
 pub mod request_id;
 pub mod route;
@@ -63,9 +66,13 @@ pub mod sse;
 #[cfg(feature = "mock")]
 pub mod mock;
 
-pub use crate::body::RouterBody;
-pub use crate::openai_error::{BoxError, Error};
-pub use crate::router::{AiRouter, AiRouterBuilder, BuildError};
+pub use crate::auth::AuthLayer;
+pub use crate::error::{BoxError, Error};
+pub use crate::openai_errors::OpenAiErrorsLayer;
+pub use crate::request_id::SetRequestIdLayer;
+pub use crate::route::RouteLayer;
+pub use crate::router::{AiRouter, AiRouterBuilder, BuildError, RouterBody};
+pub use crate::sse::SseLayer;
 
 /// The README's Rust examples, compiled as doctests.
 #[cfg(doctest)]

@@ -4,15 +4,23 @@
 //!
 //! | layer | adds / reads | answers on its own |
 //! |---|---|---|
-//! | [`SetRequestId`] | adds [`RequestId`](crate::request_id::RequestId); opens the request span | - |
+//! | [`SetRequestId`] | adds [`RequestId`] and [`RequestLog`]; opens the request span; observes each request to its end | - |
 //! | [`OpenAiErrors`] | - | renders every failure below as an OpenAI error; `Error = Infallible` |
-//! | [`Auth`] | adds [`Principal`](crate::auth::Principal); removes `Authorization`; per-key limits | 401, 429, 503 (key store) |
-//! | [`Route`] | reads the body (bounded), adds [`RouteTarget`](crate::route::RouteTarget), rewrites `model`, enforces the allow-list | `GET /models`, 400, 403, 404, 405, 413 |
-//! | [`Sse`] | reads `RouteTarget`; wraps event streams (pass-through, usage, idle timeout, error frame) | - |
-//! | [`Providers`] | reads `RouteTarget`; calls the provider's upstream | 502, 503, 504 |
+//! | [`Auth`] | adds [`Principal`]; removes `Authorization`; per-key limits | 401, 429, 503 (key store, limiter) |
+//! | [`Route`] | reads the body (bounded), adds [`RouteTarget`], rewrites `model`, enforces the allow-list | `GET /models`, 400, 403, 404, 405, 408, 413 |
+//! | [`Sse`] | reads `RouteTarget`; wraps event streams (pass-through, usage, idle timeout, error frame) | 502 (a stream request answered without a stream) |
+//! | [`Providers`] | reads `RouteTarget`; calls the provider's upstream | 502, 503, 504 (as errors `OpenAiErrors` renders) |
 //!
 //! Auth runs before the body is read, so a rejected request costs no buffering. The request
-//! body is kept as `Bytes` below `Route`, so retries and fallbacks can resend it.
+//! body is kept as `Bytes` below `Route`, so retries and fallbacks can resend it. Each layer
+//! answers its own refusals from the error table and owns the body of its answers; the
+//! composed body is [`RouterBody`]. Bodies are never boxed on the way; services are, once, in
+//! the provider set.
+//!
+//! [`RequestId`]: crate::extensions::RequestId
+//! [`RequestLog`]: crate::observe::RequestLog
+//! [`Principal`]: crate::extensions::Principal
+//! [`RouteTarget`]: crate::extensions::RouteTarget
 //!
 //! # Example
 //! ```no_run
@@ -36,35 +44,82 @@ use std::fmt;
 use std::future::Future;
 use std::pin::Pin;
 use std::task::{Context, Poll};
+use std::time::Duration;
 
 use bytes::Bytes;
 use http::{Request, Response};
-use http_body::Body;
+use http_body::{Body, Frame, SizeHint};
 use pin_project_lite::pin_project;
 use tower_layer::Layer as _;
 use tower_service::Service;
 
-use crate::auth::{self, Auth, AuthLayer, InProcessLimiter, KeyStore, MemoryKeyStore};
-use crate::body::RouterBody;
-use crate::normalize::{self, OpenAiErrors, OpenAiErrorsLayer};
-use crate::openai_error::{BoxError, Error};
-use crate::provider::Providers;
+use crate::auth::{
+    self, Auth, AuthLayer, ConcurrencyPermit, InProcessLimiter, KeyLimiter, KeyStore,
+};
+use crate::error::BoxError;
+pub use crate::error::BuildError;
+use crate::extensions::Endpoint;
+use crate::observe::Observer;
+use crate::openai_errors::{self, OpenAiErrors, OpenAiErrorsLayer};
+use crate::provider::{Providers, UpstreamBody};
 use crate::request_id::{self, SetRequestId, SetRequestIdLayer};
-use crate::route::{Endpoint, Route, RouteLayer, RouteTable, RouteTableBuilder};
-use crate::sse::{OnUsage, Sse, SseLayer, StreamSettings};
-use std::time::Duration;
+use crate::route::{self, Route, RouteLayer, RouteTable, RouteTableBuilder};
+use crate::sse::{self, OnUsage, Sse, SseLayer, StreamSettings};
 
-type Stack<K> = SetRequestId<OpenAiErrors<Auth<Route<Sse<Providers>>, K>>>;
+type Stack<K, L> = SetRequestId<OpenAiErrors<Auth<Route<Sse<Providers>>, K, L>>>;
+
+/// The composed body, layer by layer from the outside in.
+type StackBody<P> = request_id::ResponseBody<
+    openai_errors::ResponseBody<
+        auth::ResponseBody<route::ResponseBody<sse::ResponseBody<UpstreamBody>>, P>,
+    >,
+>;
+
+pin_project! {
+    /// The response body of [`AiRouter`]: answers the router wrote itself, and upstream
+    /// answers streamed through frame by frame (never collected). `P` is the limiter's permit,
+    /// held until the body ends.
+    pub struct RouterBody<P = ConcurrencyPermit> {
+        #[pin]
+        inner: StackBody<P>,
+    }
+}
+
+impl<P> fmt::Debug for RouterBody<P> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("RouterBody").finish_non_exhaustive()
+    }
+}
+
+impl<P> Body for RouterBody<P> {
+    type Data = Bytes;
+    type Error = BoxError;
+
+    fn poll_frame(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, BoxError>>> {
+        self.project().inner.poll_frame(cx)
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.inner.is_end_stream()
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        self.inner.size_hint()
+    }
+}
 
 /// The OpenAI-compatible router: a `Service` for any hyper/axum/tonic host.
 ///
 /// `Clone + Send + Sync`, `Error = Infallible`; takes any request body and answers
 /// `Response<RouterBody>`. Build it with [`AiRouter::builder`]. See the module docs.
-pub struct AiRouter<K = MemoryKeyStore> {
-    stack: Stack<K>,
+pub struct AiRouter<K = crate::auth::MemoryKeyStore, L = InProcessLimiter> {
+    stack: Stack<K, L>,
 }
 
-impl<K: Clone> Clone for AiRouter<K> {
+impl<K: Clone, L: Clone> Clone for AiRouter<K, L> {
     fn clone(&self) -> Self {
         Self {
             stack: self.stack.clone(),
@@ -72,7 +127,7 @@ impl<K: Clone> Clone for AiRouter<K> {
     }
 }
 
-impl<K> fmt::Debug for AiRouter<K> {
+impl<K, L> fmt::Debug for AiRouter<K, L> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("AiRouter").finish_non_exhaustive()
     }
@@ -80,30 +135,35 @@ impl<K> fmt::Debug for AiRouter<K> {
 
 impl AiRouter {
     /// A builder with no keys, providers or aliases yet.
-    pub fn builder() -> AiRouterBuilder<()> {
+    pub fn builder() -> AiRouterBuilder<(), InProcessLimiter> {
         AiRouterBuilder {
             keys: (),
+            limiter: InProcessLimiter::new(),
+            check_deadline: None,
             providers: Providers::new(),
             table: RouteTable::builder(),
             default_models: Vec::new(),
             endpoint_limits: Vec::new(),
+            inject_usage: Vec::new(),
             body_limit: None,
             body_timeout: None,
             mount_path: None,
             streams: SseLayer::new(),
+            observe: SetRequestIdLayer::new(),
         }
     }
 }
 
-impl<K, B> Service<Request<B>> for AiRouter<K>
+impl<K, L, B> Service<Request<B>> for AiRouter<K, L>
 where
     K: KeyStore,
+    L: KeyLimiter,
     B: Body + Send + 'static,
     B::Error: Into<BoxError>,
 {
-    type Response = Response<RouterBody>;
+    type Response = Response<RouterBody<L::Permit>>;
     type Error = Infallible;
-    type Future = ResponseFuture<K, B>;
+    type Future = ResponseFuture<K, L, B>;
 
     fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Infallible>> {
         Service::<Request<B>>::poll_ready(&mut self.stack, cx)
@@ -116,73 +176,119 @@ where
     }
 }
 
-type StackFuture<K, B> = request_id::ResponseFuture<
-    normalize::ResponseFuture<
-        auth::ResponseFuture<Route<Sse<Providers>>, <K as KeyStore>::Future, InProcessLimiter, B>,
+type StackFuture<K, L, B> = request_id::ResponseFuture<
+    openai_errors::ResponseFuture<
+        auth::ResponseFuture<Route<Sse<Providers>>, <K as KeyStore>::Future, L, B>,
+        auth::ResponseBody<
+            route::ResponseBody<sse::ResponseBody<UpstreamBody>>,
+            <L as KeyLimiter>::Permit,
+        >,
     >,
 >;
 
 pin_project! {
     /// Response future of [`AiRouter`].
-    pub struct ResponseFuture<K, B>
+    pub struct ResponseFuture<K, L, B>
     where
         K: KeyStore,
+        L: KeyLimiter,
         B: Body,
         B::Error: Into<BoxError>,
     {
         #[pin]
-        inner: StackFuture<K, B>,
+        inner: StackFuture<K, L, B>,
     }
 }
 
-impl<K, B> Future for ResponseFuture<K, B>
+impl<K, L, B> Future for ResponseFuture<K, L, B>
 where
     K: KeyStore,
+    L: KeyLimiter,
     B: Body,
     B::Error: Into<BoxError>,
 {
-    type Output = Result<Response<RouterBody>, Infallible>;
+    type Output = Result<Response<RouterBody<L::Permit>>, Infallible>;
 
     fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
-        self.project().inner.poll(cx)
+        self.project()
+            .inner
+            .poll(cx)
+            .map(|result| result.map(|response| response.map(|inner| RouterBody { inner })))
     }
 }
 
-/// Builds an [`AiRouter`]; `K` is the key store once [`keys`](AiRouterBuilder::keys) is set.
+/// Builds an [`AiRouter`]; `K` is the key store once [`keys`](AiRouterBuilder::keys) is set,
+/// `L` the limiter ([`InProcessLimiter`] unless [`limiter`](AiRouterBuilder::limiter) says
+/// otherwise).
 #[must_use]
-pub struct AiRouterBuilder<K> {
+pub struct AiRouterBuilder<K, L = InProcessLimiter> {
     keys: K,
+    limiter: L,
+    check_deadline: Option<Duration>,
     providers: Providers,
     table: RouteTableBuilder,
     default_models: Vec<(Endpoint, String)>,
     endpoint_limits: Vec<(Endpoint, usize)>,
+    inject_usage: Vec<(String, bool)>,
     body_limit: Option<usize>,
     body_timeout: Option<Duration>,
     mount_path: Option<String>,
     streams: SseLayer,
+    observe: SetRequestIdLayer,
 }
 
-impl<K> AiRouterBuilder<K> {
-    /// The router keys: a [`MemoryKeyStore`] or any [`KeyStore`].
-    pub fn keys<K2: KeyStore>(self, keys: K2) -> AiRouterBuilder<K2> {
+impl<K, L> AiRouterBuilder<K, L> {
+    /// The router keys: a [`MemoryKeyStore`](crate::auth::MemoryKeyStore) or any [`KeyStore`].
+    pub fn keys<K2: KeyStore>(self, keys: K2) -> AiRouterBuilder<K2, L> {
         AiRouterBuilder {
             keys,
+            limiter: self.limiter,
+            check_deadline: self.check_deadline,
             providers: self.providers,
             table: self.table,
             default_models: self.default_models,
             endpoint_limits: self.endpoint_limits,
+            inject_usage: self.inject_usage,
             body_limit: self.body_limit,
             body_timeout: self.body_timeout,
             mount_path: self.mount_path,
             streams: self.streams,
+            observe: self.observe,
         }
+    }
+
+    /// The per-key limiter ([`InProcessLimiter`] by default): any [`KeyLimiter`], e.g. one
+    /// shared by a fleet of routers.
+    pub fn limiter<L2: KeyLimiter>(self, limiter: L2) -> AiRouterBuilder<K, L2> {
+        AiRouterBuilder {
+            keys: self.keys,
+            limiter,
+            check_deadline: self.check_deadline,
+            providers: self.providers,
+            table: self.table,
+            default_models: self.default_models,
+            endpoint_limits: self.endpoint_limits,
+            inject_usage: self.inject_usage,
+            body_limit: self.body_limit,
+            body_timeout: self.body_timeout,
+            mount_path: self.mount_path,
+            streams: self.streams,
+            observe: self.observe,
+        }
+    }
+
+    /// How long the key lookup and the limit check may take together (default 5 s); past it,
+    /// 503.
+    pub fn check_deadline(mut self, deadline: Duration) -> Self {
+        self.check_deadline = Some(deadline);
+        self
     }
 
     /// Adds a provider: model ids `name/...` go to `service` (usually an
     /// [`HttpProvider`](crate::provider::HttpProvider)).
     pub fn provider<S>(mut self, name: impl Into<String>, service: S) -> Self
     where
-        S: Service<Request<Bytes>, Response = Response<RouterBody>, Error = Error>
+        S: Service<Request<Bytes>, Response = Response<UpstreamBody>, Error = crate::Error>
             + Clone
             + Send
             + Sync
@@ -257,9 +363,21 @@ impl<K> AiRouterBuilder<K> {
         self
     }
 
-    /// Stream settings for provider `name` (idle timeout, usage injection).
+    /// Stream settings for provider `name`: its idle timeout, and whether usage is asked for
+    /// on its chat streams.
     pub fn stream_settings(mut self, name: impl Into<String>, settings: StreamSettings) -> Self {
-        self.streams = self.streams.provider(name.into(), settings);
+        let name = name.into();
+        self.inject_usage
+            .push((name.clone(), settings.injects_usage()));
+        self.streams = self.streams.provider(name, settings);
+        self
+    }
+
+    /// Hands a summary of every request to `observer` when its response head leaves and when
+    /// it is over (default: [`LogRequests`](crate::observe::LogRequests), a `tracing` event):
+    /// an [`AccessLog`](crate::observe::AccessLog), metrics, usage records.
+    pub fn observer(mut self, observer: impl Observer) -> Self {
+        self.observe = self.observe.observer(observer);
         self
     }
 
@@ -279,9 +397,9 @@ impl<K> AiRouterBuilder<K> {
     }
 }
 
-impl<K: KeyStore> AiRouterBuilder<K> {
+impl<K: KeyStore, L: KeyLimiter> AiRouterBuilder<K, L> {
     /// Checks the configuration and composes the stack.
-    pub fn build(self) -> Result<AiRouter<K>, BuildError> {
+    pub fn build(self) -> Result<AiRouter<K, L>, BuildError> {
         let table = self.table.build()?;
         let mut route = RouteLayer::new(table);
         if let Some(limit) = self.body_limit {
@@ -299,14 +417,22 @@ impl<K: KeyStore> AiRouterBuilder<K> {
         if let Some(mount) = self.mount_path {
             route = route.mount_path(mount);
         }
-        let stack = SetRequestIdLayer::new().layer(OpenAiErrorsLayer::new().layer(
-            AuthLayer::new(self.keys).layer(route.layer(self.streams.layer(self.providers))),
-        ));
+        for (provider, inject) in self.inject_usage {
+            route = route.inject_usage(provider, inject);
+        }
+        let mut auth = AuthLayer::new(self.keys).limiter(self.limiter);
+        if let Some(deadline) = self.check_deadline {
+            auth = auth.deadline(deadline);
+        }
+        let stack = self.observe.layer(
+            OpenAiErrorsLayer::new()
+                .layer(auth.layer(route.layer(self.streams.layer(self.providers)))),
+        );
         Ok(AiRouter { stack })
     }
 }
 
-impl<K> fmt::Debug for AiRouterBuilder<K> {
+impl<K, L> fmt::Debug for AiRouterBuilder<K, L> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("AiRouterBuilder")
             .field("providers", &self.providers)
@@ -316,40 +442,21 @@ impl<K> fmt::Debug for AiRouterBuilder<K> {
     }
 }
 
-/// A configuration the router cannot be built from; the message names what is wrong.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct BuildError {
-    message: String,
-}
-
-impl BuildError {
-    pub(crate) fn new(message: impl Into<String>) -> Self {
-        Self {
-            message: message.into(),
-        }
-    }
-}
-
-impl fmt::Display for BuildError {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(&self.message)
-    }
-}
-
-impl std::error::Error for BuildError {}
-
 #[cfg(test)]
 #[allow(clippy::unwrap_used)]
 mod tests {
     use super::*;
+    use crate::auth::MemoryKeyStore;
 
     #[test]
     fn the_router_and_its_future_are_send_and_sync() {
         fn assert_send_sync<T: Send + Sync + Clone + 'static>() {}
         fn assert_send<T: Send + 'static>() {}
         assert_send_sync::<AiRouter>();
-        assert_send::<ResponseFuture<MemoryKeyStore, http_body_util::Full<Bytes>>>();
-        assert_send::<ResponseFuture<MemoryKeyStore, hyper::body::Incoming>>();
+        assert_send::<ResponseFuture<MemoryKeyStore, InProcessLimiter, http_body_util::Full<Bytes>>>(
+        );
+        assert_send::<ResponseFuture<MemoryKeyStore, InProcessLimiter, hyper::body::Incoming>>();
+        assert_send::<RouterBody>();
     }
 
     #[test]

@@ -6,8 +6,9 @@ use std::pin::Pin;
 use std::task::{Context, Poll};
 
 use ai_router::auth::{MemoryKeyStore, Principal};
+use ai_router::provider::UpstreamBody;
 use ai_router::route::RouteTable;
-use ai_router::{AiRouter, BuildError, Error, RouterBody};
+use ai_router::{AiRouter, BuildError, Error};
 use bytes::Bytes;
 use http::{HeaderValue, Request, Response, header};
 use http_body::{Body, Frame, SizeHint};
@@ -123,11 +124,11 @@ impl Body for Frames {
 
 /// The in-memory provider's answer: a JSON chat completion, or an SSE stream of `chunks`
 /// chunks when the (already routed) body asks for `"stream":true`.
-pub(crate) fn provider_answer(request: &Request<Bytes>, chunks: usize) -> Response<RouterBody> {
+pub(crate) fn provider_answer(request: &Request<Bytes>, chunks: usize) -> Response<UpstreamBody> {
     if !request.body().ends_with(br#""stream":true}"#) {
         return ok_answer();
     }
-    let mut response = Response::new(RouterBody::new(Frames::sse(chunks)));
+    let mut response = Response::new(UpstreamBody::new(Frames::sse(chunks)));
     response.headers_mut().insert(
         header::CONTENT_TYPE,
         HeaderValue::from_static("text/event-stream"),
@@ -136,8 +137,8 @@ pub(crate) fn provider_answer(request: &Request<Bytes>, chunks: usize) -> Respon
 }
 
 /// The in-memory upstream's answer to a non-streaming chat: a 200 JSON chat completion.
-pub(crate) fn ok_answer() -> Response<RouterBody> {
-    let mut response = Response::new(RouterBody::full(Bytes::from_static(
+pub(crate) fn ok_answer() -> Response<UpstreamBody> {
+    let mut response = Response::new(UpstreamBody::full(Bytes::from_static(
         CHAT_COMPLETION.as_bytes(),
     )));
     response.headers_mut().insert(
@@ -163,9 +164,9 @@ pub(crate) fn table() -> Result<RouteTable, BuildError> {
 /// An in-memory provider: answers every request at once, with no I/O.
 pub(crate) fn in_memory_provider() -> impl Service<
     Request<Bytes>,
-    Response = Response<RouterBody>,
+    Response = Response<UpstreamBody>,
     Error = Error,
-    Future = impl Future<Output = Result<Response<RouterBody>, Error>> + Send + 'static,
+    Future = impl Future<Output = Result<Response<UpstreamBody>, Error>> + Send + 'static,
 > + Clone
 + Send
 + Sync

@@ -3,18 +3,19 @@
 use std::future::Future;
 use std::pin::Pin;
 use std::task::{Context, Poll, ready};
-use std::time::SystemTime;
+use std::time::{Duration, SystemTime};
 
 use http::{Request, Response, header};
 use pin_project_lite::pin_project;
+use tokio::time::Sleep;
 use tower_service::Service;
 
-use super::bearer_key;
+use super::body::ResponseBody;
 use super::key_store::{ApiKeyDigest, KeyStoreError};
 use super::limit::{Admission, KeyLimiter};
-use super::principal::Principal;
-use crate::body::RouterBody;
-use crate::openai_error::{BoxError, Error};
+use crate::error::Error;
+use crate::extensions::Principal;
+use crate::observe::RequestLog;
 
 pin_project! {
     /// Response future of [`Auth`](super::Auth).
@@ -25,6 +26,11 @@ pin_project! {
     {
         #[pin]
         state: State<S, F, L, ReqBody>,
+        // Armed only when the store or the limiter does not answer at once (the in-memory
+        // ones always do), so a request that is admitted straight away costs no timer.
+        #[pin]
+        deadline: Option<Sleep>,
+        wait: Duration,
     }
 }
 
@@ -35,7 +41,7 @@ pin_project! {
         S: Service<Request<ReqBody>>,
         L: KeyLimiter,
     {
-        Failed { error: Option<Error> },
+        Refused { error: Option<Error> },
         Lookup {
             #[pin] lookup: F,
             digest: ApiKeyDigest,
@@ -48,7 +54,7 @@ pin_project! {
             request: Option<Request<ReqBody>>,
             inner: Option<S>,
         },
-        Inner { #[pin] future: S::Future, admission: Admission },
+        Inner { #[pin] future: S::Future, admission: Admission<L::Permit> },
     }
 }
 
@@ -57,9 +63,11 @@ where
     S: Service<Request<ReqBody>>,
     L: KeyLimiter,
 {
-    pub(super) fn failed(error: Error) -> Self {
+    pub(super) fn refused(error: Error) -> Self {
         Self {
-            state: State::Failed { error: Some(error) },
+            state: State::Refused { error: Some(error) },
+            deadline: None,
+            wait: Duration::ZERO,
         }
     }
 
@@ -67,6 +75,7 @@ where
         lookup: F,
         digest: ApiKeyDigest,
         limiter: L,
+        wait: Duration,
         request: Request<ReqBody>,
         inner: S,
     ) -> Self {
@@ -78,26 +87,38 @@ where
                 request: Some(request),
                 inner: Some(inner),
             },
+            deadline: None,
+            wait,
         }
     }
 }
 
-impl<S, F, L, ReqBody> Future for ResponseFuture<S, F, L, ReqBody>
+/// Whether the check has run out of time: arms the deadline on the first wait.
+fn timed_out(mut deadline: Pin<&mut Option<Sleep>>, wait: Duration, cx: &mut Context<'_>) -> bool {
+    if deadline.is_none() {
+        deadline.set(Some(tokio::time::sleep(wait)));
+    }
+    deadline
+        .as_pin_mut()
+        .is_some_and(|sleep| sleep.poll(cx).is_ready())
+}
+
+impl<S, F, L, ReqBody, ResBody> Future for ResponseFuture<S, F, L, ReqBody>
 where
-    S: Service<Request<ReqBody>, Response = Response<RouterBody>>,
-    S::Error: Into<BoxError>,
+    S: Service<Request<ReqBody>, Response = Response<ResBody>>,
     F: Future<Output = Result<Option<Principal>, KeyStoreError>>,
     L: KeyLimiter,
 {
-    type Output = Result<Response<RouterBody>, BoxError>;
+    type Output = Result<Response<ResponseBody<ResBody, L::Permit>>, S::Error>;
 
     fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
         let mut this = self.project();
         loop {
             match this.state.as_mut().project() {
-                StateProj::Failed { error } => {
+                StateProj::Refused { error } => {
                     let error = error.take().unwrap_or_else(Error::internal);
-                    return Poll::Ready(Err(error.into()));
+                    let response = error.into_response().map(ResponseBody::refusal);
+                    return Poll::Ready(Ok(response));
                 }
                 StateProj::Lookup {
                     lookup,
@@ -106,9 +127,19 @@ where
                     request,
                     inner,
                 } => {
-                    let found = ready!(lookup.poll(cx));
+                    let found = match lookup.poll(cx) {
+                        Poll::Ready(found) => found,
+                        Poll::Pending if timed_out(this.deadline.as_mut(), *this.wait, cx) => {
+                            tracing::warn!("the key store did not answer in time");
+                            this.state.set(State::Refused {
+                                error: Some(Error::key_store_unavailable()),
+                            });
+                            continue;
+                        }
+                        Poll::Pending => return Poll::Pending,
+                    };
                     let (Some(mut request), Some(inner)) = (request.take(), inner.take()) else {
-                        this.state.set(State::Failed {
+                        this.state.set(State::Refused {
                             error: Some(Error::internal()),
                         });
                         continue;
@@ -119,19 +150,25 @@ where
                         }
                         Ok(Some(principal)) => Ok(principal),
                         Ok(None) => {
-                            let key = bearer_key(request.headers()).unwrap_or_default();
+                            let key = super::bearer_key(request.headers()).unwrap_or_default();
                             Err(Error::invalid_api_key(key))
                         }
-                        Err(cause) => Err(Error::key_store_unavailable().with_source(cause)),
+                        Err(cause) => {
+                            tracing::warn!(%cause, "the key store failed");
+                            Err(Error::key_store_unavailable().with_source(cause))
+                        }
                     };
                     let principal = match principal {
                         Ok(principal) => principal,
                         Err(error) => {
-                            this.state.set(State::Failed { error: Some(error) });
+                            this.state.set(State::Refused { error: Some(error) });
                             continue;
                         }
                     };
                     tracing::Span::current().record("key", principal.name());
+                    if let Some(log) = request.extensions().get::<RequestLog>() {
+                        log.record_principal(&principal);
+                    }
                     // The router key stops here: nothing below may forward it.
                     request.headers_mut().remove(header::AUTHORIZATION);
                     let admit = limiter.admit(digest, &principal);
@@ -147,28 +184,39 @@ where
                     request,
                     inner,
                 } => {
-                    let admitted = ready!(admit.poll(cx));
+                    let admitted = match admit.poll(cx) {
+                        Poll::Ready(admitted) => admitted,
+                        Poll::Pending if timed_out(this.deadline.as_mut(), *this.wait, cx) => {
+                            tracing::warn!("the limiter did not answer in time");
+                            this.state.set(State::Refused {
+                                error: Some(Error::limits_unavailable()),
+                            });
+                            continue;
+                        }
+                        Poll::Pending => return Poll::Pending,
+                    };
                     let (Some(request), Some(mut inner)) = (request.take(), inner.take()) else {
-                        this.state.set(State::Failed {
+                        this.state.set(State::Refused {
                             error: Some(Error::internal()),
                         });
                         continue;
                     };
                     match admitted {
                         Ok(admission) => {
+                            // Admitted: the deadline covered the checks, not the answer.
+                            this.deadline.set(None);
                             let future = inner.call(request);
                             this.state.set(State::Inner { future, admission });
                         }
-                        Err(error) => this.state.set(State::Failed { error: Some(error) }),
+                        Err(error) => this.state.set(State::Refused { error: Some(error) }),
                     }
                 }
                 StateProj::Inner { future, admission } => {
-                    let mut response = ready!(future.poll(cx)).map_err(Into::into)?;
-                    admission.write_headers(response.headers_mut());
-                    if let Some(permit) = admission.take_permit() {
-                        response = response.map(|body| body.hold(permit));
-                    }
-                    return Poll::Ready(Ok(response));
+                    let response = ready!(future.poll(cx))?;
+                    let (mut parts, body) = response.into_parts();
+                    admission.write_headers(&mut parts.headers);
+                    let body = ResponseBody::inner(body, admission.take_permit());
+                    return Poll::Ready(Ok(Response::from_parts(parts, body)));
                 }
             }
         }

@@ -8,8 +8,8 @@ use std::sync::Arc;
 use sha2::{Digest as _, Sha256};
 use subtle::ConstantTimeEq as _;
 
-use super::principal::Principal;
-use crate::openai_error::BoxError;
+use crate::error::BoxError;
+use crate::extensions::Principal;
 
 /// The SHA-256 digest of a router key: the only form in which keys are kept.
 ///

@@ -13,21 +13,29 @@ use governor::middleware::StateInformationMiddleware;
 use governor::nanos::Nanos;
 use governor::state::{InMemoryState, NotKeyed};
 use governor::{Quota, RateLimiter};
-use http::{HeaderMap, HeaderName, HeaderValue};
+use http::HeaderMap;
 use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 
 use super::key_store::ApiKeyDigest;
-use super::principal::{KeyLimits, Principal};
-use crate::openai_error::Error;
+use crate::error::{Error, write_rate_headers};
+use crate::extensions::{KeyLimits, Principal};
 
 /// Admits or refuses a request for a key, before its body is read.
 ///
 /// [`InProcessLimiter`] is the default; a shared backend (e.g. Redis, for a fleet of routers)
-/// implements this trait. Refusals are an [`Error`] (429 `rate_limit_exceeded`, made with
-/// [`Error::rate_limited`] or [`Error::concurrency_limited`]).
+/// implements this trait and plugs in with
+/// [`AiRouterBuilder::limiter`](crate::AiRouterBuilder::limiter) or [`AuthLayer::limiter`](super::AuthLayer::limiter).
+/// Refusals are an [`Error`]: 429 `rate_limit_exceeded` (made with [`Error::rate_limited`]
+/// or [`Error::concurrency_limited`]), or [`Error::limits_unavailable`] when the backend
+/// cannot answer. A check that takes longer than the auth layer's deadline is answered 503
+/// `limits_unavailable`.
 pub trait KeyLimiter: Clone + Send + Sync + 'static {
+    /// What an admitted request holds until its response body ends (a concurrency slot):
+    /// released when dropped. `()` for a limiter without concurrency limits.
+    type Permit: Send + Sync + 'static;
+
     /// The check's future.
-    type Future: Future<Output = Result<Admission, Error>> + Send + 'static;
+    type Future: Future<Output = Result<Admission<Self::Permit>, Error>> + Send + 'static;
 
     /// Checks one request made with the key of digest `key`, for `principal`, against the
     /// principal's [`KeyLimits`]. Limits are per key: state is kept by `key`, never by the
@@ -35,15 +43,24 @@ pub trait KeyLimiter: Clone + Send + Sync + 'static {
     fn admit(&self, key: &ApiKeyDigest, principal: &Principal) -> Self::Future;
 }
 
-/// What an admitted request carries: the rate-limit figures to report and a concurrency slot,
-/// held until the response body ends.
-#[derive(Debug, Default)]
-pub struct Admission {
+/// What an admitted request carries: the rate-limit figures to report and a permit (a
+/// concurrency slot), held until the response body ends.
+#[derive(Debug)]
+pub struct Admission<P> {
     rate: Option<RateSnapshot>,
-    permit: Option<ConcurrencyPermit>,
+    permit: Option<P>,
 }
 
-impl Admission {
+impl<P> Default for Admission<P> {
+    fn default() -> Self {
+        Self {
+            rate: None,
+            permit: None,
+        }
+    }
+}
+
+impl<P> Admission<P> {
     /// Admitted with nothing to report (an unlimited key).
     pub fn unlimited() -> Self {
         Self::default()
@@ -61,9 +78,9 @@ impl Admission {
         self
     }
 
-    /// Admitted holding a concurrency slot.
+    /// Admitted holding `permit` until the response body ends.
     #[must_use]
-    pub fn with_permit(mut self, permit: ConcurrencyPermit) -> Self {
+    pub fn with_permit(mut self, permit: P) -> Self {
         self.permit = Some(permit);
         self
     }
@@ -71,16 +88,16 @@ impl Admission {
     /// Writes `x-ratelimit-*-requests` (replacing an upstream's), if the key is rate limited.
     pub(crate) fn write_headers(&self, headers: &mut HeaderMap) {
         if let Some(rate) = &self.rate {
-            rate.write(headers);
+            write_rate_headers(headers, rate.limit, rate.remaining, rate.reset);
         }
     }
 
-    pub(crate) fn take_permit(&mut self) -> Option<ConcurrencyPermit> {
+    pub(crate) fn take_permit(&mut self) -> Option<P> {
         self.permit.take()
     }
 }
 
-/// A slot among a key's concurrent requests; freed on drop.
+/// A slot among a key's concurrent requests in this process; freed on drop.
 #[derive(Debug)]
 pub struct ConcurrencyPermit {
     _permit: OwnedSemaphorePermit,
@@ -91,43 +108,6 @@ struct RateSnapshot {
     limit: u32,
     remaining: u32,
     reset: Duration,
-}
-
-const LIMIT: HeaderName = HeaderName::from_static("x-ratelimit-limit-requests");
-const REMAINING: HeaderName = HeaderName::from_static("x-ratelimit-remaining-requests");
-const RESET: HeaderName = HeaderName::from_static("x-ratelimit-reset-requests");
-
-impl RateSnapshot {
-    fn write(&self, headers: &mut HeaderMap) {
-        headers.insert(LIMIT, HeaderValue::from(self.limit));
-        headers.insert(REMAINING, HeaderValue::from(self.remaining));
-        if let Ok(reset) = HeaderValue::try_from(format_reset(self.reset)) {
-            headers.insert(RESET, reset);
-        }
-    }
-}
-
-/// Writes the rate-limit headers of a refusal: nothing remaining, full again after `reset`.
-pub(crate) fn write_refusal_headers(headers: &mut HeaderMap, limit: u32, reset: Duration) {
-    RateSnapshot {
-        limit,
-        remaining: 0,
-        reset,
-    }
-    .write(headers);
-}
-
-/// OpenAI's reset format: `1s`, `0.25s`, `6m0s`.
-fn format_reset(reset: Duration) -> String {
-    let millis = reset.as_millis();
-    if millis < 60_000 {
-        let secs = reset.as_secs_f64();
-        let text = format!("{secs:.3}");
-        let text = text.trim_end_matches('0').trim_end_matches('.');
-        format!("{text}s")
-    } else {
-        format!("{}m{}s", millis / 60_000, (millis % 60_000) / 1000)
-    }
 }
 
 /// A clock on tokio's time, so tests can pause and advance it.
@@ -212,7 +192,7 @@ impl KeyState {
         }
     }
 
-    fn admit(&self) -> Result<Admission, Error> {
+    fn admit(&self) -> Result<Admission<ConcurrencyPermit>, Error> {
         let mut admission = Admission::unlimited();
         // Concurrency first: a refused slot must not spend a rate token.
         if let Some(slots) = &self.slots {
@@ -276,7 +256,8 @@ impl InProcessLimiter {
 }
 
 impl KeyLimiter for InProcessLimiter {
-    type Future = Ready<Result<Admission, Error>>;
+    type Permit = ConcurrencyPermit;
+    type Future = Ready<Result<Admission<ConcurrencyPermit>, Error>>;
 
     fn admit(&self, key: &ApiKeyDigest, principal: &Principal) -> Self::Future {
         let limits = principal.limits();
@@ -301,7 +282,10 @@ impl fmt::Debug for InProcessLimiter {
 mod tests {
     use super::*;
 
-    fn admit(limiter: &InProcessLimiter, principal: &Principal) -> Result<Admission, Error> {
+    fn admit(
+        limiter: &InProcessLimiter,
+        principal: &Principal,
+    ) -> Result<Admission<ConcurrencyPermit>, Error> {
         limiter
             .admit(&ApiKeyDigest::of(principal.name()), principal)
             .into_inner()
@@ -350,8 +334,8 @@ mod tests {
         let key = Principal::new("k").rpm(2);
         let mut headers = HeaderMap::new();
         admit(&limiter, &key).unwrap().write_headers(&mut headers);
-        assert_eq!(headers[LIMIT], "2");
-        assert_eq!(headers[REMAINING], "1");
+        assert_eq!(headers["x-ratelimit-limit-requests"], "2");
+        assert_eq!(headers["x-ratelimit-remaining-requests"], "1");
         admit(&limiter, &key).unwrap();
         let refused = admit(&limiter, &key).unwrap_err();
         assert_eq!(refused.status(), http::StatusCode::TOO_MANY_REQUESTS);
@@ -372,12 +356,5 @@ mod tests {
         assert!(admit(&limiter, &key).is_err());
         drop(first);
         assert!(admit(&limiter, &key).is_ok());
-    }
-
-    #[test]
-    fn reset_format() {
-        assert_eq!(format_reset(Duration::from_secs(1)), "1s");
-        assert_eq!(format_reset(Duration::from_millis(250)), "0.25s");
-        assert_eq!(format_reset(Duration::from_secs(360)), "6m0s");
     }
 }

@@ -6,162 +6,56 @@
 //! passes carries the `Principal` as a request extension and no longer has its
 //! `Authorization` header, so the router key cannot travel further. A missing header, another
 //! scheme, an empty or unknown key is a 401 `invalid_api_key` (the message shows at most a
-//! masked prefix of the key); a store failure is a 503. Rejected requests cost no body read
-//! and never reach an upstream.
+//! masked prefix of the key); a store failure, or a store or limiter that does not answer
+//! within the [deadline](AuthLayer::deadline), is a 503; a key over its limits gets a 429.
+//! Refusals are answered by the layer itself, as OpenAI error responses, so it works alone in
+//! front of any service. Rejected requests cost no body read and never reach the inner
+//! service.
+//!
+//! Limits are checked by a [`KeyLimiter`] ([`InProcessLimiter`] by default); a permit it
+//! grants (a concurrency slot) is held by the [`ResponseBody`] until the answer has been sent
+//! to its last byte.
 //!
 //! # Example
 //! ```
 //! use ai_router::auth::{AuthLayer, MemoryKeyStore, Principal};
-//! use ai_router::RouterBody;
 //! use tower::{ServiceBuilder, ServiceExt};
-//! # async fn demo() -> Result<(), ai_router::BoxError> {
+//! # async fn demo() -> Result<(), Box<dyn std::error::Error>> {
 //! let keys = MemoryKeyStore::new().with_key("sk-router-dev", Principal::new("dev"));
 //! let service = ServiceBuilder::new()
 //!     .layer(AuthLayer::new(keys))
 //!     .service_fn(|request: http::Request<()>| async move {
 //!         let who = request.extensions().get::<Principal>().map(|p| p.name().to_owned());
-//!         Ok::<_, ai_router::BoxError>(http::Response::new(RouterBody::full(who.unwrap_or_default())))
+//!         Ok::<_, std::convert::Infallible>(http::Response::new(http_body_util::Full::<bytes::Bytes>::from(who.unwrap_or_default())))
 //!     });
 //! let request = http::Request::builder()
 //!     .header("authorization", "Bearer sk-router-dev")
 //!     .body(())?;
-//! assert_eq!(service.oneshot(request).await?.status(), 200);
+//! assert_eq!(service.clone().oneshot(request).await?.status(), 200);
+//! // No key: a 401 in OpenAI's shape, from the layer itself.
+//! let refused = service.oneshot(http::Request::new(())).await?;
+//! assert_eq!(refused.status(), 401);
 //! # Ok(()) }
 //! ```
 
+mod body;
 mod future;
 mod key_store;
+mod layer;
 mod limit;
-mod principal;
+mod service;
 
-use std::task::{Context, Poll};
+use http::{HeaderMap, header};
 
-use http::{HeaderMap, Request, Response, header};
-use tower_layer::Layer;
-use tower_service::Service;
+use crate::error::Error;
 
-use crate::body::RouterBody;
-use crate::openai_error::{BoxError, Error};
-
+pub use self::body::ResponseBody;
 pub use self::future::ResponseFuture;
 pub use self::key_store::{ApiKeyDigest, InvalidDigest, KeyStore, KeyStoreError, MemoryKeyStore};
+pub use self::layer::{AuthLayer, DEFAULT_CHECK_DEADLINE};
 pub use self::limit::{Admission, ConcurrencyPermit, InProcessLimiter, KeyLimiter};
-pub use self::principal::{KeyLimits, Principal};
-
-pub(crate) use self::limit::write_refusal_headers;
-
-/// Adds [`Auth`]. See the module docs.
-#[derive(Clone, Debug)]
-pub struct AuthLayer<K, L = InProcessLimiter> {
-    keys: K,
-    limiter: L,
-}
-
-impl<K> AuthLayer<K> {
-    /// A layer checking keys against `keys`, with per-key limits kept in this process.
-    pub fn new(keys: K) -> Self {
-        Self {
-            keys,
-            limiter: InProcessLimiter::new(),
-        }
-    }
-}
-
-impl<K, L> AuthLayer<K, L> {
-    /// Uses `limiter` for per-key limits (e.g. a shared backend for a fleet).
-    pub fn limiter<L2>(self, limiter: L2) -> AuthLayer<K, L2> {
-        AuthLayer {
-            keys: self.keys,
-            limiter,
-        }
-    }
-}
-
-impl<S, K: Clone, L: Clone> Layer<S> for AuthLayer<K, L> {
-    type Service = Auth<S, K, L>;
-
-    fn layer(&self, inner: S) -> Self::Service {
-        Auth {
-            inner,
-            keys: self.keys.clone(),
-            limiter: self.limiter.clone(),
-        }
-    }
-}
-
-/// Checks the router key, the key's expiry and limits, and adds the caller's [`Principal`].
-/// See the module docs.
-#[derive(Clone, Debug)]
-pub struct Auth<S, K, L = InProcessLimiter> {
-    inner: S,
-    keys: K,
-    limiter: L,
-}
-
-impl<S, K> Auth<S, K> {
-    /// Wraps `inner`, checking keys against `keys`.
-    pub fn new(inner: S, keys: K) -> Self {
-        Self {
-            inner,
-            keys,
-            limiter: InProcessLimiter::new(),
-        }
-    }
-
-    /// An [`AuthLayer`].
-    pub fn layer(keys: K) -> AuthLayer<K> {
-        AuthLayer::new(keys)
-    }
-}
-
-impl<S, K, L> Auth<S, K, L> {
-    /// The inner service.
-    pub fn get_ref(&self) -> &S {
-        &self.inner
-    }
-
-    /// The inner service, mutably.
-    pub fn get_mut(&mut self) -> &mut S {
-        &mut self.inner
-    }
-
-    /// Unwraps the inner service.
-    pub fn into_inner(self) -> S {
-        self.inner
-    }
-}
-
-impl<S, K, L, ReqBody> Service<Request<ReqBody>> for Auth<S, K, L>
-where
-    S: Service<Request<ReqBody>, Response = Response<RouterBody>> + Clone,
-    S::Error: Into<BoxError>,
-    K: KeyStore,
-    L: KeyLimiter,
-{
-    type Response = Response<RouterBody>;
-    type Error = BoxError;
-    type Future = ResponseFuture<S, K::Future, L, ReqBody>;
-
-    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
-        self.inner.poll_ready(cx).map_err(Into::into)
-    }
-
-    fn call(&mut self, mut request: Request<ReqBody>) -> Self::Future {
-        if let Some(value) = request.headers_mut().get_mut(header::AUTHORIZATION) {
-            value.set_sensitive(true);
-        }
-        let digest = match bearer_key(request.headers()) {
-            Ok(key) => ApiKeyDigest::of(key),
-            Err(error) => return ResponseFuture::failed(error),
-        };
-        let lookup = self.keys.lookup(&digest);
-        // The inner service was made ready by `poll_ready`: take it, and leave a fresh clone
-        // behind for the next request.
-        let inner = self.inner.clone();
-        let inner = std::mem::replace(&mut self.inner, inner);
-        ResponseFuture::lookup(lookup, digest, self.limiter.clone(), request, inner)
-    }
-}
+pub use self::service::Auth;
+pub use crate::extensions::{KeyLimits, Principal};
 
 /// The key of an `Authorization: Bearer <key>` header.
 fn bearer_key(headers: &HeaderMap) -> Result<&str, Error> {
@@ -186,10 +80,14 @@ fn bearer_key(headers: &HeaderMap) -> Result<&str, Error> {
 #[allow(clippy::unwrap_used)]
 mod tests {
     use super::*;
+    use bytes::Bytes;
+    use http::{Request, Response, StatusCode};
     use http_body_util::BodyExt as _;
     use std::convert::Infallible;
     use std::time::{Duration, SystemTime};
     use tower::{ServiceBuilder, ServiceExt};
+
+    type Answer = Response<ResponseBody<http_body_util::Full<Bytes>, ConcurrencyPermit>>;
 
     fn keys() -> MemoryKeyStore {
         MemoryKeyStore::new()
@@ -202,35 +100,53 @@ mod tests {
             .with_key("sk-router-one", Principal::new("one").max_concurrent(1))
     }
 
-    async fn call_with(
+    fn echo_name() -> impl tower_service::Service<
+        Request<()>,
+        Response = Answer,
+        Error = Infallible,
+        Future = impl Send,
+    > + Clone {
+        echo_name_with(keys())
+    }
+
+    fn echo_name_with(
         keys: MemoryKeyStore,
-        authorization: Option<&str>,
-    ) -> Result<Response<RouterBody>, BoxError> {
-        let service = ServiceBuilder::new()
+    ) -> impl tower_service::Service<
+        Request<()>,
+        Response = Answer,
+        Error = Infallible,
+        Future = impl Send,
+    > + Clone {
+        ServiceBuilder::new()
             .layer(AuthLayer::new(keys))
             .service_fn(|request: Request<()>| async move {
                 assert!(request.headers().get(header::AUTHORIZATION).is_none());
                 let who = request.extensions().get::<Principal>().unwrap();
-                Ok::<_, Infallible>(Response::new(RouterBody::full(who.name().to_owned())))
-            });
+                Ok::<_, Infallible>(Response::new(http_body_util::Full::from(
+                    who.name().to_owned(),
+                )))
+            })
+    }
+
+    fn request(authorization: Option<&str>) -> Request<()> {
         let mut request = Request::builder();
         if let Some(value) = authorization {
             request = request.header(header::AUTHORIZATION, value);
         }
-        service.oneshot(request.body(()).unwrap()).await
+        request.body(()).unwrap()
     }
 
-    async fn call(authorization: Option<&str>) -> Result<Response<RouterBody>, BoxError> {
-        call_with(keys(), authorization).await
-    }
-
-    async fn name(response: Response<RouterBody>) -> String {
+    async fn text(response: Answer) -> String {
         let bytes = response.into_body().collect().await.unwrap().to_bytes();
         String::from_utf8(bytes.to_vec()).unwrap()
     }
 
-    fn refusal(result: Result<Response<RouterBody>, BoxError>) -> Error {
-        *result.unwrap_err().downcast::<Error>().unwrap()
+    /// Asserts an OpenAI error answer; returns its `error` object.
+    async fn refusal(response: Answer, status: StatusCode) -> serde_json::Value {
+        assert_eq!(response.status(), status);
+        assert_eq!(response.headers()["content-type"], "application/json");
+        let json: serde_json::Value = serde_json::from_str(&text(response).await).unwrap();
+        json["error"].clone()
     }
 
     #[tokio::test]
@@ -241,93 +157,89 @@ mod tests {
             "BEARER   sk-router-good  ",
             "  Bearer\tsk-router-good",
         ] {
-            let response = call(Some(header)).await.unwrap();
-            assert_eq!(name(response).await, "good", "{header}");
+            let response = echo_name().oneshot(request(Some(header))).await.unwrap();
+            assert_eq!(text(response).await, "good", "{header}");
         }
     }
 
     #[tokio::test]
-    async fn refuses_each_malformed_form() {
+    async fn refuses_each_malformed_form_with_an_openai_401() {
         for header in [
             None,
             Some("Basic abc"),
             Some("Bearer"),
             Some("Bearer   "),
             Some("sk-router-good"),
+            Some("Bearer sk-router-bad"),
         ] {
-            let error = refusal(call(header).await);
-            assert!(error.is_unauthorized(), "{header:?}");
+            let response = echo_name().oneshot(request(header)).await.unwrap();
+            let error = refusal(response, StatusCode::UNAUTHORIZED).await;
+            assert_eq!(error["code"], "invalid_api_key", "{header:?}");
+            assert!(!error.to_string().contains("router-bad"));
         }
-        let error = refusal(call(Some("Bearer sk-router-bad")).await);
-        assert!(error.is_unauthorized());
-        assert_eq!(error.code(), Some("invalid_api_key"));
-        assert!(!error.to_string().contains("router-bad"));
     }
 
     #[tokio::test]
     async fn expired_keys_are_refused() {
-        let error = refusal(call(Some("Bearer sk-router-old")).await);
-        assert!(error.is_unauthorized());
-        assert!(error.to_string().contains("expired"));
+        let response = echo_name()
+            .oneshot(request(Some("Bearer sk-router-old")))
+            .await
+            .unwrap();
+        let error = refusal(response, StatusCode::UNAUTHORIZED).await;
+        assert!(error["message"].as_str().unwrap().contains("expired"));
     }
 
     #[tokio::test(start_paused = true)]
     async fn rpm_limit_answers_429_with_retry_headers_then_recovers() {
         let keys = keys();
-        let ok = call_with(keys.clone(), Some("Bearer sk-router-rpm"))
+        let ok = echo_name_with(keys.clone())
+            .oneshot(request(Some("Bearer sk-router-rpm")))
             .await
             .unwrap();
         assert_eq!(ok.headers()["x-ratelimit-limit-requests"], "1");
         assert_eq!(ok.headers()["x-ratelimit-remaining-requests"], "0");
         // Limiter state lives in a layer: a second layer starts afresh.
-        let service = ServiceBuilder::new()
-            .layer(AuthLayer::new(keys))
-            .service_fn(|_: Request<()>| async {
-                Ok::<_, Infallible>(Response::new(RouterBody::empty()))
-            });
-        let request = || {
-            Request::builder()
-                .header(header::AUTHORIZATION, "Bearer sk-router-rpm")
-                .body(())
-                .unwrap()
-        };
-        service.clone().oneshot(request()).await.unwrap();
-        let error = refusal(service.clone().oneshot(request()).await);
-        assert_eq!(error.status(), http::StatusCode::TOO_MANY_REQUESTS);
-        let rendered = error.into_response();
-        let wait_ms: u64 = rendered.headers()["retry-after-ms"]
+        let service = echo_name_with(keys);
+        let rpm = || request(Some("Bearer sk-router-rpm"));
+        service.clone().oneshot(rpm()).await.unwrap();
+        let refused = service.clone().oneshot(rpm()).await.unwrap();
+        let wait_ms: u64 = refused.headers()["retry-after-ms"]
             .to_str()
             .unwrap()
             .parse()
             .unwrap();
-        let wait_s: u64 = rendered.headers()["retry-after"]
+        let wait_s: u64 = refused.headers()["retry-after"]
             .to_str()
             .unwrap()
             .parse()
             .unwrap();
         assert!(wait_s >= 1 && wait_ms <= 60_000 && wait_ms > 0);
+        assert_eq!(refused.headers()["x-ratelimit-remaining-requests"], "0");
+        let error = refusal(refused, StatusCode::TOO_MANY_REQUESTS).await;
+        assert_eq!(error["code"], "rate_limit_exceeded");
         tokio::time::advance(Duration::from_millis(wait_ms)).await;
-        service.oneshot(request()).await.unwrap();
+        let again = service.oneshot(rpm()).await.unwrap();
+        assert_eq!(again.status(), StatusCode::OK);
     }
 
     #[tokio::test]
-    async fn concurrency_slot_is_held_until_the_body_is_dropped() {
-        let service = ServiceBuilder::new()
-            .layer(AuthLayer::new(keys()))
-            .service_fn(|_: Request<()>| async {
-                Ok::<_, Infallible>(Response::new(RouterBody::full("x")))
-            });
-        let request = || {
-            Request::builder()
-                .header(header::AUTHORIZATION, "Bearer sk-router-one")
-                .body(())
-                .unwrap()
-        };
-        let first = service.clone().oneshot(request()).await.unwrap();
-        let error = refusal(service.clone().oneshot(request()).await);
-        assert_eq!(error.status(), http::StatusCode::TOO_MANY_REQUESTS);
-        drop(first);
-        assert!(service.oneshot(request()).await.is_ok());
+    async fn concurrency_slot_is_held_until_the_body_is_done() {
+        let service = echo_name();
+        let one = || request(Some("Bearer sk-router-one"));
+        let first = service.clone().oneshot(one()).await.unwrap();
+        let refused = service.clone().oneshot(one()).await.unwrap();
+        refusal(refused, StatusCode::TOO_MANY_REQUESTS).await;
+        // Read to the end: the slot is free even though the body is still held.
+        let mut body = first.into_body();
+        while body.frame().await.is_some() {}
+        let second = service.clone().oneshot(one()).await.unwrap();
+        assert_eq!(second.status(), StatusCode::OK);
+        drop(body);
+        drop(second);
+        assert_eq!(
+            service.oneshot(one()).await.unwrap().status(),
+            StatusCode::OK
+        );
     }
 
     #[derive(Clone)]
@@ -340,18 +252,42 @@ mod tests {
         }
     }
 
+    #[derive(Clone)]
+    struct StalledStore;
+
+    impl KeyStore for StalledStore {
+        type Future = std::future::Pending<Result<Option<Principal>, KeyStoreError>>;
+        fn lookup(&self, _: &ApiKeyDigest) -> Self::Future {
+            std::future::pending()
+        }
+    }
+
+    async fn status_with<K: KeyStore>(keys: K) -> (StatusCode, serde_json::Value) {
+        let service = ServiceBuilder::new()
+            .layer(AuthLayer::new(keys))
+            .service_fn(|_: Request<()>| async {
+                Ok::<_, Infallible>(Response::new(http_body_util::Full::<Bytes>::default()))
+            });
+        let response = service.oneshot(request(Some("Bearer x"))).await.unwrap();
+        let status = response.status();
+        let bytes = response.into_body().collect().await.unwrap().to_bytes();
+        (status, serde_json::from_slice(&bytes).unwrap())
+    }
+
     #[tokio::test]
     async fn a_failing_store_never_allows() {
-        let service = ServiceBuilder::new()
-            .layer(AuthLayer::new(BrokenStore))
-            .service_fn(|_: Request<()>| async {
-                Ok::<_, Infallible>(Response::new(RouterBody::empty()))
-            });
-        let request = Request::builder()
-            .header(header::AUTHORIZATION, "Bearer x")
-            .body(())
-            .unwrap();
-        let error = refusal(service.oneshot(request).await);
-        assert_eq!(error.status(), http::StatusCode::SERVICE_UNAVAILABLE);
+        let (status, json) = status_with(BrokenStore).await;
+        assert_eq!(status, StatusCode::SERVICE_UNAVAILABLE);
+        assert_eq!(json["error"]["code"], "key_store_unavailable");
+        assert!(!json.to_string().contains("connection refused"));
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_stalled_store_is_a_503_after_the_deadline() {
+        let started = tokio::time::Instant::now();
+        let (status, json) = status_with(StalledStore).await;
+        assert_eq!(status, StatusCode::SERVICE_UNAVAILABLE);
+        assert_eq!(json["error"]["code"], "key_store_unavailable");
+        assert_eq!(started.elapsed(), DEFAULT_CHECK_DEADLINE);
     }
 }

@@ -110,7 +110,7 @@ pub(super) fn error_with_param(
     code: Option<&str>,
 ) -> Reply {
     // The router's own renderer: one definition of the four-key shape.
-    let body = crate::openai_error::render_body(message, kind, param, code);
+    let body = crate::error::render_body(message, kind, param, code);
     Reply {
         status,
         content_type: JSON,

@@ -113,7 +113,7 @@ pub(crate) fn to_client(headers: &mut HeaderMap) {
     strip(headers, |name| {
         is_hop_by_hop(name) || is_provider_only(name)
     });
-    if let Some(id) = headers.remove(crate::request_id::X_REQUEST_ID) {
+    if let Some(id) = headers.remove(crate::extensions::X_REQUEST_ID) {
         headers.insert(X_UPSTREAM_REQUEST_ID, id);
     }
 }

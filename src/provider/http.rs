@@ -20,12 +20,11 @@ use pin_project_lite::pin_project;
 use tokio::time::Timeout;
 use tower_service::Service;
 
+use super::body::UpstreamBody;
 use super::headers;
-use crate::BuildError;
-use crate::body::RouterBody;
-use crate::openai_error::Error;
-use crate::request_id::RequestId;
-use crate::route::{Endpoint, RouteTarget};
+use crate::error::BuildError;
+use crate::error::Error;
+use crate::extensions::{Endpoint, RequestId, RouteTarget, X_REQUEST_ID};
 
 /// The default time an upstream has to send its response head: 10 minutes, as the OpenAI
 /// SDKs allow (a non-streaming answer arrives only when the whole generation is done).
@@ -280,7 +279,7 @@ impl HttpProvider {
         if let Some(id) = parts.extensions.get::<RequestId>() {
             parts
                 .headers
-                .insert(crate::request_id::X_REQUEST_ID, id.header_value().clone());
+                .insert(X_REQUEST_ID, id.header_value().clone());
         }
         for (name, value) in &settings.headers {
             parts.headers.insert(name.clone(), value.clone());
@@ -316,7 +315,7 @@ impl fmt::Debug for HttpProvider {
 }
 
 impl Service<Request<Bytes>> for HttpProvider {
-    type Response = Response<RouterBody>;
+    type Response = Response<UpstreamBody>;
     type Error = Error;
     type Future = ResponseFuture;
 
@@ -359,7 +358,7 @@ pin_project! {
 }
 
 impl Future for ResponseFuture {
-    type Output = Result<Response<RouterBody>, Error>;
+    type Output = Result<Response<UpstreamBody>, Error>;
 
     fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
         match self.project().state.project() {
@@ -381,7 +380,7 @@ impl Future for ResponseFuture {
                 };
                 let (mut parts, body) = response.into_parts();
                 headers::to_client(&mut parts.headers);
-                Poll::Ready(Ok(Response::from_parts(parts, RouterBody::from(body))))
+                Poll::Ready(Ok(Response::from_parts(parts, UpstreamBody::from(body))))
             }
         }
     }

@@ -3,10 +3,11 @@
 //! [`Providers`] maps each provider name to a service and sends each request to the one named
 //! by its [`RouteTarget`]. Most providers are an
 //! [`HttpProvider`] (a pooled hyper client: base URL join, credential swap, header hygiene,
-//! response head timeout); any `Service<Request<Bytes>>` answering `Response<RouterBody>` can
-//! stand in, e.g. an in-process model server or, later, a provider that translates another
+//! response head timeout); any `Service<Request<Bytes>>` answering `Response<UpstreamBody>`
+//! can stand in, e.g. an in-process model server or, later, a provider that translates another
 //! API. This is the one place where services are boxed, so providers of different types fit
-//! in one map.
+//! in one map; their bodies are not (an [`UpstreamBody`] holds hyper's body or bytes as they
+//! are, and boxes only a body of another type).
 //!
 //! Upstream failures: a refused or failed connection is 502 `upstream_unreachable`, no
 //! response head within the provider's timeout is 504 `upstream_timeout`, a broken exchange is
@@ -22,6 +23,7 @@
 //! # Ok::<(), ai_router::BuildError>(())
 //! ```
 
+mod body;
 mod headers;
 mod http;
 
@@ -39,17 +41,17 @@ use tower::ServiceExt as _;
 use tower::util::{BoxCloneSyncService, Oneshot};
 use tower_service::Service;
 
-use crate::body::RouterBody;
-use crate::openai_error::Error;
-use crate::route::RouteTarget;
+use crate::error::Error;
+use crate::extensions::RouteTarget;
 
+pub use self::body::UpstreamBody;
 pub use self::http::{
     DEFAULT_CONNECT_TIMEOUT, DEFAULT_POOL_IDLE_TIMEOUT, DEFAULT_POOL_MAX_IDLE_PER_HOST,
     DEFAULT_TIMEOUT, HttpClient, HttpClientBuilder, HttpProvider, HttpProviderBuilder,
     ProviderAuth, ResponseFuture as HttpResponseFuture,
 };
 
-type BoxedProvider = BoxCloneSyncService<Request<Bytes>, Response<RouterBody>, Error>;
+type BoxedProvider = BoxCloneSyncService<Request<Bytes>, Response<UpstreamBody>, Error>;
 
 /// The provider set: one upstream service per provider name. See the module docs.
 #[derive(Clone, Default)]
@@ -67,7 +69,7 @@ impl Providers {
     #[must_use]
     pub fn with<S>(mut self, name: impl Into<Arc<str>>, service: S) -> Self
     where
-        S: Service<Request<Bytes>, Response = Response<RouterBody>, Error = Error>
+        S: Service<Request<Bytes>, Response = Response<UpstreamBody>, Error = Error>
             + Clone
             + Send
             + Sync
@@ -93,7 +95,7 @@ impl fmt::Debug for Providers {
 }
 
 impl Service<Request<Bytes>> for Providers {
-    type Response = Response<RouterBody>;
+    type Response = Response<UpstreamBody>;
     type Error = Error;
     type Future = ResponseFuture;
 
@@ -141,7 +143,7 @@ pin_project! {
 }
 
 impl Future for ResponseFuture {
-    type Output = Result<Response<RouterBody>, Error>;
+    type Output = Result<Response<UpstreamBody>, Error>;
 
     fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
         match self.project().state.project() {

@@ -3,7 +3,7 @@
 use std::future::Future;
 use std::pin::Pin;
 use std::sync::Arc;
-use std::task::{Context, Poll};
+use std::task::{Context, Poll, ready};
 
 use bytes::Bytes;
 use http::{HeaderValue, Request, Response, header};
@@ -14,13 +14,15 @@ use pin_project_lite::pin_project;
 use tokio::time::Sleep;
 use tower_service::Service;
 
-use super::endpoint::Endpoint;
+use super::layer::Settings;
 use super::multipart::{self, Form};
 use super::table::check_model_id;
-use super::{Settings, json};
-use crate::auth::Principal;
-use crate::body::RouterBody;
-use crate::openai_error::{BoxError, Error};
+use super::{ResponseBody, json, json_response};
+use crate::body::Full;
+use crate::error::{BoxError, Error};
+use crate::extensions::{Endpoint, Principal};
+use crate::media::ContentType;
+use crate::observe::RequestLog;
 
 pin_project! {
     /// Response future of [`Route`](super::Route).
@@ -43,12 +45,13 @@ pin_project! {
         ReqBody: Body,
         ReqBody::Error: Into<BoxError>,
     {
-        Respond { response: Option<Result<Response<RouterBody>, Error>> },
+        Answer { response: Option<Response<Full>> },
         Reading {
             #[pin] collect: Collect<Limited<ReqBody>>,
             #[pin] deadline: Sleep,
             parts: Option<http::request::Parts>,
             endpoint: Endpoint,
+            content_type: ContentType,
             inner: Option<S>,
             settings: Arc<Settings>,
         },
@@ -62,25 +65,28 @@ where
     ReqBody: Body,
     ReqBody::Error: Into<BoxError>,
 {
-    pub(super) fn respond(response: Response<RouterBody>) -> Self {
+    fn answer(response: Response<Full>) -> Self {
         Self {
-            state: State::Respond {
-                response: Some(Ok(response)),
+            state: State::Answer {
+                response: Some(response),
             },
         }
     }
 
+    /// Answers with JSON of the layer's own (a listing).
+    pub(super) fn json(body: Bytes) -> Self {
+        Self::answer(json_response(body))
+    }
+
+    /// Answers with a refusal.
     pub(super) fn error(error: Error) -> Self {
-        Self {
-            state: State::Respond {
-                response: Some(Err(error)),
-            },
-        }
+        Self::answer(error.into_response())
     }
 
     pub(super) fn read_body(
         request: Request<ReqBody>,
         endpoint: Endpoint,
+        content_type: ContentType,
         inner: S,
         settings: Arc<Settings>,
     ) -> Self {
@@ -91,6 +97,7 @@ where
                 deadline: tokio::time::sleep(settings.body_timeout),
                 parts: Some(parts),
                 endpoint,
+                content_type,
                 inner: Some(inner),
                 settings,
             },
@@ -98,66 +105,62 @@ where
     }
 }
 
-impl<S, ReqBody> Future for ResponseFuture<S, ReqBody>
+impl<S, ReqBody, ResBody> Future for ResponseFuture<S, ReqBody>
 where
-    S: Service<Request<Bytes>, Response = Response<RouterBody>>,
-    S::Error: Into<BoxError>,
+    S: Service<Request<Bytes>, Response = Response<ResBody>>,
     ReqBody: Body,
     ReqBody::Error: Into<BoxError>,
 {
-    type Output = Result<Response<RouterBody>, BoxError>;
+    type Output = Result<Response<ResponseBody<ResBody>>, S::Error>;
 
     fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
         let mut this = self.project();
         loop {
             match this.state.as_mut().project() {
-                StateProj::Respond { response } => {
-                    let response = response.take().unwrap_or_else(|| Err(Error::internal()));
-                    return Poll::Ready(response.map_err(Into::into));
+                StateProj::Answer { response } => {
+                    let response = response
+                        .take()
+                        .unwrap_or_else(|| Error::internal().into_response());
+                    return Poll::Ready(Ok(response.map(ResponseBody::full)));
                 }
                 StateProj::Reading {
                     collect,
                     deadline,
                     parts,
                     endpoint,
+                    content_type,
                     inner,
                     settings,
                 } => {
                     let read = match collect.poll(cx) {
                         Poll::Ready(read) => read,
                         Poll::Pending if deadline.poll(cx).is_ready() => {
-                            this.state.set(State::Respond {
-                                response: Some(Err(Error::body_timeout())),
-                            });
+                            this.state.set(Self::error(Error::body_timeout()).state);
                             continue;
                         }
                         Poll::Pending => return Poll::Pending,
                     };
                     let (Some(parts), Some(mut inner)) = (parts.take(), inner.take()) else {
-                        this.state.set(State::Respond {
-                            response: Some(Err(Error::internal())),
-                        });
+                        this.state.set(Self::error(Error::internal()).state);
                         continue;
                     };
                     let prepared = read
                         .map_err(|error| read_error(error, settings.body_limit(*endpoint)))
                         .and_then(|collected| {
-                            prepare(parts, collected.to_bytes(), *endpoint, settings)
+                            let body = collected.to_bytes();
+                            prepare(parts, body, *endpoint, *content_type, settings)
                         });
                     match prepared {
                         Ok(request) => {
                             let future = inner.call(request);
                             this.state.set(State::Calling { future });
                         }
-                        Err(error) => {
-                            this.state.set(State::Respond {
-                                response: Some(Err(error)),
-                            });
-                        }
+                        Err(error) => this.state.set(Self::error(error).state),
                     }
                 }
                 StateProj::Calling { future } => {
-                    return future.poll(cx).map_err(Into::into);
+                    let response = ready!(future.poll(cx))?;
+                    return Poll::Ready(Ok(response.map(ResponseBody::inner)));
                 }
             }
         }
@@ -184,9 +187,10 @@ fn prepare(
     mut parts: http::request::Parts,
     body: Bytes,
     endpoint: Endpoint,
+    content_type: ContentType,
     settings: &Settings,
 ) -> Result<Request<Bytes>, Error> {
-    let parsed = if super::is_multipart(&parts.headers) {
+    let parsed = if content_type == ContentType::Form {
         let content_type = parts
             .headers
             .get(header::CONTENT_TYPE)
@@ -240,11 +244,9 @@ fn prepare(
             return Err(Error::model_not_allowed(model));
         }
     }
-    let span = tracing::Span::current();
-    span.record("provider", target.provider());
-    span.record("upstream_model", target.upstream_model());
     let upstream_model = target.upstream_model();
-    let body = match parsed {
+    let is_json = matches!(parsed, Parsed::Json(_));
+    let mut body = match parsed {
         Parsed::Json(peeked) if sent.is_some() => {
             json::rewrite_model(body, &peeked, upstream_model)
         }
@@ -255,19 +257,33 @@ fn prepare(
             body
         }
     };
+    let mut target = target;
+    let wants_usage = is_json
+        && target.stream()
+        && endpoint == Endpoint::ChatCompletions
+        && target.include_usage().is_none()
+        && !settings.inject_usage.is_empty()
+        && settings.inject_usage.contains(target.provider());
+    if wants_usage {
+        if let Some(injected) =
+            json::insert_first_member(&body, br#""stream_options":{"include_usage":true}"#)
+        {
+            body = injected;
+            target = target.with_usage_injected(true);
+        }
+    }
     // The body is JSON whatever the client labelled it (curl -d sends a form type), and its
     // length may have changed: the upstream client sets it again.
     parts.headers.remove(header::CONTENT_LENGTH);
-    if !super::is_multipart(&parts.headers) && !is_json(&parts.headers) {
+    if is_json && content_type != ContentType::Json {
         parts.headers.insert(
             header::CONTENT_TYPE,
             HeaderValue::from_static("application/json"),
         );
     }
+    if let Some(log) = parts.extensions.get::<RequestLog>() {
+        log.record_target(&target);
+    }
     parts.extensions.insert(target);
     Ok(Request::from_parts(parts, body))
-}
-
-fn is_json(headers: &http::HeaderMap) -> bool {
-    super::content_type_is(headers, "application/json")
 }

@@ -6,7 +6,7 @@ use bytes::{Bytes, BytesMut};
 use serde::Deserialize;
 use serde_json::value::RawValue;
 
-use crate::openai_error::Error;
+use crate::error::Error;
 
 /// What routing needs from a JSON request body.
 #[derive(Debug, PartialEq, Eq)]

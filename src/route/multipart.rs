@@ -12,7 +12,7 @@ use bytes::{Bytes, BytesMut};
 use http::{HeaderMap, HeaderValue};
 use memchr::memmem;
 
-use crate::openai_error::Error;
+use crate::error::Error;
 
 /// The most parts a form may have (OpenAI's forms have a few dozen at most); bounds the
 /// memory and time spent parsing.

@@ -8,71 +8,8 @@ use std::time::{SystemTime, UNIX_EPOCH};
 use bytes::Bytes;
 use serde::Serialize;
 
-use super::endpoint::Endpoint;
-use crate::auth::Principal;
-use crate::openai_error::Error;
-
-/// Where a request goes: set by [`Route`](super::Route) as a request extension and read by
-/// the provider services.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub struct RouteTarget {
-    provider: Arc<str>,
-    upstream_model: Arc<str>,
-    endpoint: Endpoint,
-    stream: bool,
-    include_usage: Option<bool>,
-}
-
-impl RouteTarget {
-    /// A target; the route layer makes these, tests and custom stacks may too.
-    pub fn new(
-        provider: impl Into<Arc<str>>,
-        upstream_model: impl Into<Arc<str>>,
-        endpoint: Endpoint,
-    ) -> Self {
-        Self {
-            provider: provider.into(),
-            upstream_model: upstream_model.into(),
-            endpoint,
-            stream: false,
-            include_usage: None,
-        }
-    }
-
-    /// Marks the request as streaming (`"stream": true`), with the client's
-    /// `stream_options.include_usage` if it sent `stream_options`.
-    #[must_use]
-    pub fn with_stream(mut self, stream: bool, include_usage: Option<bool>) -> Self {
-        self.stream = stream;
-        self.include_usage = include_usage;
-        self
-    }
-
-    /// Whether the client asked for a stream.
-    pub fn stream(&self) -> bool {
-        self.stream
-    }
-
-    /// The client's `stream_options.include_usage`, if it sent `stream_options`.
-    pub fn include_usage(&self) -> Option<bool> {
-        self.include_usage
-    }
-
-    /// The provider's name, e.g. `openai`.
-    pub fn provider(&self) -> &str {
-        &self.provider
-    }
-
-    /// The model id the provider gets, e.g. `gpt-4o-mini`.
-    pub fn upstream_model(&self) -> &str {
-        &self.upstream_model
-    }
-
-    /// The endpoint called.
-    pub fn endpoint(&self) -> Endpoint {
-        self.endpoint
-    }
-}
+use crate::error::Error;
+use crate::extensions::{Endpoint, Principal, RouteTarget};
 
 /// A `provider/model` pair an alias points to.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -271,8 +208,8 @@ impl RouteTableBuilder {
     }
 
     /// Checks names and targets and builds the table.
-    pub fn build(self) -> Result<RouteTable, crate::BuildError> {
-        use crate::BuildError;
+    pub fn build(self) -> Result<RouteTable, crate::error::BuildError> {
+        use crate::error::BuildError;
         let mut providers: HashMap<Arc<str>, Vec<Arc<str>>> = HashMap::new();
         for (name, models) in self.providers {
             if !valid_provider_name(&name) {

@@ -10,16 +10,17 @@ use http_body::{Body, Frame, SizeHint};
 use pin_project_lite::pin_project;
 use tokio::time::{Instant, Sleep};
 
-use super::body::idle_elapsed;
-use crate::body::RouterBody;
-use crate::openai_error::BoxError;
+use super::stream::idle_elapsed;
+use crate::error::BoxError;
 
 pin_project! {
     /// An upstream body passed through untouched, aborted when no bytes arrive for the idle
     /// timeout (nothing can be added to a JSON or audio answer to say why; the client sees a
     /// broken response). See the [module docs](crate::sse).
-    pub struct IdleBody {
-        inner: RouterBody,
+    pub struct IdleBody<B> {
+        // `None` once aborted: dropping the upstream closes its connection.
+        #[pin]
+        inner: Option<B>,
         #[pin]
         idle: Sleep,
         last_activity: Instant,
@@ -27,10 +28,10 @@ pin_project! {
     }
 }
 
-impl IdleBody {
-    pub(crate) fn new(inner: RouterBody, timeout: Duration) -> Self {
+impl<B> IdleBody<B> {
+    pub(crate) fn new(inner: B, timeout: Duration) -> Self {
         Self {
-            inner,
+            inner: Some(inner),
             idle: tokio::time::sleep(timeout),
             last_activity: Instant::now(),
             timeout,
@@ -38,7 +39,7 @@ impl IdleBody {
     }
 }
 
-impl fmt::Debug for IdleBody {
+impl<B> fmt::Debug for IdleBody<B> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("IdleBody")
             .field("timeout", &self.timeout)
@@ -46,7 +47,11 @@ impl fmt::Debug for IdleBody {
     }
 }
 
-impl Body for IdleBody {
+impl<B> Body for IdleBody<B>
+where
+    B: Body<Data = Bytes>,
+    B::Error: Into<BoxError>,
+{
     type Data = Bytes;
     type Error = BoxError;
 
@@ -54,11 +59,14 @@ impl Body for IdleBody {
         self: Pin<&mut Self>,
         cx: &mut Context<'_>,
     ) -> Poll<Option<Result<Frame<Bytes>, BoxError>>> {
-        let this = self.project();
-        match Pin::new(&mut *this.inner).poll_frame(cx) {
+        let mut this = self.project();
+        let Some(inner) = this.inner.as_mut().as_pin_mut() else {
+            return Poll::Ready(None);
+        };
+        match inner.poll_frame(cx) {
             Poll::Ready(frame) => {
                 *this.last_activity = Instant::now();
-                Poll::Ready(frame)
+                Poll::Ready(frame.map(|frame| frame.map_err(Into::into)))
             }
             Poll::Pending => {
                 if !idle_elapsed(this.idle, *this.last_activity, Some(*this.timeout), cx) {
@@ -66,18 +74,20 @@ impl Body for IdleBody {
                 }
                 tracing::warn!("upstream body idle for too long; aborting the answer");
                 // Drop the upstream now: its connection closes.
-                *this.inner = RouterBody::empty();
+                this.inner.set(None);
                 Poll::Ready(Some(Err("upstream body idle for too long".into())))
             }
         }
     }
 
     fn is_end_stream(&self) -> bool {
-        self.inner.is_end_stream()
+        self.inner.as_ref().is_none_or(Body::is_end_stream)
     }
 
     fn size_hint(&self) -> SizeHint {
-        self.inner.size_hint()
+        self.inner
+            .as_ref()
+            .map_or_else(|| SizeHint::with_exact(0), Body::size_hint)
     }
 }
 
@@ -106,7 +116,7 @@ mod tests {
 
     #[tokio::test(start_paused = true)]
     async fn a_stalled_body_is_aborted_after_the_idle_timeout() {
-        let body = IdleBody::new(RouterBody::new(Stalls(true)), Duration::from_secs(30));
+        let body = IdleBody::new(Stalls(true), Duration::from_secs(30));
         let started = Instant::now();
         assert!(body.collect().await.is_err());
         assert!(started.elapsed() >= Duration::from_secs(30));
@@ -114,7 +124,7 @@ mod tests {
 
     #[tokio::test]
     async fn a_complete_body_passes_untouched() {
-        let body = IdleBody::new(RouterBody::full("{}"), Duration::MAX);
+        let body = IdleBody::new(crate::body::Full::new("{}"), Duration::MAX);
         assert_eq!(body.collect().await.unwrap().to_bytes(), "{}");
     }
 }

@@ -1,6 +1,6 @@
-//! Usage injection: what the router adds to a chat stream request (`stream_options`) and takes
-//! away again from what the client receives (the usage chunk, and `"usage": null` in every
-//! other chunk), so the client sees the stream it asked for.
+//! Usage injection, the stream side: what asking for usage on the client's behalf adds to a
+//! chat stream (the usage chunk, and `"usage": null` in every other chunk), taken away again
+//! so the client sees the stream it asked for.
 
 use std::ops::Range;
 
@@ -8,12 +8,6 @@ use bytes::{Bytes, BytesMut};
 use serde::Deserialize;
 use serde::de::{self, MapAccess, Visitor};
 use serde_json::value::RawValue;
-
-/// Adds `"stream_options":{"include_usage":true}` as the body's first member. The body is a
-/// JSON object without `stream_options` (route checked both).
-pub(super) fn inject_include_usage(body: &Bytes) -> Option<Bytes> {
-    crate::route::insert_first_member(body, br#""stream_options":{"include_usage":true}"#)
-}
 
 /// Whether the event may hold a `"usage"` key whose value is `null` (a cheap check before the
 /// exact one in [`without_null_usage`]).

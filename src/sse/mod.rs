@@ -2,7 +2,8 @@
 //!
 //! [`Sse`] wraps every successful `text/event-stream` answer (chat and completions
 //! `data:` + `[DONE]`, Responses API `event:` + `data:`, image and speech streams) in an
-//! [`SseBody`]:
+//! [`SseBody`], and every other successful answer in an [`IdleBody`]; it works in front of any
+//! service, e.g. an axum handler answering `axum::response::Sse`:
 //!
 //! - **Pass-through.** Each upstream chunk is forwarded when it arrives, bytes unchanged:
 //!   no re-framing, no added lines, comments and `[DONE]` kept. The only bytes held back are
@@ -16,11 +17,12 @@
 //!   first byte, and reports them once per stream to an [`OnUsage`] hook ([`LogUsage`] by
 //!   default), however the stream ends.
 //! - **Usage injection (opt-in per provider).** For a streamed chat completion whose client did
-//!   not send `stream_options`, the router may add `"stream_options":{"include_usage":true}`
-//!   upstream (the only body change besides `model`) so usage can be counted, and then removes
-//!   what that changed from what the client receives: the extra `choices: []` usage chunk, and
-//!   the `"usage": null` member the provider then adds to every other chunk (each such event
-//!   is copied once without it; the stream stays event by event).
+//!   not send `stream_options`, the route layer may add `"stream_options":{"include_usage":true}`
+//!   upstream ([`RouteLayer::inject_usage`](crate::route::RouteLayer::inject_usage)) so usage
+//!   can be counted; this layer then removes what that changed from what the client receives:
+//!   the extra `choices: []` usage chunk, and the `"usage": null` member the provider then adds
+//!   to every other chunk (each such event is copied once without it; the stream stays event by
+//!   event).
 //! - **Headers.** `cache-control: no-cache` and `x-accel-buffering: no` (so a reverse proxy in
 //!   front does not buffer); `content-length` is dropped. Upstreams are asked for
 //!   `accept-encoding: identity`, so the stream is readable text; tower-http's compression
@@ -29,7 +31,9 @@
 //! # Failure contract
 //! - The upstream fails **before the first byte** (refused, 4xx/5xx, no response head within the
 //!   provider's timeout): a normal HTTP error status with an OpenAI error body, so the SDK raises
-//!   the matching exception (502, the upstream's status, 504).
+//!   the matching exception (502, the upstream's status, 504). A stream request (`"stream":
+//!   true`) answered 2xx with something that is not an event stream (an HTML page, JSON) is a
+//!   502 `upstream_error` too: an SDK would otherwise read no event and raise nothing.
 //! - The upstream answered 200 and then **fails mid-stream** (connection reset, malformed
 //!   chunked encoding) or **stays silent** longer than the idle timeout: the router sends
 //!   `data: {"error":{"message":...,"type":"server_error","param":null,"code":"upstream_stream_error"}}`
@@ -49,7 +53,7 @@
 //!
 //! let layer = SseLayer::new()
 //!     .idle_timeout(Duration::from_secs(120))
-//!     .provider("openai", StreamSettings::new().inject_usage(true))
+//!     .provider("openai", StreamSettings::new().idle_timeout(Duration::from_secs(600)))
 //!     .on_usage(|report: &ai_router::sse::StreamReport| {
 //!         println!("{:?} used {:?}", report.target, report.usage);
 //!     });
@@ -60,6 +64,7 @@ mod body;
 mod idle;
 mod injected;
 mod scanner;
+mod stream;
 mod usage;
 
 use std::collections::HashMap;
@@ -72,18 +77,21 @@ use std::time::Duration;
 
 use bytes::Bytes;
 use http::{HeaderValue, Request, Response, header};
+use http_body::Body;
 use pin_project_lite::pin_project;
 use tokio::time::Instant;
 use tower_layer::Layer;
 use tower_service::Service;
 
-use crate::body::RouterBody;
-use crate::request_id::RequestId;
-use crate::route::{Endpoint, RouteTarget};
+use crate::error::{BoxError, Error};
+use crate::extensions::{RequestId, RouteTarget};
+use crate::media::content_type_is;
+use crate::observe::RequestLog;
 
-pub use self::body::SseBody;
-use self::body::StreamContext;
+pub use self::body::ResponseBody;
 pub use self::idle::IdleBody;
+pub use self::stream::SseBody;
+use self::stream::StreamContext;
 pub use self::usage::{LogUsage, OnUsage, StreamOutcome, StreamReport, Usage};
 
 /// The default idle timeout: 5 minutes without a byte ends a stream.
@@ -113,11 +121,18 @@ impl StreamSettings {
     }
 
     /// Asks this provider for usage on chat streams (`stream_options.include_usage`), for
-    /// providers that support it.
+    /// providers that support it. The request side is the route layer's
+    /// ([`RouteLayer::inject_usage`](crate::route::RouteLayer::inject_usage));
+    /// [`AiRouterBuilder::stream_settings`](crate::AiRouterBuilder::stream_settings) sets both.
     #[must_use]
     pub fn inject_usage(mut self, inject: bool) -> Self {
         self.inject_usage = inject;
         self
+    }
+
+    /// Whether usage is asked for on this provider's chat streams.
+    pub fn injects_usage(&self) -> bool {
+        self.inject_usage
     }
 }
 
@@ -130,19 +145,19 @@ impl Default for StreamSettings {
 #[derive(Clone)]
 struct Settings {
     idle_timeout: Duration,
-    providers: HashMap<Arc<str>, StreamSettings>,
+    providers: HashMap<Arc<str>, Duration>,
     hook: Arc<dyn OnUsage>,
 }
 
 impl Settings {
-    fn for_provider(&self, provider: Option<&str>) -> (Duration, bool) {
-        let settings = provider.and_then(|p| self.providers.get(p));
-        (
-            settings
-                .and_then(|s| s.idle_timeout)
-                .unwrap_or(self.idle_timeout),
-            settings.is_some_and(|s| s.inject_usage),
-        )
+    fn idle_timeout(&self, provider: Option<&str>) -> Duration {
+        if self.providers.is_empty() {
+            return self.idle_timeout;
+        }
+        provider
+            .and_then(|p| self.providers.get(p))
+            .copied()
+            .unwrap_or(self.idle_timeout)
     }
 }
 
@@ -153,7 +168,7 @@ pub struct SseLayer {
 }
 
 impl SseLayer {
-    /// A layer with the default idle timeout, no injection and [`LogUsage`].
+    /// A layer with the default idle timeout and [`LogUsage`].
     pub fn new() -> Self {
         Self {
             settings: Arc::new(Settings {
@@ -175,10 +190,15 @@ impl SseLayer {
         self
     }
 
-    /// Settings for one provider.
+    /// Settings for one provider (its idle timeout, when set; usage injection is applied
+    /// by the route layer).
     #[must_use]
     pub fn provider(mut self, name: impl Into<Arc<str>>, settings: StreamSettings) -> Self {
-        self.settings_mut().providers.insert(name.into(), settings);
+        let name = name.into();
+        match settings.idle_timeout {
+            Some(timeout) => self.settings_mut().providers.insert(name, timeout),
+            None => self.settings_mut().providers.remove(&name),
+        };
         self
     }
 
@@ -216,7 +236,8 @@ impl<S> Layer<S> for SseLayer {
     }
 }
 
-/// Wraps event-stream answers in an [`SseBody`]. See the module docs.
+/// Wraps event-stream answers in an [`SseBody`], other answers in an [`IdleBody`]. See the
+/// module docs.
 #[derive(Clone)]
 pub struct Sse<S> {
     inner: S,
@@ -253,11 +274,13 @@ impl<S: fmt::Debug> fmt::Debug for Sse<S> {
     }
 }
 
-impl<S> Service<Request<Bytes>> for Sse<S>
+impl<S, ReqBody, ResBody> Service<Request<ReqBody>> for Sse<S>
 where
-    S: Service<Request<Bytes>, Response = Response<RouterBody>>,
+    S: Service<Request<ReqBody>, Response = Response<ResBody>>,
+    ResBody: Body<Data = Bytes>,
+    ResBody::Error: Into<BoxError>,
 {
-    type Response = Response<RouterBody>;
+    type Response = Response<ResponseBody<ResBody>>;
     type Error = S::Error;
     type Future = ResponseFuture<S::Future>;
 
@@ -265,31 +288,20 @@ where
         self.inner.poll_ready(cx)
     }
 
-    fn call(&mut self, mut request: Request<Bytes>) -> Self::Future {
-        let target = request.extensions().get::<RouteTarget>().cloned();
-        let (idle_timeout, inject) = self
+    fn call(&mut self, request: Request<ReqBody>) -> Self::Future {
+        let extensions = request.extensions();
+        let target = extensions.get::<RouteTarget>().cloned();
+        let idle_timeout = self
             .settings
-            .for_provider(target.as_ref().map(RouteTarget::provider));
-        let mut strip_injected_usage = false;
-        if let Some(target) = &target {
-            let wants = inject
-                && target.stream()
-                && target.endpoint() == Endpoint::ChatCompletions
-                && target.include_usage().is_none();
-            if wants {
-                if let Some(body) = injected::inject_include_usage(request.body()) {
-                    *request.body_mut() = body;
-                    strip_injected_usage = true;
-                }
-            }
-        }
+            .idle_timeout(target.as_ref().map(RouteTarget::provider));
         let context = StreamContext {
             hook: self.settings.hook.clone(),
-            request_id: request.extensions().get::<RequestId>().cloned(),
+            request_id: extensions.get::<RequestId>().cloned(),
+            log: extensions.get::<RequestLog>().cloned(),
+            strip_injected_usage: target.as_ref().is_some_and(RouteTarget::usage_injected),
             target,
             start: Instant::now(),
             idle_timeout,
-            strip_injected_usage,
         };
         ResponseFuture {
             inner: self.inner.call(request),
@@ -307,29 +319,41 @@ pin_project! {
     }
 }
 
-impl<F, E> Future for ResponseFuture<F>
+impl<F, E, B> Future for ResponseFuture<F>
 where
-    F: Future<Output = Result<Response<RouterBody>, E>>,
+    F: Future<Output = Result<Response<B>, E>>,
+    B: Body<Data = Bytes>,
+    B::Error: Into<BoxError>,
 {
-    type Output = Result<Response<RouterBody>, E>;
+    type Output = Result<Response<ResponseBody<B>>, E>;
 
     fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
         let this = self.project();
         let response = ready!(this.inner.poll(cx))?;
-        let is_stream = response.status().is_success()
-            && crate::route::content_type_is(response.headers(), "text/event-stream");
         let Some(context) = this.context.take() else {
-            return Poll::Ready(Ok(response));
+            return Poll::Ready(Ok(response.map(ResponseBody::pass_through)));
         };
+        // Error answers pass as they are: `OpenAiErrors` reads them (bounded).
+        if !response.status().is_success() {
+            return Poll::Ready(Ok(response.map(ResponseBody::pass_through)));
+        }
+        let is_stream = content_type_is(response.headers(), "text/event-stream");
+        let asked_for_stream = context.target.as_ref().is_some_and(RouteTarget::stream);
+        if asked_for_stream && !is_stream {
+            // An HTML page or JSON where events were asked for: the SDK would read no event
+            // and raise nothing. Refuse it before the first byte (the upstream is dropped).
+            tracing::warn!(
+                content_type = ?response.headers().get(header::CONTENT_TYPE),
+                "upstream answered a stream request with something that is not an event stream"
+            );
+            let refusal = Error::upstream_protocol().into_response();
+            return Poll::Ready(Ok(refusal.map(ResponseBody::refusal)));
+        }
         if !is_stream {
-            // Error answers are read (bounded) by `OpenAiErrors`; a successful JSON or audio
-            // answer still may not stall forever after its head.
-            if !response.status().is_success() {
-                return Poll::Ready(Ok(response));
-            }
+            // A successful JSON or audio answer still may not stall forever after its head.
             let timeout = context.idle_timeout;
             return Poll::Ready(Ok(
-                response.map(|body| RouterBody::idle(IdleBody::new(body, timeout)))
+                response.map(|body| ResponseBody::idle(IdleBody::new(body, timeout)))
             ));
         }
         let (mut parts, body) = response.into_parts();
@@ -341,26 +365,7 @@ where
             http::HeaderName::from_static("x-accel-buffering"),
             HeaderValue::from_static("no"),
         );
-        let body = RouterBody::sse(SseBody::new(body, context));
+        let body = ResponseBody::stream(SseBody::new(body, context));
         Poll::Ready(Ok(Response::from_parts(parts, body)))
-    }
-}
-
-#[cfg(test)]
-#[allow(clippy::unwrap_used)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn usage_is_injected_as_the_first_member() {
-        let body = Bytes::from_static(br#"  {"model":"m","stream":true}"#);
-        let out = injected::inject_include_usage(&body).unwrap();
-        assert_eq!(
-            out,
-            r#"  {"stream_options":{"include_usage":true},"model":"m","stream":true}"#
-        );
-        let json: serde_json::Value = serde_json::from_slice(&out).unwrap();
-        assert_eq!(json["stream_options"]["include_usage"], true);
-        assert!(injected::inject_include_usage(&Bytes::from_static(b"[1]")).is_none());
     }
 }

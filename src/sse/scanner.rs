@@ -333,7 +333,10 @@ mod tests {
             assert_eq!(scanner.usage().unwrap().total_tokens, 5);
         }
         let every: Vec<usize> = (1..stream.len()).collect();
-        assert_eq!(String::from_utf8(run(stream, &every, true).0).unwrap(), expected);
+        assert_eq!(
+            String::from_utf8(run(stream, &every, true).0).unwrap(),
+            expected
+        );
     }
 
     #[test]

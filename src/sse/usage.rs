@@ -3,39 +3,10 @@
 use std::fmt;
 use std::time::Duration;
 
-use serde::Deserialize;
+use crate::extensions::{RequestId, RouteTarget};
+pub use crate::observe::Usage;
 
-use crate::request_id::RequestId;
-use crate::route::RouteTarget;
-
-/// Token usage read from a stream (chat `usage` chunk, or the Responses API's
-/// `response.completed` event).
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Deserialize)]
-pub struct Usage {
-    /// Prompt / input tokens.
-    #[serde(alias = "prompt_tokens", default)]
-    pub input_tokens: u64,
-    /// Completion / output tokens.
-    #[serde(alias = "completion_tokens", default)]
-    pub output_tokens: u64,
-    /// Total tokens.
-    #[serde(default)]
-    pub total_tokens: u64,
-}
-
-/// How a stream ended.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-#[non_exhaustive]
-pub enum StreamOutcome {
-    /// The upstream ended the stream.
-    Completed,
-    /// The upstream connection failed mid-stream; the client got an error frame.
-    UpstreamFailed,
-    /// The upstream sent nothing for the idle timeout; the client got an error frame.
-    IdleTimeout,
-    /// The client went away before the end; the upstream request was dropped.
-    ClientGone,
-}
+pub use crate::observe::Outcome as StreamOutcome;
 
 /// A finished stream, as given to [`OnUsage`].
 #[derive(Clone, Debug)]
@@ -70,14 +41,15 @@ where
     }
 }
 
-/// The default [`OnUsage`]: one `info` log line per stream.
+/// The default [`OnUsage`]: one `debug` log line per stream (the request's own line, from the
+/// router's [`Observer`](crate::observe::Observer), carries the same usage).
 #[derive(Clone, Copy, Default)]
 pub struct LogUsage;
 
 impl OnUsage for LogUsage {
     fn on_stream_end(&self, report: &StreamReport) {
         let usage = report.usage.unwrap_or_default();
-        tracing::info!(
+        tracing::debug!(
             id = report.request_id.as_ref().map(RequestId::as_str),
             provider = report.target.as_ref().map(RouteTarget::provider),
             upstream_model = report.target.as_ref().map(RouteTarget::upstream_model),

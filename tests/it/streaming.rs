@@ -864,7 +864,10 @@ async fn a_usage_chunk_the_client_asked_for_reaches_it_unchanged() {
         let upstream = direct_stream(&harness, "/chat/completions", seen.body.clone()).await;
         assert_eq!(text, upstream, "inject={inject}");
         // The client asked for usage: its `"usage":null` members are its own to keep.
-        assert!(text.contains(r#","usage":null}"#), "inject={inject}: {text}");
+        assert!(
+            text.contains(r#","usage":null}"#),
+            "inject={inject}: {text}"
+        );
         let usage_frames: Vec<Value> = frames(&text)
             .into_iter()
             .filter(|f| *f != DONE)

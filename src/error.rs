@@ -1,10 +1,13 @@
 //! The one table of router failures and how each is shown to an OpenAI client.
 //!
-//! Every layer below [`OpenAiErrors`](crate::normalize::OpenAiErrors) fails with an [`Error`];
-//! that layer turns it into a response with [`Error::into_response`], the only place that
-//! knows statuses, OpenAI `type`s, `code`s and public messages. Internal detail (hyper and io
-//! errors, upstream bodies) is kept as the error's [`source`](std::error::Error::source) for
-//! logs and never reaches the client.
+//! A layer that refuses a request answers with [`Error::into_response`]; a provider that fails
+//! returns an [`Error`], which [`OpenAiErrors`](crate::openai_errors::OpenAiErrors) renders the
+//! same way. This table is the only place that knows statuses, OpenAI `type`s, `code`s, public
+//! messages and retry headers. Internal detail (hyper and io errors, upstream bodies) is kept
+//! as the error's [`source`](std::error::Error::source) for logs and never reaches the
+//! client.
+//!
+//! A leaf module: it imports no layer.
 //!
 //! # Example
 //! ```
@@ -20,10 +23,10 @@ use std::fmt;
 use std::time::Duration;
 
 use bytes::Bytes;
-use http::{HeaderValue, Response, StatusCode, header};
+use http::{HeaderMap, HeaderName, HeaderValue, Response, StatusCode, header};
 use serde::Serialize;
 
-use crate::body::RouterBody;
+use crate::body::Full;
 
 /// A boxed error, as Tower and hyper pass them around.
 pub type BoxError = Box<dyn std::error::Error + Send + Sync>;
@@ -56,6 +59,8 @@ enum Kind {
     RateLimited { limit: u32, wait: Duration },
     ConcurrencyLimited { limit: u32 },
     KeyStoreUnavailable,
+    LimitsUnavailable,
+    Overloaded,
     ModelNotFound { model: String },
     UnknownUrl { method: String, path: String },
     MethodNotAllowed { allow: &'static str },
@@ -176,14 +181,25 @@ impl Error {
     pub fn retry_after(&self) -> Option<Duration> {
         match self.kind {
             Kind::RateLimited { wait, .. } => Some(wait.max(Duration::from_millis(1))),
-            Kind::ConcurrencyLimited { .. } => Some(Duration::from_secs(1)),
+            Kind::ConcurrencyLimited { .. } | Kind::Overloaded => Some(Duration::from_secs(1)),
             _ => None,
         }
     }
 
-    /// The key store could not answer (503): never treated as "allow".
+    /// The key store could not answer, or not in time (503): never treated as "allow".
     pub fn key_store_unavailable() -> Self {
         Self::new(Kind::KeyStoreUnavailable)
+    }
+
+    /// The limiter could not answer, or not in time (503 `limits_unavailable`).
+    pub fn limits_unavailable() -> Self {
+        Self::new(Kind::LimitsUnavailable)
+    }
+
+    /// The router has as many requests in flight as it takes (503 `overloaded`, with
+    /// `retry-after`).
+    pub fn overloaded() -> Self {
+        Self::new(Kind::Overloaded)
     }
 
     /// No provider or alias serves `model` (404 `model_not_found`).
@@ -411,6 +427,18 @@ impl Error {
                 Some("key_store_unavailable"),
                 "The router could not check your API key right now. Please retry.".into(),
             ),
+            LimitsUnavailable => row(
+                StatusCode::SERVICE_UNAVAILABLE,
+                SERVICE_UNAVAILABLE,
+                Some("limits_unavailable"),
+                "The router could not check this API key's limits right now. Please retry.".into(),
+            ),
+            Overloaded => row(
+                StatusCode::SERVICE_UNAVAILABLE,
+                SERVICE_UNAVAILABLE,
+                Some("overloaded"),
+                "The router is handling as many requests as it can. Please retry shortly.".into(),
+            ),
             ModelNotFound { model } => Parts {
                 param: Some("model"),
                 ..row(
@@ -508,13 +536,15 @@ impl Error {
         }
     }
 
-    /// Renders the OpenAI error response: status, four-key JSON body, `Allow` and
-    /// `x-should-retry` where they apply.
-    pub fn into_response(self) -> Response<RouterBody> {
+    /// Renders the OpenAI error response: status, four-key JSON body, `Allow`, `retry-after`
+    /// and `x-should-retry` where they apply.
+    pub fn into_response(self) -> Response<Full> {
         let parts = self.parts();
         let body = render_body(&parts.message, parts.kind, parts.param, parts.code);
-        let mut response = Response::new(RouterBody::full(body));
+        let mut response = Response::new(Full::new(body));
         *response.status_mut() = parts.status;
+        // Tells `OpenAiErrors` this answer is already in shape (not an upstream's to read).
+        response.extensions_mut().insert(Rendered);
         let headers = response.headers_mut();
         headers.insert(
             header::CONTENT_TYPE,
@@ -531,7 +561,7 @@ impl Error {
             headers.insert(RETRY_AFTER_MS, HeaderValue::from(wait.as_millis() as u64));
         }
         if let Kind::RateLimited { limit, wait } = self.kind {
-            crate::auth::write_refusal_headers(headers, limit, wait);
+            write_rate_headers(headers, limit, 0, wait);
         }
         if let Some(retry) = parts.should_retry {
             headers.insert(
@@ -540,6 +570,47 @@ impl Error {
             );
         }
         response
+    }
+}
+
+/// Marks a response the error table rendered (a response extension).
+#[derive(Clone, Copy, Debug)]
+pub(crate) struct Rendered;
+
+/// Whether `response` is an error the router rendered itself (not an upstream's answer).
+pub(crate) fn is_rendered<B>(response: &Response<B>) -> bool {
+    response.extensions().get::<Rendered>().is_some()
+}
+
+const LIMIT_REQUESTS: HeaderName = HeaderName::from_static("x-ratelimit-limit-requests");
+const REMAINING_REQUESTS: HeaderName = HeaderName::from_static("x-ratelimit-remaining-requests");
+const RESET_REQUESTS: HeaderName = HeaderName::from_static("x-ratelimit-reset-requests");
+
+/// Writes OpenAI's request rate-limit headers (replacing an upstream's): `limit` requests per
+/// window, `remaining` left, the window full again after `reset`.
+pub(crate) fn write_rate_headers(
+    headers: &mut HeaderMap,
+    limit: u32,
+    remaining: u32,
+    reset: Duration,
+) {
+    headers.insert(LIMIT_REQUESTS, HeaderValue::from(limit));
+    headers.insert(REMAINING_REQUESTS, HeaderValue::from(remaining));
+    if let Ok(reset) = HeaderValue::try_from(format_reset(reset)) {
+        headers.insert(RESET_REQUESTS, reset);
+    }
+}
+
+/// OpenAI's reset format: `1s`, `0.25s`, `6m0s`.
+fn format_reset(reset: Duration) -> String {
+    let millis = reset.as_millis();
+    if millis < 60_000 {
+        let secs = reset.as_secs_f64();
+        let text = format!("{secs:.3}");
+        let text = text.trim_end_matches('0').trim_end_matches('.');
+        format!("{text}s")
+    } else {
+        format!("{}m{}s", millis / 60_000, (millis % 60_000) / 1000)
     }
 }
 
@@ -635,6 +706,28 @@ impl std::error::Error for Error {
     }
 }
 
+/// A configuration the router cannot be built from; the message names what is wrong.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct BuildError {
+    message: String,
+}
+
+impl BuildError {
+    pub(crate) fn new(message: impl Into<String>) -> Self {
+        Self {
+            message: message.into(),
+        }
+    }
+}
+
+impl fmt::Display for BuildError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.message)
+    }
+}
+
+impl std::error::Error for BuildError {}
+
 #[cfg(test)]
 #[allow(clippy::unwrap_used, clippy::expect_used)]
 mod tests {
@@ -706,6 +799,25 @@ mod tests {
             assert_eq!(response.headers()["retry-after-ms"], ms, "{wait}");
             assert_eq!(response.headers()["x-ratelimit-remaining-requests"], "0");
         }
+    }
+
+    #[test]
+    fn reset_format() {
+        assert_eq!(format_reset(Duration::from_secs(1)), "1s");
+        assert_eq!(format_reset(Duration::from_millis(250)), "0.25s");
+        assert_eq!(format_reset(Duration::from_secs(360)), "6m0s");
+    }
+
+    #[test]
+    fn overload_and_store_failures_are_503s_that_say_when() {
+        let response = Error::overloaded().into_response();
+        assert_eq!(response.status(), StatusCode::SERVICE_UNAVAILABLE);
+        assert_eq!(response.headers()["retry-after"], "1");
+        assert_eq!(
+            Error::limits_unavailable().code(),
+            Some("limits_unavailable")
+        );
+        assert!(is_rendered(&response));
     }
 
     #[test]

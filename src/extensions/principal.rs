@@ -90,8 +90,13 @@ impl Principal {
         self
     }
 
-    /// The key's name, for logs and limits.
+    /// The key's name, for logs and metrics.
     pub fn name(&self) -> &str {
+        &self.name
+    }
+
+    /// The key's name, shared (no copy).
+    pub fn name_shared(&self) -> &Arc<str> {
         &self.name
     }
 

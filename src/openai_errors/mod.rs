@@ -1,8 +1,8 @@
 //! The edge of the stack: every failure below becomes an OpenAI error response.
 //!
 //! [`OpenAiErrors`] has `Error = Infallible`. It renders:
-//! - an [`Error`] from an inner layer, through the one table in
-//!   [`openai_error`](crate::openai_error);
+//! - an [`Error`] from an inner service (a provider that could not be reached, timed out,
+//!   ...), through the one table in [`error`](crate::error);
 //! - any other inner error as a 500 with a fixed message (the cause goes to the log);
 //! - an upstream answer with an error or redirect status (3xx/4xx/5xx): its body is read (at most 64 KiB, at
 //!   most 10 s) and
@@ -15,21 +15,22 @@
 //!     follows the table (503/504 kept, other 5xx -> 502, 4xx kept), keeping `retry-after` and
 //!     the `x-ratelimit-*` headers.
 //!
-//! Successful answers, streams included, pass through untouched and unbuffered.
+//! Successful answers, streams included, pass through untouched and unbuffered, and so do
+//! the error answers the router's own layers rendered already (they are in shape).
 //!
 //! # Example
 //! ```
-//! use ai_router::{Error, RouterBody};
-//! use ai_router::normalize::OpenAiErrorsLayer;
+//! use ai_router::Error;
+//! use ai_router::openai_errors::OpenAiErrorsLayer;
 //! use tower::{ServiceBuilder, ServiceExt};
 //! # async fn demo() {
 //! let service = ServiceBuilder::new()
 //!     .layer(OpenAiErrorsLayer::new())
 //!     .service_fn(|_request: http::Request<()>| async {
-//!         Err::<http::Response<RouterBody>, _>(Error::model_not_found("acme/x"))
+//!         Err::<http::Response<http_body_util::Empty<bytes::Bytes>>, _>(Error::upstream_timeout())
 //!     });
 //! let response = service.oneshot(http::Request::new(())).await.unwrap();
-//! assert_eq!(response.status(), 404);
+//! assert_eq!(response.status(), 504);
 //! # }
 //! ```
 
@@ -39,14 +40,19 @@ mod future;
 use std::convert::Infallible;
 use std::task::{Context, Poll};
 
+use bytes::Bytes;
 use http::{Request, Response};
+use http_body::Body;
 use tower_layer::Layer;
 use tower_service::Service;
 
-use crate::body::RouterBody;
-use crate::openai_error::{BoxError, Error};
+use crate::body::InnerOrFull;
+use crate::error::{BoxError, Error};
 
 pub use self::future::ResponseFuture;
+
+/// Response body of [`OpenAiErrors`]: the inner service's body, or an error answer it wrote.
+pub type ResponseBody<B> = InnerOrFull<B>;
 
 /// Adds [`OpenAiErrors`]. See the module docs.
 #[derive(Clone, Copy, Debug, Default)]
@@ -107,14 +113,16 @@ impl<S> OpenAiErrors<S> {
     }
 }
 
-impl<S, ReqBody> Service<Request<ReqBody>> for OpenAiErrors<S>
+impl<S, ReqBody, ResBody> Service<Request<ReqBody>> for OpenAiErrors<S>
 where
-    S: Service<Request<ReqBody>, Response = Response<RouterBody>>,
+    S: Service<Request<ReqBody>, Response = Response<ResBody>>,
     S::Error: Into<BoxError>,
+    ResBody: Body<Data = Bytes>,
+    ResBody::Error: Into<BoxError>,
 {
-    type Response = Response<RouterBody>;
+    type Response = Response<ResponseBody<ResBody>>;
     type Error = Infallible;
-    type Future = ResponseFuture<S::Future>;
+    type Future = ResponseFuture<S::Future, ResBody>;
 
     fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Infallible>> {
         // The edge stays infallible: an inner service that fails to become ready is not
@@ -146,13 +154,14 @@ where
 #[allow(clippy::unwrap_used)]
 mod tests {
     use super::*;
-    use bytes::Bytes;
     use http::StatusCode;
     use http_body_util::BodyExt;
     use tower::{ServiceBuilder, ServiceExt};
 
+    type Answer = Response<http_body_util::Full<Bytes>>;
+
     async fn run(
-        answer: impl Fn() -> Result<Response<RouterBody>, BoxError> + Clone + Send + 'static,
+        answer: impl Fn() -> Result<Answer, BoxError> + Clone + Send + 'static,
     ) -> (Response<()>, serde_json::Value, Bytes) {
         let service = ServiceBuilder::new()
             .layer(OpenAiErrorsLayer::new())
@@ -167,12 +176,12 @@ mod tests {
         (Response::from_parts(parts, ()), json, bytes)
     }
 
-    fn upstream(status: u16, content_type: &str, body: &'static str) -> Response<RouterBody> {
+    fn upstream(status: u16, content_type: &str, body: &'static str) -> Answer {
         Response::builder()
             .status(status)
             .header("content-type", content_type)
             .header("retry-after", "7")
-            .body(RouterBody::full(body))
+            .body(http_body_util::Full::from(body))
             .unwrap()
     }
 
@@ -181,6 +190,24 @@ mod tests {
         let (response, json, _) = run(|| Err(Error::payload_too_large(5).into())).await;
         assert_eq!(response.status(), StatusCode::PAYLOAD_TOO_LARGE);
         assert_eq!(json["error"]["code"], "request_too_large");
+    }
+
+    #[tokio::test]
+    async fn answers_the_router_rendered_are_not_read_again() {
+        // A refusal an inner layer rendered passes as it is: were it read as an upstream's, a
+        // body that is not an OpenAI error would be replaced.
+        let (response, _, bytes) = run(|| {
+            let (parts, _) = Error::model_not_allowed("acme/x")
+                .into_response()
+                .into_parts();
+            Ok(Response::from_parts(
+                parts,
+                http_body_util::Full::from("kept"),
+            ))
+        })
+        .await;
+        assert_eq!(response.status(), StatusCode::FORBIDDEN);
+        assert_eq!(bytes, "kept");
     }
 
     #[tokio::test]

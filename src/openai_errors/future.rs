@@ -6,15 +6,18 @@ use std::pin::Pin;
 use std::task::{Context, Poll, ready};
 use std::time::Duration;
 
+use bytes::Bytes;
 use http::Response;
+use http_body::Body;
 use http_body_util::combinators::Collect;
 use http_body_util::{BodyExt as _, Limited};
 use pin_project_lite::pin_project;
 use tokio::time::Sleep;
 
+use super::ResponseBody;
 use super::classify::{Verdict, classify, replace, with_body};
-use crate::body::RouterBody;
-use crate::openai_error::{BoxError, Error};
+use crate::body::Full;
+use crate::error::{BoxError, Error, is_rendered};
 
 /// How much of an upstream error body is read to classify it.
 const ERROR_BODY_LIMIT: usize = 64 * 1024;
@@ -23,19 +26,27 @@ const ERROR_BODY_TIMEOUT: Duration = Duration::from_secs(10);
 
 pin_project! {
     /// Response future of [`OpenAiErrors`](super::OpenAiErrors).
-    pub struct ResponseFuture<F> {
+    pub struct ResponseFuture<F, B>
+    where
+        B: Body,
+        B::Error: Into<BoxError>,
+    {
         #[pin]
-        state: State<F>,
+        state: State<F, B>,
     }
 }
 
 pin_project! {
     #[project = StateProj]
-    enum State<F> {
+    enum State<F, B>
+    where
+        B: Body,
+        B::Error: Into<BoxError>,
+    {
         Inner { #[pin] future: F },
         Failed { error: Option<Error> },
         ReadingError {
-            #[pin] collect: Collect<Limited<RouterBody>>,
+            #[pin] collect: Collect<Limited<B>>,
             #[pin] deadline: Sleep,
             parts: Option<http::response::Parts>,
         },
@@ -43,7 +54,11 @@ pin_project! {
     }
 }
 
-impl<F> ResponseFuture<F> {
+impl<F, B> ResponseFuture<F, B>
+where
+    B: Body,
+    B::Error: Into<BoxError>,
+{
     pub(super) fn new(future: F) -> Self {
         Self {
             state: State::Inner { future },
@@ -57,21 +72,23 @@ impl<F> ResponseFuture<F> {
     }
 }
 
-impl<F, E> Future for ResponseFuture<F>
+impl<F, E, B> Future for ResponseFuture<F, B>
 where
-    F: Future<Output = Result<Response<RouterBody>, E>>,
+    F: Future<Output = Result<Response<B>, E>>,
     E: Into<BoxError>,
+    B: Body<Data = Bytes>,
+    B::Error: Into<BoxError>,
 {
-    type Output = Result<Response<RouterBody>, Infallible>;
+    type Output = Result<Response<ResponseBody<B>>, Infallible>;
 
     fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
         let mut this = self.project();
         loop {
             match this.state.as_mut().project() {
                 StateProj::Inner { future } => match ready!(future.poll(cx)) {
-                    Ok(response) if !is_error(&response) => {
+                    Ok(response) if !is_error(&response) || is_rendered(&response) => {
                         this.state.set(State::Done);
-                        return Poll::Ready(Ok(response));
+                        return Poll::Ready(Ok(response.map(ResponseBody::inner)));
                     }
                     Ok(response) => {
                         let (parts, body) = response.into_parts();
@@ -83,7 +100,7 @@ where
                     }
                     Err(error) => {
                         this.state.set(State::Done);
-                        return Poll::Ready(Ok(render(error.into())));
+                        return Poll::Ready(Ok(own(render(error.into()))));
                     }
                 },
                 StateProj::ReadingError {
@@ -99,7 +116,7 @@ where
                     let Some(parts) = parts.take() else {
                         // Unreachable: parts are taken once, and the state moves on below.
                         this.state.set(State::Done);
-                        return Poll::Ready(Ok(Error::internal().into_response()));
+                        return Poll::Ready(Ok(own(Error::internal().into_response())));
                     };
                     this.state.set(State::Done);
                     let status = parts.status;
@@ -124,31 +141,35 @@ where
                             replace(&parts.headers, Error::upstream_status(status))
                         }
                     };
-                    return Poll::Ready(Ok(response));
+                    return Poll::Ready(Ok(own(response)));
                 }
                 StateProj::Failed { error } => {
                     let error = error.take().unwrap_or_else(Error::internal);
                     this.state.set(State::Done);
-                    return Poll::Ready(Ok(render(error.into())));
+                    return Poll::Ready(Ok(own(render(error.into()))));
                 }
                 StateProj::Done => {
                     // Polled after completion: answer rather than panic.
-                    return Poll::Ready(Ok(Error::internal().into_response()));
+                    return Poll::Ready(Ok(own(Error::internal().into_response())));
                 }
             }
         }
     }
 }
 
+fn own<B>(response: Response<Full>) -> Response<ResponseBody<B>> {
+    response.map(ResponseBody::full)
+}
+
 /// Error answers, and redirects: an API client must never be sent to follow an upstream's
 /// `Location` (it may point inside the provider's network or carry a token).
-fn is_error(response: &Response<RouterBody>) -> bool {
+fn is_error<B>(response: &Response<B>) -> bool {
     let status = response.status();
     status.is_client_error() || status.is_server_error() || status.is_redirection()
 }
 
 /// Renders an inner failure: ours through the table, anything else as a fixed 500.
-fn render(error: BoxError) -> Response<RouterBody> {
+fn render(error: BoxError) -> Response<Full> {
     let error = match error.downcast::<Error>() {
         Ok(error) => *error,
         Err(other) => Error::internal().with_source(other),
@@ -165,5 +186,5 @@ fn render(error: BoxError) -> Response<RouterBody> {
 /// Logs an upstream error we replace. The body is not logged: an upstream may quote part of
 /// the provider key in it (and always may in a 401).
 fn log_upstream_error(status: http::StatusCode, body: &[u8]) {
-    tracing::warn!(%status, body_len = body.len(), "upstream error replaced by a fixed message");
+    tracing::warn!(%status, body_len = body.len(), "upstream error body replaced by a fixed message");
 }

@@ -5,8 +5,8 @@ use http::{HeaderMap, HeaderValue, Response, StatusCode, header};
 use serde::Deserialize;
 use serde_json::value::RawValue;
 
-use crate::body::RouterBody;
-use crate::openai_error::{Error, render_body};
+use crate::body::Full;
+use crate::error::{Error, render_body};
 
 /// Headers of an upstream error worth keeping on a replaced (normalised) answer.
 fn keep_on_replace(name: &str) -> bool {
@@ -81,7 +81,7 @@ fn default_type(status: StatusCode) -> &'static str {
 }
 
 /// Builds the answer for an upstream error: its own head with `body`.
-pub(super) fn with_body(mut parts: http::response::Parts, body: Bytes) -> Response<RouterBody> {
+pub(super) fn with_body(mut parts: http::response::Parts, body: Bytes) -> Response<Full> {
     parts.headers.remove(header::CONTENT_ENCODING);
     parts
         .headers
@@ -90,11 +90,11 @@ pub(super) fn with_body(mut parts: http::response::Parts, body: Bytes) -> Respon
         header::CONTENT_TYPE,
         HeaderValue::from_static("application/json"),
     );
-    Response::from_parts(parts, RouterBody::full(body))
+    Response::from_parts(parts, Full::new(body))
 }
 
 /// Renders `error` in place of an upstream answer, keeping its retry and rate-limit headers.
-pub(super) fn replace(upstream_headers: &HeaderMap, error: Error) -> Response<RouterBody> {
+pub(super) fn replace(upstream_headers: &HeaderMap, error: Error) -> Response<Full> {
     let mut response = error.into_response();
     for (name, value) in upstream_headers {
         if keep_on_replace(name.as_str()) && !response.headers().contains_key(name) {

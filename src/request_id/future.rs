@@ -1,0 +1,109 @@
+//! Response future of [`SetRequestId`](super::SetRequestId).
+
+use std::future::Future;
+use std::pin::Pin;
+use std::sync::Arc;
+use std::task::{Context, Poll, ready};
+
+use http::Response;
+use http_body::Body;
+use pin_project_lite::pin_project;
+use tokio::time::Instant;
+use tracing::Span;
+
+use super::body::ResponseBody;
+use crate::extensions::X_REQUEST_ID;
+use crate::observe::{End, Observer, Outcome, RequestHead, RequestLog};
+
+/// What the layer keeps of a request until it is over.
+pub(super) struct Observation {
+    pub(super) head: RequestHead,
+    pub(super) log: RequestLog,
+    pub(super) observer: Arc<dyn Observer>,
+    pub(super) start: Instant,
+}
+
+impl Observation {
+    /// Reports the end of the request: `status` sent (if any), how it ended.
+    pub(super) fn finish(
+        self,
+        status: Option<http::StatusCode>,
+        latency: std::time::Duration,
+        outcome: Outcome,
+    ) {
+        let end = End {
+            status,
+            latency,
+            duration: self.start.elapsed(),
+            outcome,
+        };
+        self.observer.on_end(&self.log.summary(&self.head, end));
+    }
+}
+
+pin_project! {
+    /// Response future of [`SetRequestId`](super::SetRequestId).
+    pub struct ResponseFuture<F> {
+        #[pin]
+        inner: F,
+        span: Span,
+        observation: Option<Observation>,
+    }
+}
+
+impl<F> ResponseFuture<F> {
+    pub(super) fn new(inner: F, span: Span, observation: Observation) -> Self {
+        Self {
+            inner,
+            span,
+            observation: Some(observation),
+        }
+    }
+}
+
+impl<F, B, E> Future for ResponseFuture<F>
+where
+    F: Future<Output = Result<Response<B>, E>>,
+    B: Body,
+{
+    type Output = Result<Response<ResponseBody<B>>, E>;
+
+    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
+        let this = self.project();
+        let _entered = this.span.enter();
+        let result = ready!(this.inner.poll(cx));
+        let Some(observation) = this.observation.take() else {
+            // Polled after completion: the answer was handed out already.
+            return Poll::Ready(
+                result.map(|r| r.map(|b| ResponseBody::new(b, this.span.clone(), None))),
+            );
+        };
+        let latency = observation.start.elapsed();
+        let response = match result {
+            Ok(response) => response,
+            Err(error) => {
+                observation.finish(None, latency, Outcome::NoResponse);
+                return Poll::Ready(Err(error));
+            }
+        };
+        let (mut parts, body) = response.into_parts();
+        parts
+            .headers
+            .insert(X_REQUEST_ID, observation.head.id.header_value().clone());
+        let end = End {
+            status: Some(parts.status),
+            latency,
+            duration: latency,
+            outcome: Outcome::Completed,
+        };
+        observation
+            .observer
+            .on_response(&observation.log.summary(&observation.head, end));
+        let body = ResponseBody::new(
+            body,
+            this.span.clone(),
+            Some((observation, parts.status, latency)),
+        );
+        Poll::Ready(Ok(Response::from_parts(parts, body)))
+    }
+}
