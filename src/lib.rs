@@ -54,6 +54,7 @@ pub mod auth;
 pub mod body;
 pub mod error;
 pub mod extensions;
+pub mod in_flight;
 mod media;
 pub mod observe;
 pub mod openai_errors;

@@ -5,6 +5,7 @@
 //! | layer | adds / reads | answers on its own |
 //! |---|---|---|
 //! | [`SetRequestId`] | adds [`RequestId`] and [`RequestLog`]; opens the request span; observes each request to its end | - |
+//! | [`InFlightLimit`] | - | 503 `overloaded` past [`max_in_flight`](AiRouterBuilder::max_in_flight) (off by default) |
 //! | [`OpenAiErrors`] | - | renders every failure below as an OpenAI error; `Error = Infallible` |
 //! | [`Auth`] | adds [`Principal`]; removes `Authorization`; per-key limits | 401, 429, 503 (key store, limiter) |
 //! | [`Route`] | reads the body (bounded), adds [`RouteTarget`], rewrites `model`, enforces the allow-list | `GET /models`, 400, 403, 404, 405, 408, 413 |
@@ -59,6 +60,7 @@ use crate::auth::{
 use crate::error::BoxError;
 pub use crate::error::BuildError;
 use crate::extensions::Endpoint;
+use crate::in_flight::{self, InFlightLimit, InFlightLimitLayer};
 use crate::observe::Observer;
 use crate::openai_errors::{self, OpenAiErrors, OpenAiErrorsLayer};
 use crate::provider::{Providers, UpstreamBody};
@@ -66,12 +68,14 @@ use crate::request_id::{self, SetRequestId, SetRequestIdLayer};
 use crate::route::{self, Route, RouteLayer, RouteTable, RouteTableBuilder};
 use crate::sse::{self, OnUsage, Sse, SseLayer, StreamSettings};
 
-type Stack<K, L> = SetRequestId<OpenAiErrors<Auth<Route<Sse<Providers>>, K, L>>>;
+type Stack<K, L> = SetRequestId<InFlightLimit<OpenAiErrors<Auth<Route<Sse<Providers>>, K, L>>>>;
 
 /// The composed body, layer by layer from the outside in.
 type StackBody<P> = request_id::ResponseBody<
-    openai_errors::ResponseBody<
-        auth::ResponseBody<route::ResponseBody<sse::ResponseBody<UpstreamBody>>, P>,
+    in_flight::ResponseBody<
+        openai_errors::ResponseBody<
+            auth::ResponseBody<route::ResponseBody<sse::ResponseBody<UpstreamBody>>, P>,
+        >,
     >,
 >;
 
@@ -150,6 +154,7 @@ impl AiRouter {
             mount_path: None,
             streams: SseLayer::new(),
             observe: SetRequestIdLayer::new(),
+            in_flight: InFlightLimitLayer::unlimited(),
         }
     }
 }
@@ -177,11 +182,13 @@ where
 }
 
 type StackFuture<K, L, B> = request_id::ResponseFuture<
-    openai_errors::ResponseFuture<
-        auth::ResponseFuture<Route<Sse<Providers>>, <K as KeyStore>::Future, L, B>,
-        auth::ResponseBody<
-            route::ResponseBody<sse::ResponseBody<UpstreamBody>>,
-            <L as KeyLimiter>::Permit,
+    in_flight::ResponseFuture<
+        openai_errors::ResponseFuture<
+            auth::ResponseFuture<Route<Sse<Providers>>, <K as KeyStore>::Future, L, B>,
+            auth::ResponseBody<
+                route::ResponseBody<sse::ResponseBody<UpstreamBody>>,
+                <L as KeyLimiter>::Permit,
+            >,
         >,
     >,
 >;
@@ -235,6 +242,7 @@ pub struct AiRouterBuilder<K, L = InProcessLimiter> {
     mount_path: Option<String>,
     streams: SseLayer,
     observe: SetRequestIdLayer,
+    in_flight: InFlightLimitLayer,
 }
 
 impl<K, L> AiRouterBuilder<K, L> {
@@ -254,6 +262,7 @@ impl<K, L> AiRouterBuilder<K, L> {
             mount_path: self.mount_path,
             streams: self.streams,
             observe: self.observe,
+            in_flight: self.in_flight,
         }
     }
 
@@ -274,6 +283,7 @@ impl<K, L> AiRouterBuilder<K, L> {
             mount_path: self.mount_path,
             streams: self.streams,
             observe: self.observe,
+            in_flight: self.in_flight,
         }
     }
 
@@ -373,6 +383,14 @@ impl<K, L> AiRouterBuilder<K, L> {
         self
     }
 
+    /// At most `max` requests in flight at once (a stream counts until its last byte); past it,
+    /// requests are shed at once with 503 `overloaded` and `retry-after` (see
+    /// [`in_flight`](crate::in_flight)). Default: no cap.
+    pub fn max_in_flight(mut self, max: usize) -> Self {
+        self.in_flight = InFlightLimitLayer::new(max);
+        self
+    }
+
     /// Hands a summary of every request to `observer` when its response head leaves and when
     /// it is over (default: [`LogRequests`](crate::observe::LogRequests), a `tracing` event):
     /// an [`AccessLog`](crate::observe::AccessLog), metrics, usage records.
@@ -425,8 +443,10 @@ impl<K: KeyStore, L: KeyLimiter> AiRouterBuilder<K, L> {
             auth = auth.deadline(deadline);
         }
         let stack = self.observe.layer(
-            OpenAiErrorsLayer::new()
-                .layer(auth.layer(route.layer(self.streams.layer(self.providers)))),
+            self.in_flight.layer(
+                OpenAiErrorsLayer::new()
+                    .layer(auth.layer(route.layer(self.streams.layer(self.providers)))),
+            ),
         );
         Ok(AiRouter { stack })
     }

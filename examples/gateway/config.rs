@@ -45,6 +45,58 @@ pub(crate) struct Config {
     /// Body limits in bytes, by endpoint path.
     #[serde(default)]
     pub(crate) body_limits: BTreeMap<String, usize>,
+    /// How connections and requests are served.
+    #[serde(default)]
+    pub(crate) server: ServerConfig,
+    /// Logs (and later traces and metrics).
+    #[serde(default)]
+    pub(crate) telemetry: TelemetryConfig,
+}
+
+/// The `[server]` table: sockets, timeouts and caps.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub(crate) struct ServerConfig {
+    /// Seconds a client has to send a request's head (also closes a keep-alive connection
+    /// idle that long): slow or idle clients cannot hold connections forever.
+    pub(crate) header_read_timeout_secs: u64,
+    /// Connections open at once; past it, new ones wait in the listen queue.
+    pub(crate) max_connections: usize,
+    /// Requests in flight at once (a stream counts until its last byte); past it, 503
+    /// `overloaded` with `retry-after`.
+    pub(crate) max_in_flight: usize,
+}
+
+impl Default for ServerConfig {
+    fn default() -> Self {
+        Self {
+            header_read_timeout_secs: 30,
+            max_connections: 10_000,
+            max_in_flight: 4096,
+        }
+    }
+}
+
+/// The `[telemetry]` table.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct TelemetryConfig {
+    /// One line per request: `text` (default), `json` or `off`.
+    #[serde(default)]
+    pub(crate) access_log: AccessLogConfig,
+}
+
+/// The access log's format.
+#[derive(Debug, Default, Deserialize, Clone, Copy, PartialEq, Eq)]
+#[serde(rename_all = "lowercase")]
+pub(crate) enum AccessLogConfig {
+    /// `key=value` lines.
+    #[default]
+    Text,
+    /// One JSON object per line (diagnostics are JSON too).
+    Json,
+    /// No access log.
+    Off,
 }
 
 /// One `[[keys]]` entry.
@@ -208,7 +260,25 @@ impl Config {
 
     /// Checks what serde cannot.
     fn check(&self) -> Result<(), ConfigError> {
+        let mut names = std::collections::HashSet::new();
+        let mut digests = std::collections::HashSet::new();
         for (i, key) in self.keys.iter().enumerate() {
+            // Names are what logs and metrics show: two keys with one name could not be told
+            // apart (limits are per key either way).
+            if !names.insert(key.name.as_str()) {
+                return Err(ConfigError(format!(
+                    "keys[{i}]: the name `{}` is used by another key",
+                    key.name
+                )));
+            }
+            if let Some(Ok(digest)) = key.key_sha256.as_deref().map(ApiKeyDigest::from_hex) {
+                if !digests.insert(digest) {
+                    return Err(ConfigError(format!(
+                        "keys[{i}] (`{}`): key_sha256 is the same as another key's",
+                        key.name
+                    )));
+                }
+            }
             match (&key.key_sha256, &key.key_env) {
                 (Some(_), Some(_)) | (None, None) => {
                     return Err(ConfigError(format!(
@@ -238,6 +308,15 @@ impl Config {
         for key in self.body_limits.keys() {
             endpoint("body_limits", key)?;
         }
+        let server = &self.server;
+        if server.header_read_timeout_secs == 0
+            || server.max_connections == 0
+            || server.max_in_flight == 0
+        {
+            return Err(ConfigError(
+                "server: header_read_timeout_secs, max_connections and max_in_flight must be at least 1".into(),
+            ));
+        }
         for (name, provider) in &self.providers {
             if !provider.mock && provider.base_url.is_none() {
                 return Err(ConfigError(format!(
@@ -248,29 +327,40 @@ impl Config {
         Ok(())
     }
 
-    /// The key store: digests from the file, keys from the environment hashed now.
-    pub(crate) fn key_store(&self, env: impl Fn(&str) -> Option<String>) -> MemoryKeyStore {
+    /// The key store: digests from the file, keys from the environment hashed now. Two keys
+    /// with the same digest (the same key twice) are an error.
+    pub(crate) fn key_store(
+        &self,
+        env: impl Fn(&str) -> Option<String>,
+    ) -> Result<MemoryKeyStore, ConfigError> {
         let mut store = MemoryKeyStore::new();
         for key in &self.keys {
             // Checked in `check`.
             let Ok(principal) = key.principal() else {
                 continue;
             };
-            if let Some(hex) = &key.key_sha256 {
+            let digest = if let Some(hex) = &key.key_sha256 {
                 // Checked in `check`.
-                if let Ok(digest) = ApiKeyDigest::from_hex(hex) {
-                    store = store.with_digest(digest, principal);
-                }
+                ApiKeyDigest::from_hex(hex).ok()
             } else if let Some(var) = &key.key_env {
-                match env(var).filter(|v| !v.is_empty()) {
-                    Some(value) => store = store.with_key(&value, principal),
-                    None => {
-                        tracing::warn!(key = %key.name, env = %var, "router key variable is not set; key skipped")
-                    }
+                let value = env(var).filter(|v| !v.is_empty());
+                if value.is_none() {
+                    tracing::warn!(key = %key.name, env = %var, "router key variable is not set; key skipped");
                 }
+                value.map(|value| ApiKeyDigest::of(&value))
+            } else {
+                None
+            };
+            let Some(digest) = digest else { continue };
+            if store.find(&digest).is_some() {
+                return Err(ConfigError(format!(
+                    "keys: `{}` has the same key as another key",
+                    key.name
+                )));
             }
+            store = store.with_digest(digest, principal);
         }
-        store
+        Ok(store)
     }
 
     /// Builds the provider `name`, with `mock_base_url` standing in for `mock = true`.
@@ -337,8 +427,10 @@ mod tests {
         assert_eq!(config.mount, "/v3/router");
         assert!(config.providers["demo"].mock);
         assert_eq!(config.models["fast"].targets, ["demo/gpt-4o-mini"]);
-        let store = config.key_store(|_| None);
+        let store = config.key_store(|_| None).unwrap();
         assert!(store.find(&ApiKeyDigest::of("sk-router-demo")).is_some());
+        assert_eq!(config.telemetry.access_log, AccessLogConfig::Text);
+        assert_eq!(config.server.header_read_timeout_secs, 30);
     }
 
     #[test]
@@ -371,7 +463,7 @@ mod tests {
             expires_at = "2027-01-01T00:00:00Z"
         "#;
         let config = Config::parse(text).unwrap();
-        let store = config.key_store(|_| Some("sk-team".to_owned()));
+        let store = config.key_store(|_| Some("sk-team".to_owned())).unwrap();
         let principal = store.find(&ApiKeyDigest::of("sk-team")).unwrap();
         assert!(principal.allows_model("openai/gpt-4o") && !principal.allows_model("groq/x"));
         assert_eq!(principal.limits().rpm.map(|r| r.get()), Some(600));
@@ -381,9 +473,50 @@ mod tests {
     }
 
     #[test]
+    fn duplicate_names_and_keys_are_refused_at_load() {
+        let key = |name: &str, line: &str| format!("[[keys]]\nname = \"{name}\"\n{line}\n");
+        let digest = ApiKeyDigest::of("sk-same").to_hex();
+        let text = key("team", "key_env = \"A\"") + &key("team", "key_env = \"B\"");
+        let error = Config::parse(&text).unwrap_err().to_string();
+        assert!(error.contains("`team` is used by another key"), "{error}");
+        let line = format!("key_sha256 = \"{digest}\"");
+        let text = key("a", &line)
+            + &key(
+                "b",
+                &line.to_uppercase().replace("KEY_SHA256", "key_sha256"),
+            );
+        let error = Config::parse(&text).unwrap_err().to_string();
+        assert!(error.contains("same as another key"), "{error}");
+        // The same key in two variables, or in a variable and as a digest.
+        let text = key("a", "key_env = \"A\"") + &key("b", &line);
+        let config = Config::parse(&text).unwrap();
+        let error = config
+            .key_store(|_| Some("sk-same".to_owned()))
+            .unwrap_err()
+            .to_string();
+        assert!(error.contains("`b` has the same key"), "{error}");
+    }
+
+    #[test]
+    fn server_and_telemetry_tables_are_read() {
+        let config = Config::parse(
+            "[server]\nheader_read_timeout_secs = 5\nmax_in_flight = 2\n[telemetry]\naccess_log = \"json\"",
+        )
+        .unwrap();
+        assert_eq!(config.server.header_read_timeout_secs, 5);
+        assert_eq!(config.server.max_in_flight, 2);
+        assert_eq!(config.server.max_connections, 10_000);
+        assert_eq!(config.telemetry.access_log, AccessLogConfig::Json);
+        assert!(Config::parse("[server]\nmax_in_flight = 0").is_err());
+        assert!(Config::parse("[telemetry]\naccess_log = \"xml\"").is_err());
+    }
+
+    #[test]
     fn env_keys_are_hashed_at_load() {
         let config = Config::parse("[[keys]]\nname = \"dev\"\nkey_env = \"K\"").unwrap();
-        let store = config.key_store(|var| (var == "K").then(|| "sk-from-env".to_owned()));
+        let store = config
+            .key_store(|var| (var == "K").then(|| "sk-from-env".to_owned()))
+            .unwrap();
         assert_eq!(
             store.find(&ApiKeyDigest::of("sk-from-env")).unwrap().name(),
             "dev"

@@ -1,48 +1,85 @@
-//! A ready AI gateway: ai-router behind axum, configured by a TOML file.
+//! A ready AI gateway: ai-router served by hyper, configured by a TOML file.
 //!
 //! ```sh
-//! cargo run --example gateway -- --config examples/gateway.toml
+//! cargo run --release --example gateway -- --config examples/gateway.toml
 //! ```
 //!
-//! Serves the router under the configured mount (default `/v3/router`) and `GET /health`
-//! outside it. Providers with `mock = true` are served by the repo's mock OpenAI upstream,
-//! started in-process on a loopback port, so the shipped config answers offline. Ctrl-C or
-//! SIGTERM stops accepting connections and lets in-flight requests finish for
-//! `shutdown_grace_secs`. Logs go to stderr; the level comes from `RUST_LOG` (default `info`).
+//! Serves the router under the configured mount (default `/v3/router`), and `GET /health` and
+//! `GET /ready` beside it (`/ready` answers 503 once shutdown has begun). Providers with
+//! `mock = true` are served by the repo's mock OpenAI upstream, started in-process on a
+//! loopback port, so the shipped config answers offline. Ctrl-C or SIGTERM stops accepting
+//! connections and lets in-flight requests finish for `shutdown_grace_secs`.
+//!
+//! Logs go to stderr through a non-blocking writer (a slow terminal never holds a request),
+//! with colours only on a terminal: one access line per request (`[telemetry] access_log`:
+//! `text`, `json` or `off`) and diagnostics filtered by `RUST_LOG` (default `info`).
 
 mod config;
+mod serve;
+#[cfg(test)]
+#[allow(clippy::unwrap_used, clippy::expect_used)]
+mod tests;
 
-use std::future::IntoFuture as _;
+use std::io::IsTerminal as _;
+use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::process::ExitCode;
+use std::sync::Arc;
 use std::time::Duration;
 
 use ai_router::AiRouter;
 use ai_router::mock::MockUpstream;
+use ai_router::observe::{AccessLog, AccessLogFormat, Observer, RequestSummary};
 use ai_router::request_id::SetRequestIdLayer;
-use axum::routing::get;
+use tokio::net::TcpListener;
 use tracing_subscriber::EnvFilter;
 
-use crate::config::{Config, ConfigError};
+use crate::config::{AccessLogConfig, Config, ConfigError};
+use crate::serve::{App, ServerState};
 
 /// The key the in-process mock upstream expects: the router swaps it in, as it would a real
 /// provider's key.
 const DEMO_UPSTREAM_KEY: &str = "sk-demo-upstream";
 
-#[tokio::main]
-async fn main() -> ExitCode {
-    tracing_subscriber::fmt()
-        .with_env_filter(
-            EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info")),
-        )
-        .with_writer(std::io::stderr)
-        .init();
-    match run().await {
+fn main() -> ExitCode {
+    let config = match config_path().and_then(|path| Config::load(&path)) {
+        Ok(config) => config,
+        Err(error) => {
+            eprintln!("error: {error}");
+            return ExitCode::FAILURE;
+        }
+    };
+    let (writer, _flush_on_exit) = tracing_appender::non_blocking(std::io::stderr());
+    init_logging(config.telemetry.access_log, writer.clone());
+    let runtime = match tokio::runtime::Runtime::new() {
+        Ok(runtime) => runtime,
+        Err(error) => {
+            eprintln!("error: cannot start the runtime: {error}");
+            return ExitCode::FAILURE;
+        }
+    };
+    match runtime.block_on(run(config, writer)) {
         Ok(()) => ExitCode::SUCCESS,
         Err(error) => {
+            tracing::error!("{error}");
             eprintln!("error: {error}");
             ExitCode::FAILURE
         }
+    }
+}
+
+/// Diagnostics to `writer`, filtered by `RUST_LOG` (default `info`); JSON when the access log
+/// is JSON, colours only on a terminal.
+fn init_logging(format: AccessLogConfig, writer: tracing_appender::non_blocking::NonBlocking) {
+    let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info"));
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(writer)
+        .with_ansi(std::io::stderr().is_terminal());
+    if format == AccessLogConfig::Json {
+        builder.json().init();
+    } else {
+        builder.init();
     }
 }
 
@@ -72,104 +109,129 @@ fn config_path() -> Result<PathBuf, ConfigError> {
     Ok(path)
 }
 
-async fn run() -> Result<(), ConfigError> {
-    let path = config_path()?;
-    let config = Config::load(&path)?;
-    let invalid = |e: &dyn std::fmt::Display| {
-        ConfigError(format!("invalid config `{}`: {e}", path.display()))
-    };
-    let env = |var: &str| std::env::var(var).ok();
-
-    let mock = if config.providers.values().any(|p| p.mock) {
-        let mock = MockUpstream::builder()
-            .api_key(DEMO_UPSTREAM_KEY)
-            .start()
-            .await
-            .map_err(|e| ConfigError(format!("cannot start the demo mock upstream: {e}")))?;
-        tracing::info!(base_url = %mock.base_url(), "demo mock upstream started");
-        Some(mock)
-    } else {
-        None
-    };
-    let mock_url = mock.as_ref().map(MockUpstream::base_url);
-
-    let mut builder = AiRouter::builder()
-        .mount_path(config.mount.as_str())
-        .keys(config.key_store(env));
-    for (name, provider) in &config.providers {
-        let mock = mock_url.as_deref().map(|url| (url, DEMO_UPSTREAM_KEY));
-        let service = config
-            .http_provider(name, provider, mock, env)
-            .map_err(|e| invalid(&e))?;
-        builder = builder
-            .provider(name.as_str(), service)
-            .stream_settings(name.as_str(), Config::stream_settings(provider))
-            .allow_any_model(name.as_str(), provider.allow_any_model)
-            .models(name.as_str(), provider.models.iter().cloned());
-    }
-    for (key, model) in &config.default_models {
-        builder = builder.default_model(config::endpoint("default_models", key)?, model.as_str());
-    }
-    for (key, limit) in &config.body_limits {
-        builder = builder.endpoint_body_limit(config::endpoint("body_limits", key)?, *limit);
-    }
-    for (name, alias) in &config.models {
-        builder = builder.alias(name.as_str(), alias.targets.iter().cloned());
-    }
-    if let Some(limit) = config.body_limit {
-        builder = builder.body_limit(limit);
-    }
-    let router = builder.build().map_err(|e| invalid(&e))?;
-
-    let mount = config.mount.trim_end_matches('/');
-    // Outside the mount: `/health`, and OpenAI-shaped 404s for every other path; these get a
-    // request id of their own (the router sets its own inside the mount).
-    let app = axum::Router::new()
-        .route(
-            "/health",
-            get(|| async {
-                (
-                    [(http::header::CONTENT_TYPE, "application/json")],
-                    r#"{"status":"ok"}"#,
-                )
-            }),
-        )
-        .fallback(|method: http::Method, uri: http::Uri| async move {
-            ai_router::Error::unknown_url(&method, uri.path()).into_response()
-        })
-        .layer(SetRequestIdLayer::new());
-    let app = if mount.is_empty() {
-        app.fallback_service(router)
-    } else {
-        app.nest_service(mount, router)
-    };
-
-    let listener = tokio::net::TcpListener::bind(config.listen)
-        .await
-        .map_err(|e| ConfigError(format!("cannot listen on {}: {e}", config.listen)))?;
-    tracing::info!("ai-router listening on http://{}{mount}", config.listen);
-
-    let (stopping_tx, mut stopping_rx) = tokio::sync::watch::channel(false);
-    let server = axum::serve(listener, app).with_graceful_shutdown(async move {
-        shutdown_signal().await;
-        tracing::info!("shutting down: finishing in-flight requests");
-        let _ = stopping_tx.send(true);
-    });
-    let grace = Duration::from_secs(config.shutdown_grace_secs);
-    let deadline = async move {
-        let _ = stopping_rx.wait_for(|stopping| *stopping).await;
-        tokio::time::sleep(grace).await;
-    };
-    tokio::select! {
-        result = server.into_future() => {
-            result.map_err(|e| ConfigError(format!("server error: {e}")))?;
-        }
-        () = deadline => {
-            tracing::warn!(grace_secs = grace.as_secs(), "in-flight requests did not finish in time; exiting");
-        }
-    }
-    drop(mock);
+async fn run(config: Config, log: impl std::io::Write + Send + 'static) -> Result<(), ConfigError> {
+    let gateway = Gateway::start(config, log).await?;
+    tracing::info!(
+        "ai-router listening on http://{}{}",
+        gateway.addr,
+        gateway.mount
+    );
+    gateway.serve(shutdown_signal()).await;
     Ok(())
+}
+
+/// A gateway ready to serve: its listener bound, its router built.
+pub(crate) struct Gateway {
+    listener: TcpListener,
+    pub(crate) addr: SocketAddr,
+    pub(crate) mount: String,
+    app: App,
+    config: Config,
+    pub(crate) state: Arc<ServerState>,
+    /// Kept alive as long as the gateway serves.
+    _mock: Option<MockUpstream>,
+}
+
+impl Gateway {
+    /// Builds the router from `config` (starting the demo mock if a provider wants it) and
+    /// binds the listener. The access log goes to `log`.
+    pub(crate) async fn start(
+        config: Config,
+        log: impl std::io::Write + Send + 'static,
+    ) -> Result<Self, ConfigError> {
+        let invalid = |e: &dyn std::fmt::Display| ConfigError(format!("invalid config: {e}"));
+        let env = |var: &str| std::env::var(var).ok();
+        let mock = if config.providers.values().any(|p| p.mock) {
+            let mock = MockUpstream::builder()
+                .api_key(DEMO_UPSTREAM_KEY)
+                .keep_requests(0)
+                .start()
+                .await
+                .map_err(|e| ConfigError(format!("cannot start the demo mock upstream: {e}")))?;
+            tracing::info!(base_url = %mock.base_url(), "demo mock upstream started");
+            Some(mock)
+        } else {
+            None
+        };
+        let mock_url = mock.as_ref().map(MockUpstream::base_url);
+
+        // One access log for the router and for the answers outside its mount.
+        let access_log: Option<Arc<dyn Observer>> = match config.telemetry.access_log {
+            AccessLogConfig::Text => Some(Arc::new(AccessLog::new(AccessLogFormat::Text, log))),
+            AccessLogConfig::Json => Some(Arc::new(AccessLog::new(AccessLogFormat::Json, log))),
+            AccessLogConfig::Off => None,
+        };
+        let on_end = move |summary: &RequestSummary| {
+            if let Some(log) = &access_log {
+                log.on_end(summary);
+            }
+        };
+
+        let mut builder = AiRouter::builder()
+            .mount_path(config.mount.as_str())
+            .keys(config.key_store(env)?)
+            .max_in_flight(config.server.max_in_flight)
+            .observer(on_end.clone());
+        for (name, provider) in &config.providers {
+            let mock = mock_url.as_deref().map(|url| (url, DEMO_UPSTREAM_KEY));
+            let service = config
+                .http_provider(name, provider, mock, env)
+                .map_err(|e| invalid(&e))?;
+            builder = builder
+                .provider(name.as_str(), service)
+                .stream_settings(name.as_str(), Config::stream_settings(provider))
+                .allow_any_model(name.as_str(), provider.allow_any_model)
+                .models(name.as_str(), provider.models.iter().cloned());
+        }
+        for (key, model) in &config.default_models {
+            builder =
+                builder.default_model(config::endpoint("default_models", key)?, model.as_str());
+        }
+        for (key, limit) in &config.body_limits {
+            builder = builder.endpoint_body_limit(config::endpoint("body_limits", key)?, *limit);
+        }
+        for (name, alias) in &config.models {
+            builder = builder.alias(name.as_str(), alias.targets.iter().cloned());
+        }
+        if let Some(limit) = config.body_limit {
+            builder = builder.body_limit(limit);
+        }
+        let router = builder.build().map_err(|e| invalid(&e))?;
+
+        let listener = TcpListener::bind(config.listen)
+            .await
+            .map_err(|e| ConfigError(format!("cannot listen on {}: {e}", config.listen)))?;
+        let addr = listener
+            .local_addr()
+            .map_err(|e| ConfigError(format!("cannot read the listening address: {e}")))?;
+        let mount = config.mount.trim_end_matches('/').to_owned();
+        let state = Arc::new(ServerState::default());
+        let observe = SetRequestIdLayer::new().observer(on_end);
+        let app = App::new(router, &mount, observe, state.clone());
+        Ok(Self {
+            listener,
+            addr,
+            mount,
+            app,
+            config,
+            state,
+            _mock: mock,
+        })
+    }
+
+    /// Serves until `shutdown` resolves, then drains for `shutdown_grace_secs`.
+    pub(crate) async fn serve(self, shutdown: impl std::future::Future<Output = ()>) {
+        let grace = Duration::from_secs(self.config.shutdown_grace_secs);
+        serve::serve(
+            self.listener,
+            self.app,
+            &self.config.server,
+            self.state,
+            shutdown,
+            grace,
+        )
+        .await;
+    }
 }
 
 /// Ctrl-C, or SIGTERM on Unix.

@@ -84,10 +84,10 @@ impl<B: Body> Body for ResponseBody<B> {
             Poll::Ready(Some(Ok(_))) if this.inner.is_end_stream() => Some(Outcome::Completed),
             _ => None,
         };
-        if let (Some(outcome), Some((observation, status, latency))) =
-            (outcome, this.pending.take())
-        {
-            observation.finish(Some(status), latency, outcome);
+        if let Some(outcome) = outcome {
+            if let Some((observation, status, latency)) = this.pending.take() {
+                observation.finish(Some(status), latency, outcome);
+            }
         }
         frame
     }

@@ -262,6 +262,54 @@ mod tests {
     }
 
     #[tokio::test]
+    async fn a_streamed_body_is_observed_once_at_its_end_with_its_outcome() {
+        for (frames, outcome) in [
+            (vec![Ok("a"), Ok("b"), Ok("c")], Outcome::Completed),
+            (vec![Ok("a"), Err("reset")], Outcome::UpstreamFailed),
+        ] {
+            let summaries = Summaries::default();
+            let seen = summaries.clone();
+            let service = ServiceBuilder::new()
+                .layer(
+                    SetRequestIdLayer::new().observer(move |s: &RequestSummary| {
+                        seen.lock().unwrap().push(s.clone());
+                    }),
+                )
+                .service_fn(move |_: Request<()>| {
+                    let frames = frames.clone();
+                    async move {
+                        let frames = frames.into_iter().map(|frame| {
+                            frame
+                                .map(|data| {
+                                    http_body::Frame::data(Bytes::from_static(data.as_bytes()))
+                                })
+                                .map_err(crate::error::BoxError::from)
+                        });
+                        let body =
+                            http_body_util::StreamBody::new(futures_util::stream::iter(frames));
+                        Ok::<_, Infallible>(Response::new(body))
+                    }
+                });
+            let response = service.oneshot(Request::new(())).await.unwrap();
+            let mut body = response.into_body();
+            let mut frames = 0;
+            while let Some(frame) = body.frame().await {
+                if frame.is_err() {
+                    break;
+                }
+                frames += 1;
+                // Not before the body is over.
+                assert!(summaries.lock().unwrap().is_empty());
+            }
+            assert!(frames >= 1);
+            drop(body);
+            let summaries = summaries.lock().unwrap();
+            assert_eq!(summaries.len(), 1, "{outcome:?}");
+            assert_eq!(summaries[0].outcome, outcome);
+        }
+    }
+
+    #[tokio::test]
     async fn a_body_dropped_before_its_end_is_a_client_gone() {
         let summaries = Summaries::default();
         let response = echo_id(&summaries).oneshot(Request::new(())).await.unwrap();

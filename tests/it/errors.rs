@@ -875,6 +875,38 @@ async fn hop_by_hop_response_headers_are_not_returned() {
 }
 
 #[tokio::test]
+async fn provider_account_headers_and_cookies_never_reach_the_client() {
+    let harness = Harness::start().await;
+    harness.upstream.script(
+        ScriptedResponse::new(200)
+            .header("content-type", "application/json")
+            .header("openai-organization", "org-provider-account")
+            .header("openai-project", "proj_provider")
+            .header("set-cookie", "__cf_bm=provider-session; path=/")
+            .header("alt-svc", "h3=\":443\"")
+            .header("strict-transport-security", "max-age=31536000")
+            .header("openai-processing-ms", "12")
+            .body(r#"{"ok":true}"#),
+    );
+    let response = harness.post_json("/chat/completions", CHAT).await;
+    assert_eq!(response.status, 200);
+    for name in [
+        "openai-organization",
+        "openai-project",
+        "set-cookie",
+        "alt-svc",
+        "strict-transport-security",
+    ] {
+        assert!(
+            response.headers.get(name).is_none(),
+            "{name} reached the client"
+        );
+    }
+    // What is useful to clients still is.
+    assert_eq!(response.header("openai-processing-ms"), Some("12"));
+}
+
+#[tokio::test]
 async fn a_body_that_never_arrives_is_a_408_and_never_forwarded() {
     let harness = Harness::with(|builder| builder.body_timeout(Duration::from_millis(300))).await;
     // Announces 1000 bytes, sends 10, then waits: a stalled upload.

@@ -171,6 +171,28 @@ async fn rpm_limit_answers_429_with_retry_headers_and_recovers_after_the_delay()
     assert_eq!(again.status, 200, "{}", again.text());
 }
 
+/// Two keys sharing a display name (a store may allow it) keep separate limits: used in turn,
+/// they never get more than each key's own.
+#[tokio::test]
+async fn two_keys_with_one_name_never_share_or_reset_a_window() {
+    const A: &str = "sk-router-team-a-0123456789";
+    const B: &str = "sk-router-team-b-0123456789";
+    let keys = MemoryKeyStore::new()
+        .with_key(A, Principal::new("team").rpm(1))
+        .with_key(B, Principal::new("team").rpm(2));
+    let harness = Harness::with(|builder| builder.keys(keys)).await;
+    let mut admitted = 0;
+    for _ in 0..10 {
+        for key in [A, B] {
+            if post_chat(&harness, key, "mock/gpt-4o-mini").await.status == 200 {
+                admitted += 1;
+            }
+        }
+    }
+    assert_eq!(admitted, 3, "one for the first key, two for the second");
+    assert_eq!(harness.upstream.request_count(), 3);
+}
+
 #[tokio::test]
 async fn a_concurrency_limit_counts_a_stream_until_its_body_ends() {
     let slow = SlowUpstream::start().await;

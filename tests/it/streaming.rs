@@ -1060,3 +1060,39 @@ async fn usage_injection_never_duplicates_a_null_stream_options() {
         StreamOutcome::Completed
     );
 }
+
+/// A stream request answered 200 with a page (a captive portal, a misrouted proxy): the SDK
+/// would read no event and raise nothing, so it gets a 502 before the first byte instead.
+#[tokio::test]
+async fn a_stream_request_answered_without_an_event_stream_is_a_502() {
+    let harness = Harness::start().await;
+    for (content_type, body) in [
+        ("text/html", "<html>Sign in to the Wi-Fi</html>"),
+        ("application/json", r#"{"id":"chatcmpl-1","choices":[]}"#),
+    ] {
+        harness.upstream.script(
+            ScriptedResponse::new(200)
+                .header("content-type", content_type)
+                .body(body),
+        );
+        let response = harness
+            .post_json("/chat/completions", stream_body("mock/gpt-4o-mini", "hi"))
+            .await;
+        let error = response.assert_error(502, Some("upstream_error"));
+        assert!(!error.to_string().contains("Wi-Fi"), "{content_type}");
+    }
+    // The same JSON answer to a request that did not ask for a stream passes.
+    harness.upstream.script(
+        ScriptedResponse::new(200)
+            .header("content-type", "application/json")
+            .body(r#"{"ok":true}"#),
+    );
+    let plain = harness
+        .post_json(
+            "/chat/completions",
+            r#"{"model":"mock/gpt-4o-mini","messages":[]}"#,
+        )
+        .await;
+    assert_eq!(plain.status, 200);
+    assert_eq!(plain.body, r#"{"ok":true}"#);
+}

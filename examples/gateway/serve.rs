@@ -1,0 +1,279 @@
+//! Serving: the accept loop (socket options, connection cap, header timeout, graceful
+//! shutdown) and the gateway's service (the router under the mount, `/health` and `/ready`
+//! beside it, OpenAI-shaped 404s elsewhere).
+//!
+//! Served with hyper directly (no web framework): the gateway routes three fixed paths, and
+//! every microsecond spent around the router is the gateway's to account for.
+
+use std::convert::Infallible;
+use std::future::Future;
+use std::pin::Pin;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::task::{Context, Poll};
+use std::time::Duration;
+
+use ai_router::body::Full;
+use ai_router::request_id::{self, SetRequestId, SetRequestIdLayer};
+use ai_router::{AiRouter, RouterBody};
+use http::{HeaderValue, Method, Request, Response, StatusCode, header};
+use http_body_util::Either;
+use hyper::body::Incoming;
+use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
+use hyper_util::server::conn::auto;
+use hyper_util::server::graceful::GracefulShutdown;
+use hyper_util::service::TowerToHyperService;
+use pin_project_lite::pin_project;
+use tokio::net::{TcpListener, TcpStream};
+use tokio::sync::Semaphore;
+use tower::{Layer as _, Service};
+
+use crate::config::ServerConfig;
+
+/// What the serving code counts, for `/health` and for tests.
+#[derive(Debug, Default)]
+pub(crate) struct ServerState {
+    /// Connections accepted.
+    pub(crate) accepted: AtomicU64,
+    /// Accepted connections whose `TCP_NODELAY` was read back set.
+    pub(crate) nodelay: AtomicU64,
+    /// Connections that ended.
+    pub(crate) closed: AtomicU64,
+    /// Set when shutdown starts: `/ready` answers 503 so a load balancer stops sending.
+    pub(crate) draining: AtomicBool,
+}
+
+impl ServerState {
+    fn open_connections(&self) -> u64 {
+        let accepted = self.accepted.load(Ordering::Relaxed);
+        accepted.saturating_sub(self.closed.load(Ordering::Relaxed))
+    }
+}
+
+/// The gateway's service. Cheap to clone (one per connection).
+#[derive(Clone)]
+pub(crate) struct App {
+    router: AiRouter,
+    outside: SetRequestId<Outside>,
+    /// The mount without a trailing `/` (empty: the router takes every other path).
+    mount: Arc<str>,
+}
+
+impl App {
+    /// The router at `mount`; answers outside it get a request id and go to the same
+    /// observer (`observe`) as the router's.
+    pub(crate) fn new(
+        router: AiRouter,
+        mount: &str,
+        observe: SetRequestIdLayer,
+        state: Arc<ServerState>,
+    ) -> Self {
+        Self {
+            router,
+            outside: observe.layer(Outside::new(state)),
+            mount: mount.trim_end_matches('/').into(),
+        }
+    }
+
+    fn is_mounted(&self, path: &str) -> bool {
+        match path.strip_prefix(&*self.mount) {
+            Some(rest) => rest.is_empty() || rest.starts_with('/'),
+            None => false,
+        }
+    }
+}
+
+/// The body of the gateway's answers.
+pub(crate) type AppBody = Either<RouterBody, request_id::ResponseBody<Full>>;
+
+impl Service<Request<Incoming>> for App {
+    type Response = Response<AppBody>;
+    type Error = Infallible;
+    type Future = AppFuture;
+
+    fn poll_ready(&mut self, _cx: &mut Context<'_>) -> Poll<Result<(), Infallible>> {
+        // Both inner services are always ready.
+        Poll::Ready(Ok(()))
+    }
+
+    fn call(&mut self, request: Request<Incoming>) -> AppFuture {
+        let path = request.uri().path();
+        let outside = matches!(path, "/health" | "/ready") || !self.is_mounted(path);
+        if outside {
+            AppFuture::Outside {
+                future: self.outside.call(request),
+            }
+        } else {
+            AppFuture::Router {
+                future: self.router.call(request),
+            }
+        }
+    }
+}
+
+type RouterFuture = <AiRouter as Service<Request<Incoming>>>::Future;
+type OutsideFuture = <SetRequestId<Outside> as Service<Request<Incoming>>>::Future;
+
+pin_project! {
+    /// Response future of [`App`].
+    #[project = AppFutureProj]
+    pub(crate) enum AppFuture {
+        Router { #[pin] future: RouterFuture },
+        Outside { #[pin] future: OutsideFuture },
+    }
+}
+
+impl Future for AppFuture {
+    type Output = Result<Response<AppBody>, Infallible>;
+
+    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
+        match self.project() {
+            AppFutureProj::Router { future } => future
+                .poll(cx)
+                .map(|result| result.map(|response| response.map(Either::Left))),
+            AppFutureProj::Outside { future } => future
+                .poll(cx)
+                .map(|result| result.map(|response| response.map(Either::Right))),
+        }
+    }
+}
+
+/// What the gateway answers outside the mount: `/health`, `/ready`, and 404s.
+#[derive(Clone)]
+pub(crate) struct Outside {
+    state: Arc<ServerState>,
+}
+
+impl Outside {
+    pub(crate) fn new(state: Arc<ServerState>) -> Self {
+        Self { state }
+    }
+}
+
+impl<B> Service<Request<B>> for Outside {
+    type Response = Response<Full>;
+    type Error = Infallible;
+    type Future = std::future::Ready<Result<Response<Full>, Infallible>>;
+
+    fn poll_ready(&mut self, _cx: &mut Context<'_>) -> Poll<Result<(), Infallible>> {
+        Poll::Ready(Ok(()))
+    }
+
+    fn call(&mut self, request: Request<B>) -> Self::Future {
+        let method = request.method();
+        let path = request.uri().path();
+        let response = match (path, method) {
+            ("/health" | "/ready", &Method::GET) => {
+                let draining = self.state.draining.load(Ordering::Relaxed);
+                let (status, word) = match (path, draining) {
+                    ("/ready", true) => (StatusCode::SERVICE_UNAVAILABLE, "draining"),
+                    ("/ready", false) => (StatusCode::OK, "ready"),
+                    _ => (StatusCode::OK, "ok"),
+                };
+                let body = format!(
+                    r#"{{"status":"{word}","connections":{}}}"#,
+                    self.state.open_connections()
+                );
+                let mut response = Response::new(Full::new(body));
+                *response.status_mut() = status;
+                response.headers_mut().insert(
+                    header::CONTENT_TYPE,
+                    HeaderValue::from_static("application/json"),
+                );
+                response
+            }
+            ("/health" | "/ready", _) => {
+                ai_router::Error::method_not_allowed("GET").into_response()
+            }
+            _ => ai_router::Error::unknown_url(method, path).into_response(),
+        };
+        std::future::ready(Ok(response))
+    }
+}
+
+/// Sets the options every accepted socket gets, and reads `TCP_NODELAY` back.
+fn configure(stream: &TcpStream, state: &ServerState) {
+    // Without it, the last small write of every answer (a stream's final events, `[DONE]`)
+    // waits for the client's delayed ACK: ~40 ms per stream.
+    if let Err(error) = stream.set_nodelay(true) {
+        tracing::warn!(%error, "cannot set TCP_NODELAY on an accepted connection");
+    }
+    if stream.nodelay().unwrap_or(false) {
+        state.nodelay.fetch_add(1, Ordering::Relaxed);
+    }
+}
+
+/// The hyper server settings: HTTP/1.1 (what the OpenAI SDKs speak; put a TLS proxy in front
+/// for HTTP/2), with a timer so the header read timeout runs from a connection's first
+/// moment: a client that sends nothing, or half a head, is closed when it expires. (Detecting
+/// HTTP/2 by its preface would first wait for bytes with no deadline at all.)
+fn connection_builder(settings: &ServerConfig) -> auto::Builder<TokioExecutor> {
+    let mut builder = auto::Builder::new(TokioExecutor::new()).http1_only();
+    builder
+        .http1()
+        .timer(TokioTimer::new())
+        .header_read_timeout(Duration::from_secs(settings.header_read_timeout_secs))
+        .keep_alive(true);
+    builder
+}
+
+/// Accepts connections on `listener` and serves `app` on each until `shutdown` resolves; then
+/// stops accepting, lets open connections finish their requests for `grace`, and returns.
+pub(crate) async fn serve(
+    listener: TcpListener,
+    app: App,
+    settings: &ServerConfig,
+    state: Arc<ServerState>,
+    shutdown: impl Future<Output = ()>,
+    grace: Duration,
+) {
+    let builder = connection_builder(settings);
+    let slots = Arc::new(Semaphore::new(settings.max_connections));
+    let graceful = GracefulShutdown::new();
+    let mut shutdown = std::pin::pin!(shutdown);
+    loop {
+        // At the cap, stop accepting: new connections wait in the kernel's listen queue.
+        let permit = tokio::select! {
+            permit = slots.clone().acquire_owned() => permit,
+            () = &mut shutdown => break,
+        };
+        let Ok(permit) = permit else { break };
+        let accepted = tokio::select! {
+            accepted = listener.accept() => accepted,
+            () = &mut shutdown => break,
+        };
+        let stream = match accepted {
+            Ok((stream, _peer)) => stream,
+            Err(error) => {
+                // e.g. EMFILE: back off instead of spinning.
+                tracing::warn!(%error, "accept failed");
+                tokio::time::sleep(Duration::from_millis(20)).await;
+                continue;
+            }
+        };
+        state.accepted.fetch_add(1, Ordering::Relaxed);
+        configure(&stream, &state);
+        let service = TowerToHyperService::new(app.clone());
+        let connection = builder
+            .serve_connection(TokioIo::new(stream), service)
+            .into_owned();
+        let connection = graceful.watch(connection);
+        let state = state.clone();
+        tokio::spawn(async move {
+            if let Err(error) = connection.await {
+                tracing::debug!(%error, "connection ended with an error");
+            }
+            state.closed.fetch_add(1, Ordering::Relaxed);
+            drop(permit);
+        });
+    }
+    drop(listener);
+    state.draining.store(true, Ordering::Relaxed);
+    tracing::info!("shutting down: finishing in-flight requests");
+    tokio::select! {
+        () = graceful.shutdown() => {}
+        () = tokio::time::sleep(grace) => {
+            tracing::warn!(grace_secs = grace.as_secs(), "in-flight requests did not finish in time; exiting");
+        }
+    }
+}

@@ -1,0 +1,345 @@
+//! The gateway's own serving code over TCP: socket options, timeouts, caps, the access log,
+//! shutdown. (The router itself is tested in `tests/it`.)
+
+use std::io::Write;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use ai_router::mock::{MockUpstream, ScriptedResponse};
+use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
+use tokio::net::TcpStream;
+use tokio::sync::{Notify, oneshot};
+
+use super::Gateway;
+use crate::config::Config;
+
+/// How long any one exchange may take before the test fails.
+const PATIENCE: Duration = Duration::from_secs(5);
+
+/// What the access log wrote.
+#[derive(Clone, Default)]
+struct Lines(Arc<Mutex<Vec<u8>>>);
+
+impl Write for Lines {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        self.0.lock().unwrap().extend_from_slice(buf);
+        Ok(buf.len())
+    }
+
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
+}
+
+impl Lines {
+    fn text(&self) -> String {
+        String::from_utf8(self.0.lock().unwrap().clone()).unwrap()
+    }
+}
+
+/// A running gateway on 127.0.0.1:0 with `extra` TOML after the demo key and provider.
+struct Running {
+    addr: std::net::SocketAddr,
+    state: Arc<crate::serve::ServerState>,
+    log: Lines,
+    stop: Option<oneshot::Sender<()>>,
+    task: tokio::task::JoinHandle<()>,
+}
+
+const DEMO_KEY: &str = "sk-router-demo";
+
+async fn start(extra: &str) -> Running {
+    let text = format!(
+        r#"
+listen = "127.0.0.1:0"
+shutdown_grace_secs = 5
+[[keys]]
+name = "demo"
+key_sha256 = "536358db99f32f74c819f261b16d778ab5f05118e8548f4bb21c0a53991aee35"
+[providers.demo]
+mock = true
+stream_usage = true
+{extra}
+"#
+    );
+    let config = Config::parse(&text).unwrap();
+    let log = Lines::default();
+    let gateway = Gateway::start(config, log.clone()).await.unwrap();
+    let (addr, state) = (gateway.addr, gateway.state.clone());
+    let (stop, stopped) = oneshot::channel::<()>();
+    let task = tokio::spawn(gateway.serve(async {
+        let _ = stopped.await;
+    }));
+    Running {
+        addr,
+        state,
+        log,
+        stop: Some(stop),
+        task,
+    }
+}
+
+impl Drop for Running {
+    fn drop(&mut self) {
+        self.task.abort();
+    }
+}
+
+/// Sends `request` raw on a new connection and reads until the server closes it.
+async fn exchange(addr: std::net::SocketAddr, request: &str) -> String {
+    let run = async {
+        let mut stream = TcpStream::connect(addr).await.unwrap();
+        stream.write_all(request.as_bytes()).await.unwrap();
+        let mut answer = Vec::new();
+        stream.read_to_end(&mut answer).await.unwrap();
+        String::from_utf8_lossy(&answer).into_owned()
+    };
+    tokio::time::timeout(PATIENCE, run)
+        .await
+        .expect("the exchange timed out")
+}
+
+fn post(path: &str, body: &str) -> String {
+    format!(
+        "POST {path} HTTP/1.1\r\nHost: gw\r\nAuthorization: Bearer {DEMO_KEY}\r\n\
+         Content-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
+        body.len()
+    )
+}
+
+fn chat(model: &str, stream: bool) -> String {
+    format!(
+        r#"{{"model":"{model}","stream":{stream},"messages":[{{"role":"user","content":"hi"}}]}}"#
+    )
+}
+
+#[tokio::test]
+async fn accepted_sockets_have_tcp_nodelay() {
+    let gateway = start("").await;
+    for _ in 0..3 {
+        let answer = exchange(
+            gateway.addr,
+            &post("/v3/router/chat/completions", &chat("demo/m", true)),
+        )
+        .await;
+        assert!(answer.starts_with("HTTP/1.1 200"), "{answer}");
+        assert!(answer.contains("data: [DONE]"), "{answer}");
+    }
+    let accepted = gateway
+        .state
+        .accepted
+        .load(std::sync::atomic::Ordering::Relaxed);
+    let nodelay = gateway
+        .state
+        .nodelay
+        .load(std::sync::atomic::Ordering::Relaxed);
+    assert_eq!(accepted, 3);
+    assert_eq!(
+        nodelay, accepted,
+        "TCP_NODELAY read back on every accepted socket"
+    );
+}
+
+#[tokio::test]
+async fn a_connection_that_sends_half_its_headers_is_closed() {
+    let gateway = start("[server]\nheader_read_timeout_secs = 1").await;
+    let run = async {
+        let mut stream = TcpStream::connect(gateway.addr).await.unwrap();
+        stream
+            .write_all(b"POST /v3/router/chat/completions HTTP/1.1\r\nHost: gw\r\n")
+            .await
+            .unwrap();
+        let mut rest = Vec::new();
+        // The server closes the connection (no answer can be made of half a head).
+        stream.read_to_end(&mut rest).await.map(|_| rest)
+    };
+    let closed = tokio::time::timeout(PATIENCE, run).await;
+    assert!(closed.is_ok(), "the half-open connection was not closed");
+    // An idle keep-alive connection (no request at all) goes the same way.
+    let idle = async {
+        let mut stream = TcpStream::connect(gateway.addr).await.unwrap();
+        let mut rest = Vec::new();
+        stream.read_to_end(&mut rest).await.map(|_| rest)
+    };
+    assert!(tokio::time::timeout(PATIENCE, idle).await.is_ok());
+}
+
+#[tokio::test]
+async fn past_the_in_flight_cap_requests_are_shed_with_503_and_retry_after() {
+    let upstream = MockUpstream::builder().no_auth().start().await.unwrap();
+    let gate = Arc::new(Notify::new());
+    upstream.script(
+        ScriptedResponse::stream(["data: {\"a\":1}\n\n", "data: [DONE]\n\n"])
+            .gate_before(1, gate.clone()),
+    );
+    let gateway = start(&format!(
+        "[providers.slow]\nbase_url = \"{}\"\nauth = \"none\"\n[server]\nmax_in_flight = 1",
+        upstream.base_url()
+    ))
+    .await;
+    // A stream that holds its slot until the gate opens.
+    let mut held = TcpStream::connect(gateway.addr).await.unwrap();
+    held.write_all(post("/v3/router/chat/completions", &chat("slow/m", true)).as_bytes())
+        .await
+        .unwrap();
+    let mut first = [0u8; 64];
+    let n = tokio::time::timeout(PATIENCE, held.read(&mut first))
+        .await
+        .unwrap()
+        .unwrap();
+    assert!(String::from_utf8_lossy(&first[..n]).starts_with("HTTP/1.1 200"));
+
+    let shed = exchange(
+        gateway.addr,
+        &post("/v3/router/chat/completions", &chat("demo/m", false)),
+    )
+    .await;
+    assert!(shed.starts_with("HTTP/1.1 503"), "{shed}");
+    assert!(
+        shed.to_ascii_lowercase().contains("retry-after: 1\r\n"),
+        "{shed}"
+    );
+    assert!(shed.contains("\"code\":\"overloaded\""), "{shed}");
+
+    gate.notify_one();
+    let mut rest = Vec::new();
+    tokio::time::timeout(PATIENCE, held.read_to_end(&mut rest))
+        .await
+        .unwrap()
+        .unwrap();
+    assert!(String::from_utf8_lossy(&rest).contains("[DONE]"));
+    let after = exchange(
+        gateway.addr,
+        &post("/v3/router/chat/completions", &chat("demo/m", false)),
+    )
+    .await;
+    assert!(after.starts_with("HTTP/1.1 200"), "{after}");
+}
+
+#[tokio::test]
+async fn one_json_access_line_per_request_without_the_key() {
+    let gateway = start("[telemetry]\naccess_log = \"json\"").await;
+    let answer = exchange(
+        gateway.addr,
+        &post(
+            "/v3/router/chat/completions",
+            &chat("demo/gpt-4o-mini", true),
+        ),
+    )
+    .await;
+    assert!(answer.starts_with("HTTP/1.1 200"));
+    let refused = exchange(
+        gateway.addr,
+        "GET /v3/router/models HTTP/1.1\r\nHost: gw\r\nAuthorization: Bearer sk-wrong-key-1234\r\nConnection: close\r\n\r\n",
+    )
+    .await;
+    assert!(refused.starts_with("HTTP/1.1 401"));
+    let outside = exchange(
+        gateway.addr,
+        "GET /health HTTP/1.1\r\nHost: gw\r\nConnection: close\r\n\r\n",
+    )
+    .await;
+    assert!(outside.starts_with("HTTP/1.1 200"), "{outside}");
+
+    let text = gateway.log.text();
+    let lines: Vec<serde_json::Value> = text
+        .lines()
+        .map(|line| serde_json::from_str(line).unwrap_or_else(|e| panic!("{e}: {line}")))
+        .collect();
+    assert_eq!(lines.len(), 3, "{text}");
+    let stream = &lines[0];
+    assert_eq!(stream["key"], "demo");
+    assert_eq!(stream["status"], 200);
+    assert_eq!(stream["outcome"], "completed");
+    assert_eq!(stream["model"], "gpt-4o-mini");
+    assert!(stream["input_tokens"].as_u64().unwrap() > 0, "{stream}");
+    assert!(stream["first_byte_us"].is_u64(), "{stream}");
+    assert_eq!(lines[1]["status"], 401);
+    assert!(lines[1].get("key").is_none());
+    assert_eq!(lines[2]["path"], "/health");
+    for line in &lines {
+        assert!(line["id"].as_str().unwrap().starts_with("req_"));
+    }
+    // Neither the router key, nor what was presented, nor the provider key.
+    assert!(
+        !text.contains(DEMO_KEY)
+            && !text.contains("sk-wrong")
+            && !text.contains("sk-demo-upstream")
+    );
+}
+
+#[tokio::test]
+async fn shutdown_lets_a_stream_in_flight_finish() {
+    let upstream = MockUpstream::builder().no_auth().start().await.unwrap();
+    let gate = Arc::new(Notify::new());
+    upstream.script(
+        ScriptedResponse::stream(["data: {\"a\":1}\n\n", "data: [DONE]\n\n"])
+            .gate_before(1, gate.clone()),
+    );
+    let mut gateway = start(&format!(
+        "[providers.slow]\nbase_url = \"{}\"\nauth = \"none\"",
+        upstream.base_url()
+    ))
+    .await;
+    let ready = exchange(
+        gateway.addr,
+        "GET /ready HTTP/1.1\r\nHost: gw\r\nConnection: close\r\n\r\n",
+    )
+    .await;
+    assert!(ready.starts_with("HTTP/1.1 200"), "{ready}");
+    assert!(ready.contains(r#""status":"ready""#), "{ready}");
+    let mut held = TcpStream::connect(gateway.addr).await.unwrap();
+    held.write_all(post("/v3/router/chat/completions", &chat("slow/m", true)).as_bytes())
+        .await
+        .unwrap();
+    let mut first = [0u8; 64];
+    tokio::time::timeout(PATIENCE, held.read(&mut first))
+        .await
+        .unwrap()
+        .unwrap();
+
+    let _ = gateway.stop.take().unwrap().send(());
+    // Draining: new connections are no longer accepted, the stream in flight goes on.
+    tokio::time::timeout(PATIENCE, async {
+        while !gateway
+            .state
+            .draining
+            .load(std::sync::atomic::Ordering::Relaxed)
+        {
+            tokio::task::yield_now().await;
+        }
+    })
+    .await
+    .unwrap();
+    gate.notify_one();
+    let mut rest = Vec::new();
+    tokio::time::timeout(PATIENCE, held.read_to_end(&mut rest))
+        .await
+        .unwrap()
+        .unwrap();
+    assert!(String::from_utf8_lossy(&rest).contains("[DONE]"));
+    tokio::time::timeout(PATIENCE, &mut gateway.task)
+        .await
+        .unwrap()
+        .unwrap();
+}
+
+#[tokio::test]
+async fn ready_answers_503_once_draining() {
+    use tower::Service as _;
+    let state = Arc::new(crate::serve::ServerState::default());
+    let mut outside = crate::serve::Outside::new(state.clone());
+    let request = || http::Request::get("/ready").body(()).unwrap();
+    let ok = outside.call(request()).await.unwrap();
+    assert_eq!(ok.status(), 200);
+    state
+        .draining
+        .store(true, std::sync::atomic::Ordering::Relaxed);
+    let draining = outside.call(request()).await.unwrap();
+    assert_eq!(draining.status(), 503);
+    let health = outside
+        .call(http::Request::get("/health").body(()).unwrap())
+        .await
+        .unwrap();
+    assert_eq!(health.status(), 200, "alive while draining");
+}
