@@ -245,10 +245,7 @@ fn prepare(
     span.record("upstream_model", target.upstream_model());
     let upstream_model = target.upstream_model();
     let body = match parsed {
-        Parsed::Json(peeked) if sent.is_some() => {
-            json::rewrite_model(body, &peeked, upstream_model)
-        }
-        Parsed::Json(_) => json::insert_model(&body, upstream_model)?,
+        Parsed::Json(peeked) => json::rewrite_model(body, &peeked, upstream_model)?,
         Parsed::Form(form) => {
             let (body, content_type) = form.encode_with_model(upstream_model);
             parts.headers.insert(header::CONTENT_TYPE, content_type);

@@ -13,8 +13,10 @@ use crate::openai_error::Error;
 pub(crate) struct Peeked {
     /// The `model` string, if the body has one.
     pub(crate) model: Option<String>,
-    /// Where the `model` value (with its quotes) sits in the body.
-    model_span: Range<usize>,
+    /// Where the `model` value (a string with its quotes, or `null`) sits in the body, whenever
+    /// the key is present: a default model replaces it there, so the body never gets a second
+    /// `model` key.
+    model_span: Option<Range<usize>>,
     /// `"stream": true`.
     pub(crate) stream: bool,
     /// `stream_options.include_usage`, when the client sent `stream_options`.
@@ -24,9 +26,14 @@ pub(crate) struct Peeked {
 /// Parses the whole body once (so invalid JSON is caught here, not upstream) and finds the
 /// top-level `model` value without building a tree of the rest.
 pub(crate) fn peek(body: &[u8]) -> Result<Peeked, Error> {
+    // serde_json does not check the bytes of strings it skips (every value but `model`,
+    // `stream` and `stream_options`): without this, `"a\xffb"` would reach the upstream.
+    std::str::from_utf8(body).map_err(|error| Error::invalid_json().with_source(error))?;
     #[derive(Deserialize)]
     struct Fields<'a> {
-        #[serde(borrow, default)]
+        // `Some` whenever the key is present, even as `null` (which `Option` alone reads as
+        // absent): a default model must then replace that `null`, not add a second key.
+        #[serde(borrow, default, deserialize_with = "present_raw")]
         model: Option<&'a RawValue>,
         #[serde(borrow, default)]
         stream: Option<&'a RawValue>,
@@ -47,20 +54,16 @@ pub(crate) fn peek(body: &[u8]) -> Result<Peeked, Error> {
     // Only a literal `true` streams; anything else is left for the upstream to judge.
     let stream = fields.stream.is_some_and(|raw| raw.get() == "true");
     let include_usage = fields.stream_options;
-    let no_model = Peeked {
-        model: None,
-        model_span: 0..0,
-        stream,
-        include_usage,
-    };
     let Some(raw) = fields.model else {
-        return Ok(no_model);
+        return Ok(Peeked {
+            model: None,
+            model_span: None,
+            stream,
+            include_usage,
+        });
     };
     let text = raw.get();
-    if text == "null" {
-        return Ok(no_model);
-    }
-    let model: String =
+    let model: Option<String> =
         serde_json::from_str(text).map_err(|_| Error::invalid_body("`model` must be a string"))?;
     // `raw` borrows from `body`: its offset is the distance between the two pointers.
     let start = (text.as_ptr() as usize)
@@ -68,11 +71,19 @@ pub(crate) fn peek(body: &[u8]) -> Result<Peeked, Error> {
         .filter(|start| body.get(*start..start + text.len()) == Some(text.as_bytes()))
         .ok_or_else(Error::internal)?;
     Ok(Peeked {
-        model: Some(model),
-        model_span: start..start + text.len(),
+        model,
+        model_span: Some(start..start + text.len()),
         stream,
         include_usage,
     })
+}
+
+/// The raw value of a key that is present, `null` included.
+fn present_raw<'de, D>(deserializer: D) -> Result<Option<&'de RawValue>, D::Error>
+where
+    D: serde::Deserializer<'de>,
+{
+    <&RawValue>::deserialize(deserializer).map(Some)
 }
 
 /// `stream_options` is present (whatever its value): `Some(include_usage)`.
@@ -87,31 +98,30 @@ where
     Ok(Some(include.unwrap_or(false)))
 }
 
-/// The body with the `model` value replaced by `new_model`; every other byte is kept. Returns
-/// the same `Bytes` (no copy) when nothing changes.
-pub(crate) fn rewrite_model(body: Bytes, peeked: &Peeked, new_model: &str) -> Bytes {
-    if peeked.model.as_deref() == Some(new_model) || peeked.model_span.is_empty() {
-        return body;
-    }
-    let Ok(encoded) = serde_json::to_string(new_model) else {
-        return body;
+/// The body `peeked` from with `model` set to `new_model`: the value replaced in place when the
+/// key is present (whatever it held: a string, `""` or `null`), else `"model":...` added as
+/// the first member. Every other byte is kept; returns the same `Bytes` (no copy) when nothing
+/// changes.
+pub(crate) fn rewrite_model(body: Bytes, peeked: &Peeked, new_model: &str) -> Result<Bytes, Error> {
+    let encoded = serde_json::to_string(new_model).map_err(|e| Error::internal().with_source(e))?;
+    let Some(span) = peeked.model_span.clone() else {
+        let mut member = Vec::with_capacity(encoded.len() + 10);
+        member.extend_from_slice(b"\"model\":");
+        member.extend_from_slice(encoded.as_bytes());
+        return insert_first_member(&body, &member)
+            .ok_or_else(|| Error::invalid_body("the body must be a JSON object"));
     };
-    let span = peeked.model_span.clone();
-    let mut out = BytesMut::with_capacity(body.len() - span.len() + encoded.len());
-    out.extend_from_slice(&body[..span.start]);
+    if peeked.model.as_deref() == Some(new_model) {
+        return Ok(body);
+    }
+    let (Some(before), Some(after)) = (body.get(..span.start), body.get(span.end..)) else {
+        return Err(Error::internal());
+    };
+    let mut out = BytesMut::with_capacity(before.len() + encoded.len() + after.len());
+    out.extend_from_slice(before);
     out.extend_from_slice(encoded.as_bytes());
-    out.extend_from_slice(&body[span.end..]);
-    out.freeze()
-}
-
-/// Adds `"model":"<model>"` as the first member of a JSON object body (for a default model).
-pub(crate) fn insert_model(body: &Bytes, model: &str) -> Result<Bytes, Error> {
-    let encoded = serde_json::to_string(model).map_err(|e| Error::internal().with_source(e))?;
-    let mut member = Vec::with_capacity(encoded.len() + 10);
-    member.extend_from_slice(b"\"model\":");
-    member.extend_from_slice(encoded.as_bytes());
-    insert_first_member(body, &member)
-        .ok_or_else(|| Error::invalid_body("the body must be a JSON object"))
+    out.extend_from_slice(after);
+    Ok(out.freeze())
 }
 
 /// Inserts `member` (`"key":value`) as the first member of the JSON object in `body`, keeping
@@ -141,7 +151,7 @@ mod tests {
     fn rewrite(body: &str, to: &str) -> String {
         let body = Bytes::copy_from_slice(body.as_bytes());
         let peeked = peek(&body).unwrap();
-        String::from_utf8(rewrite_model(body, &peeked, to).to_vec()).unwrap()
+        String::from_utf8(rewrite_model(body, &peeked, to).unwrap().to_vec()).unwrap()
     }
 
     #[test]
@@ -173,7 +183,7 @@ mod tests {
     fn unchanged_model_is_not_copied() {
         let body = Bytes::from_static(br#"{"model":"m"}"#);
         let peeked = peek(&body).unwrap();
-        let out = rewrite_model(body.clone(), &peeked, "m");
+        let out = rewrite_model(body.clone(), &peeked, "m").unwrap();
         assert_eq!(out.as_ptr(), body.as_ptr());
     }
 
@@ -184,8 +194,47 @@ mod tests {
         let out = insert_first_member(b"{ }", b"\"m\":2").unwrap();
         assert_eq!(out, "{\"m\":2 }");
         assert!(insert_first_member(b"[]", b"\"m\":2").is_none());
-        let out = insert_model(&Bytes::from_static(b"{\"input\":\"x\"}"), "omni").unwrap();
-        assert_eq!(out, "{\"model\":\"omni\",\"input\":\"x\"}");
+        assert_eq!(
+            rewrite(r#"{"input":"x"}"#, "omni"),
+            r#"{"model":"omni","input":"x"}"#
+        );
+        assert_eq!(rewrite(" { } ", "omni"), r#" {"model":"omni" } "#);
+    }
+
+    #[test]
+    fn an_empty_or_null_model_is_replaced_where_it_stands() {
+        for (body, expected) in [
+            (
+                r#"{"model":"","input":"hello"}"#,
+                r#"{"model":"omni","input":"hello"}"#,
+            ),
+            (
+                r#"{"input":"hello", "model" : null }"#,
+                r#"{"input":"hello", "model" : "omni" }"#,
+            ),
+            (r#"{"model":"x"}"#, r#"{"model":"omni"}"#),
+        ] {
+            assert_eq!(rewrite(body, "omni"), expected);
+            assert_eq!(
+                peek(expected.as_bytes()).unwrap().model.as_deref(),
+                Some("omni")
+            );
+        }
+        assert_eq!(peek(br#"{"model":null}"#).unwrap().model, None);
+        assert_eq!(peek(br#"{"model":""}"#).unwrap().model.as_deref(), Some(""));
+    }
+
+    #[test]
+    fn invalid_utf8_anywhere_is_invalid_json() {
+        for body in [
+            &b"{\"model\":\"m\",\"content\":\"a\xffb\"}"[..],
+            b"{\"model\":\"m\",\"x\":{\"\xc0\xaf\":1}}",
+            b"{\"model\":\"m\",\"x\":[\"\xed\xa0\x80\"]}",
+        ] {
+            let error = peek(body).unwrap_err();
+            assert_eq!(error.status(), 400);
+            assert!(error.to_string().contains("parse the JSON"), "{error}");
+        }
     }
 
     #[test]
