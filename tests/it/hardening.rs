@@ -3,8 +3,11 @@
 //! upstream received (nothing, or exactly the right bytes).
 
 use ai_router::route::Endpoint;
+use bytes::Bytes;
+use http::Method;
+use http_body_util::Full;
 
-use crate::support::{Harness, ROUTER_KEY, assert_forwarded, raw_exchange};
+use crate::support::{Harness, ROUTER_KEY, RawResponse, assert_forwarded, raw_exchange, send};
 
 /// A harness with a default model for every endpoint where `model` is optional.
 async fn with_defaults() -> Harness {
@@ -17,6 +20,17 @@ async fn with_defaults() -> Harness {
             .default_model(Endpoint::ImagesVariations, "mock/dall-e-2")
     })
     .await
+}
+
+/// `POST <mount><path>` with the router key, `content_type` and `body`.
+async fn post(harness: &Harness, path: &str, content_type: &str, body: Vec<u8>) -> RawResponse {
+    let request = harness
+        .request(Method::POST, path)
+        .header("authorization", format!("Bearer {ROUTER_KEY}"))
+        .header("content-type", content_type)
+        .body(Full::new(Bytes::from(body)))
+        .unwrap();
+    send(request).await
 }
 
 // ------------------------------------------------------- 1: empty or null model
@@ -66,6 +80,163 @@ async fn an_empty_or_null_model_without_a_default_is_400_naming_model() {
         assert_eq!(response.assert_error(400, None)["param"], "model");
         let response = harness.post_json("/chat/completions", body).await;
         assert_eq!(response.assert_error(400, None)["param"], "model");
+    }
+    assert_eq!(harness.upstream.request_count(), 0);
+}
+
+// ------------------------------------------------- 2: ambiguous form dispositions
+
+/// A transcription form whose `prompt` part is headed by `disposition`.
+fn form_with_disposition(disposition: &str) -> Vec<u8> {
+    format!(
+        "--b0undary\r\nContent-Disposition: form-data; name=\"model\"\r\n\r\nmock/whisper-1\r\n\
+         --b0undary\r\nContent-Disposition: form-data; name=\"file\"; filename=\"a.wav\"\r\n\
+         Content-Type: audio/wav\r\n\r\nRIFF....WAVE\r\n\
+         --b0undary\r\nContent-Disposition: {disposition}\r\n\r\nexpensive/model\r\n\
+         --b0undary--\r\n"
+    )
+    .into_bytes()
+}
+
+#[tokio::test]
+async fn a_form_part_with_an_ambiguous_disposition_is_400() {
+    let harness = Harness::start().await;
+    let content_type = "multipart/form-data; boundary=b0undary";
+    for disposition in [
+        // Read as `prompt` by one parser, as a second `model` by one taking the last name.
+        r#"form-data; name="prompt"; name="model""#,
+        r#"form-data; name="prompt"; NAME="model""#,
+        r#"form-data; name="prompt"; name*=UTF-8''model"#,
+        r#"form-data; name*=UTF-8''model; name="prompt""#,
+        r#"form-data; name="prompt"; filename="a.txt"; filename="model""#,
+        r#"attachment; name="prompt""#,
+        r#"form-data; name="prompt" name="model""#,
+        r#"form-data; name="prompt"; filename="a\"; name=\"model""#,
+        r#"form-data; name="prompt"; filename="; name=model""#,
+        r#"form-data; name="prompt"#,
+        r#"form-data; name="%6Dodel""#,
+        "form-data; name=\"MODEL\"",
+    ] {
+        let response = post(
+            &harness,
+            "/audio/transcriptions",
+            content_type,
+            form_with_disposition(disposition),
+        )
+        .await;
+        let error = response.assert_error(400, None);
+        assert_eq!(error["type"], "invalid_request_error", "{disposition}");
+        assert!(
+            error["message"]
+                .as_str()
+                .unwrap()
+                .contains("Content-Disposition"),
+            "{disposition}: {error}"
+        );
+    }
+    assert_eq!(harness.upstream.request_count(), 0);
+
+    // The ordinary spellings still pass, and the part reaches the upstream as sent.
+    for disposition in [
+        r#"form-data; name="prompt""#,
+        "form-data; name=prompt",
+        r#"Form-Data; name="prompt""#,
+        r#"form-data; name="prompt"; filename="notes;v2.txt""#,
+        r#"form-data;name="prompt";filename="n.txt""#,
+    ] {
+        let response = post(
+            &harness,
+            "/audio/transcriptions",
+            content_type,
+            form_with_disposition(disposition),
+        )
+        .await;
+        assert_eq!(response.status, 200, "{disposition}: {}", response.text());
+        let seen = harness.upstream.last_request().unwrap();
+        let text = String::from_utf8_lossy(&seen.body);
+        assert!(
+            text.contains(&format!("content-disposition: {disposition}\r\n")),
+            "{disposition}: {text}"
+        );
+    }
+}
+
+// --------------------------------------------------- 3: forms without their file
+
+/// A form under `boundary` written as RFC 2046 says: `--<boundary>` delimiter lines.
+fn form(boundary: &str, parts: &[(&str, Option<&str>, &str)]) -> Vec<u8> {
+    let mut out = String::new();
+    for (name, filename, data) in parts {
+        out.push_str(&format!("--{boundary}\r\n"));
+        match filename {
+            Some(filename) => out.push_str(&format!(
+                "Content-Disposition: form-data; name=\"{name}\"; filename=\"{filename}\"\r\n\
+                 Content-Type: image/png\r\n\r\n"
+            )),
+            None => out.push_str(&format!(
+                "Content-Disposition: form-data; name=\"{name}\"\r\n\r\n"
+            )),
+        }
+        out.push_str(data);
+        out.push_str("\r\n");
+    }
+    out.push_str(&format!("--{boundary}--\r\n"));
+    out.into_bytes()
+}
+
+#[tokio::test]
+async fn forms_without_their_file_are_400_naming_it_whatever_the_boundary() {
+    let harness = with_defaults().await;
+    for boundary in ["--xyz", "----", "plain-boundary", "'()+_,-./:=?"] {
+        let content_type = format!("multipart/form-data; boundary=\"{boundary}\"");
+        let model_only = form(
+            boundary,
+            &[
+                ("model", None, "mock/gpt-image-1"),
+                ("prompt", None, "a hat"),
+            ],
+        );
+        for (path, param) in [
+            ("/images/edits", "image"),
+            ("/images/variations", "image"),
+            ("/audio/transcriptions", "file"),
+            ("/audio/translations", "file"),
+        ] {
+            let response = post(&harness, path, &content_type, model_only.clone()).await;
+            let error = response.assert_error(400, None);
+            assert_eq!(error["param"], param, "{boundary} {path}: {error}");
+        }
+        // With its image, the same form passes.
+        let with_image = form(
+            boundary,
+            &[
+                ("prompt", None, "a hat"),
+                ("image[]", Some("cat.png"), "PNG-BYTES"),
+            ],
+        );
+        let response = post(&harness, "/images/edits", &content_type, with_image).await;
+        assert_eq!(response.status, 200, "{boundary}: {}", response.text());
+    }
+    assert_eq!(harness.upstream.request_count(), 4);
+}
+
+#[tokio::test]
+async fn forms_that_parse_as_empty_are_400() {
+    let harness = with_defaults().await;
+    let content_type = "multipart/form-data; boundary=--xyz";
+    let image_part = "----xyz\r\nContent-Disposition: form-data; name=\"image\"; \
+                      filename=\"cat.png\"\r\nContent-Type: image/png\r\n\r\nPNG\r\n----xyz--\r\n";
+    for body in [
+        // One dash pair too many: `----xyz` is found inside the line, followed by `--`, which
+        // a parser searching for the delimiter anywhere reads as the end of an empty form.
+        format!("------xyz--\r\n{image_part}"),
+        format!("preamble ----xyz--\r\n{image_part}"),
+        // An empty form, written correctly.
+        "----xyz--\r\n".to_owned(),
+    ] {
+        let response = post(&harness, "/images/edits", content_type, body.into_bytes()).await;
+        let error = response.assert_error(400, None);
+        assert_eq!(error["type"], "invalid_request_error");
     }
     assert_eq!(harness.upstream.request_count(), 0);
 }
