@@ -45,6 +45,7 @@ enum Kind {
     MissingParam(&'static str),
     InvalidModel,
     UnsupportedContentType { expected: &'static str },
+    UnsupportedContentEncoding,
     BodyRead,
     BodyTimeout,
     PayloadTooLarge { limit: usize },
@@ -114,6 +115,12 @@ impl Error {
     /// (400 `unsupported_content_type`, never 415).
     pub fn unsupported_content_type(expected: &'static str) -> Self {
         Self::new(Kind::UnsupportedContentType { expected })
+    }
+
+    /// The request body is compressed (a `Content-Encoding` other than `identity`): the router
+    /// reads bodies only as sent (400 `unsupported_content_encoding`, never 415).
+    pub fn unsupported_content_encoding() -> Self {
+        Self::new(Kind::UnsupportedContentEncoding)
     }
 
     /// The request body could not be read from the client (400).
@@ -330,6 +337,14 @@ impl Error {
                 INVALID_REQUEST,
                 Some("unsupported_content_type"),
                 format!("Unsupported content type for this endpoint: send `{expected}`."),
+            ),
+            UnsupportedContentEncoding => row(
+                StatusCode::BAD_REQUEST,
+                INVALID_REQUEST,
+                Some("unsupported_content_encoding"),
+                "Compressed request bodies are not supported: send the body uncompressed, \
+                 without a Content-Encoding header."
+                    .into(),
             ),
             BodyRead => row(
                 StatusCode::BAD_REQUEST,
@@ -653,6 +668,7 @@ mod tests {
         let cases = [
             Error::invalid_json(),
             Error::missing_param("model"),
+            Error::unsupported_content_encoding(),
             Error::payload_too_large(10),
             Error::missing_api_key(),
             Error::model_not_found("x/y"),

@@ -255,6 +255,8 @@ fn prepare(
     // The body is JSON whatever the client labelled it (curl -d sends a form type), and its
     // length may have changed: the upstream client sets it again.
     parts.headers.remove(header::CONTENT_LENGTH);
+    // Only `identity` got this far, and it says nothing the upstream needs.
+    parts.headers.remove(header::CONTENT_ENCODING);
     if !super::is_multipart(&parts.headers) && !is_json(&parts.headers) {
         parts.headers.insert(
             header::CONTENT_TYPE,

@@ -9,8 +9,10 @@
 //! the [`RouteTarget`] extension. The body stays `Bytes` so later layers can resend it.
 //!
 //! Failures: unknown path 404 "Invalid URL (METHOD path)"; wrong method 405 with `Allow`;
-//! multipart body on a JSON endpoint 400 `unsupported_content_type`; invalid JSON 400;
-//! missing `model` 400 naming it; a malformed model id 400; an unknown provider or alias
+//! multipart body on a JSON endpoint 400 `unsupported_content_type`; a compressed body
+//! (`Content-Encoding` other than `identity`) 400 `unsupported_content_encoding`; invalid JSON
+//! (invalid UTF-8 included) 400; a form part whose `Content-Disposition` reads two ways, or a
+//! form without parts or without its file, 400; missing `model` 400 naming it; a malformed model id 400; an unknown provider or alias
 //! 404 `model_not_found`; a model outside the caller's allow-list (the
 //! [`Principal`] extension set by auth) 403 `model_not_allowed`; the
 //! requested id or the target it resolves to must be on the list. `GET /models` lists only
@@ -296,6 +298,9 @@ where
             }
             Matched::Endpoint(_) => {}
         }
+        if !is_identity_encoded(request.headers()) {
+            return ResponseFuture::error(Error::unsupported_content_encoding());
+        }
         let form = is_multipart(request.headers());
         match (endpoint.accepts(), form) {
             (Accepts::Json, _) if is_any_multipart(request.headers()) => {
@@ -342,6 +347,22 @@ pub(crate) fn content_type_is(headers: &http::HeaderMap, essence: &str) -> bool 
         .and_then(|v| v.to_str().ok())
         .and_then(|v| v.split(';').next())
         .is_some_and(|v| v.trim().eq_ignore_ascii_case(essence))
+}
+
+/// Whether the body is sent as is: no `Content-Encoding`, or only `identity`. The router
+/// must read `model` from the body, so a compressed one is refused, not forwarded unread.
+fn is_identity_encoded(headers: &http::HeaderMap) -> bool {
+    headers
+        .get_all(header::CONTENT_ENCODING)
+        .iter()
+        .all(|value| {
+            value.to_str().is_ok_and(|value| {
+                value.split(',').all(|coding| {
+                    let coding = coding.trim();
+                    coding.is_empty() || coding.eq_ignore_ascii_case("identity")
+                })
+            })
+        })
 }
 
 /// A `multipart/form-data` body (other multipart types are no form at all).
@@ -515,6 +536,24 @@ mod tests {
             ),
             400
         );
+        for encoding in ["gzip", "br", "identity, zstd"] {
+            let request = Request::post("/embeddings")
+                .header(header::CONTENT_ENCODING, encoding)
+                .body(Full::new(Bytes::from_static(br#"{"model":"openai/x"}"#)))
+                .unwrap();
+            let error = router(None).oneshot(request).await.unwrap_err();
+            let error = error.downcast::<Error>().unwrap();
+            assert_eq!(
+                error.code(),
+                Some("unsupported_content_encoding"),
+                "{encoding}"
+            );
+        }
+        let request = Request::post("/embeddings")
+            .header(header::CONTENT_ENCODING, "Identity")
+            .body(Full::new(Bytes::from_static(br#"{"model":"openai/x"}"#)))
+            .unwrap();
+        assert!(router(None).oneshot(request).await.is_ok());
         let big = format!(r#"{{"model":"openai/x","input":"{}"}}"#, "a".repeat(100));
         assert_eq!(
             status(call(None, Method::POST, "/embeddings", &big).await),

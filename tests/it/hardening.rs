@@ -289,3 +289,67 @@ async fn invalid_utf8_in_json_strings_is_400_invalid_json() {
     }
     assert_eq!(harness.upstream.request_count(), 0);
 }
+
+// ------------------------------------------------------ 6: Content-Encoding
+
+#[tokio::test]
+async fn compressed_request_bodies_are_refused_with_400() {
+    let harness = Harness::start().await;
+    let chat = r#"{"model":"mock/gpt-4o-mini","messages":[{"role":"user","content":"hi"}]}"#;
+    for encoding in [
+        "gzip",
+        "deflate",
+        "br",
+        "zstd",
+        "GZIP",
+        "identity, gzip",
+        "x-gzip",
+    ] {
+        let request = harness
+            .request(Method::POST, "/chat/completions")
+            .header("authorization", format!("Bearer {ROUTER_KEY}"))
+            .header("content-type", "application/json")
+            .header("content-encoding", encoding)
+            .body(Full::new(Bytes::from(chat)))
+            .unwrap();
+        let response = send(request).await;
+        let error = response.assert_error(400, Some("unsupported_content_encoding"));
+        assert_eq!(error["type"], "invalid_request_error", "{encoding}");
+        assert!(
+            error["message"].as_str().unwrap().contains("uncompressed"),
+            "{error}"
+        );
+    }
+    // Two headers, the second one compressed; and a form.
+    let request = harness
+        .request(Method::POST, "/audio/transcriptions")
+        .header("authorization", format!("Bearer {ROUTER_KEY}"))
+        .header("content-type", "multipart/form-data; boundary=b0undary")
+        .header("content-encoding", "identity")
+        .header("content-encoding", "gzip")
+        .body(Full::new(Bytes::from(form_with_disposition(
+            r#"form-data; name="prompt""#,
+        ))))
+        .unwrap();
+    send(request)
+        .await
+        .assert_error(400, Some("unsupported_content_encoding"));
+    assert_eq!(harness.upstream.request_count(), 0);
+
+    // `identity` is no encoding at all: accepted, and not forwarded.
+    let request = harness
+        .request(Method::POST, "/chat/completions")
+        .header("authorization", format!("Bearer {ROUTER_KEY}"))
+        .header("content-type", "application/json")
+        .header("content-encoding", "Identity")
+        .body(Full::new(Bytes::from(chat)))
+        .unwrap();
+    let response = send(request).await;
+    assert_eq!(response.status, 200, "{}", response.text());
+    let seen = harness.only_upstream_request();
+    assert!(
+        seen.header("content-encoding").is_none(),
+        "{:?}",
+        seen.headers
+    );
+}
