@@ -51,6 +51,7 @@ enum Kind {
     PayloadTooLarge { limit: usize },
     MissingApiKey,
     MalformedAuthorization,
+    DuplicateAuthorization,
     InvalidApiKey { masked: String },
     ExpiredApiKey,
     ModelNotAllowed { model: String },
@@ -146,6 +147,12 @@ impl Error {
     /// An `Authorization` header that is not `Bearer <key>` (401 `invalid_api_key`).
     pub fn malformed_authorization() -> Self {
         Self::new(Kind::MalformedAuthorization)
+    }
+
+    /// More than one `Authorization` header (401 `invalid_api_key`): which one a proxy in
+    /// front or behind would read is unknowable.
+    pub fn duplicate_authorization() -> Self {
+        Self::new(Kind::DuplicateAuthorization)
     }
 
     /// A key that no store knows (401 `invalid_api_key`); only a masked prefix is shown.
@@ -254,6 +261,7 @@ impl Error {
             self.kind,
             Kind::MissingApiKey
                 | Kind::MalformedAuthorization
+                | Kind::DuplicateAuthorization
                 | Kind::InvalidApiKey { .. }
                 | Kind::ExpiredApiKey
         )
@@ -377,6 +385,14 @@ impl Error {
                 INVALID_REQUEST,
                 Some("invalid_api_key"),
                 "The Authorization header must use the Bearer scheme with a non-empty key \
+                 (i.e. Authorization: Bearer YOUR_KEY)."
+                    .into(),
+            ),
+            DuplicateAuthorization => row(
+                StatusCode::UNAUTHORIZED,
+                INVALID_REQUEST,
+                Some("invalid_api_key"),
+                "The request has more than one Authorization header; send exactly one \
                  (i.e. Authorization: Bearer YOUR_KEY)."
                     .into(),
             ),
@@ -671,6 +687,7 @@ mod tests {
             Error::unsupported_content_encoding(),
             Error::payload_too_large(10),
             Error::missing_api_key(),
+            Error::duplicate_authorization(),
             Error::model_not_found("x/y"),
             Error::unknown_url(&http::Method::POST, "/v3/router/foo"),
             Error::method_not_allowed("POST"),

@@ -7,7 +7,9 @@ use bytes::Bytes;
 use http::Method;
 use http_body_util::Full;
 
-use crate::support::{Harness, ROUTER_KEY, RawResponse, assert_forwarded, raw_exchange, send};
+use crate::support::{
+    Harness, ROUTER_KEY, RawResponse, assert_forwarded, assert_openai_error, raw_exchange, send,
+};
 
 /// A harness with a default model for every endpoint where `model` is optional.
 async fn with_defaults() -> Harness {
@@ -352,4 +354,40 @@ async fn compressed_request_bodies_are_refused_with_400() {
         "{:?}",
         seen.headers
     );
+}
+
+// ------------------------------------------------ 8: duplicate Authorization
+
+#[tokio::test]
+async fn duplicate_authorization_headers_are_401() {
+    let harness = Harness::start().await;
+    let chat = r#"{"model":"mock/gpt-4o-mini","messages":[{"role":"user","content":"hi"}]}"#;
+    let good = format!("Bearer {ROUTER_KEY}");
+    for (first, second) in [
+        (good.as_str(), good.as_str()),
+        (good.as_str(), "Bearer sk-someone-else"),
+        ("Bearer sk-someone-else", good.as_str()),
+    ] {
+        let request = format!(
+            "POST /v3/router/chat/completions HTTP/1.1\r\nHost: {}\r\n\
+             Authorization: {first}\r\nContent-Type: application/json\r\n\
+             Authorization: {second}\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{chat}",
+            harness.addr,
+            chat.len()
+        );
+        let response = raw_exchange(harness.addr, request.as_bytes()).await;
+        assert_eq!(response.status, 401, "{}", response.text());
+        let error = assert_openai_error(&response.body, Some("invalid_api_key"));
+        assert!(error["param"].is_null());
+        assert!(
+            !response.text().contains(ROUTER_KEY),
+            "the key is echoed: {}",
+            response.text()
+        );
+        assert!(
+            error["message"].as_str().unwrap().contains("one"),
+            "{error}"
+        );
+    }
+    assert_eq!(harness.upstream.request_count(), 0);
 }
