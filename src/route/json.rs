@@ -263,3 +263,233 @@ mod tests {
         assert_eq!(peek(br#"{"model":null}"#).unwrap().model, None);
     }
 }
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used)]
+mod proptests {
+    //! For any JSON object and any model, the rewrite changes the top-level `model` value only.
+
+    use proptest::prelude::*;
+    use serde_json::Value;
+
+    use super::*;
+
+    /// A JSON value, rendered by [`render`] with the whitespace and escapes a seed picks.
+    #[derive(Clone, Debug)]
+    enum Node {
+        Null,
+        Bool(bool),
+        Number(String),
+        Str(String),
+        Array(Vec<Node>),
+        Object(Vec<(String, Node)>),
+    }
+
+    /// Where `model` sits in the top-level object, and what it holds.
+    #[derive(Clone, Debug)]
+    enum ModelMember {
+        Absent,
+        Null,
+        Str(String),
+    }
+
+    fn text() -> impl Strategy<Value = String> {
+        prop_oneof![
+            Just(String::new()),
+            "[a-z/:.-]{1,12}",
+            any::<String>(),
+            "[\"\\\\/\u{0}-\u{1f}\u{7f}\u{e9}\u{1F600}]{0,6}",
+        ]
+    }
+
+    fn key() -> impl Strategy<Value = String> {
+        prop_oneof![Just("model".to_owned()), "[a-z_]{0,6}", any::<String>()]
+    }
+
+    fn number() -> impl Strategy<Value = String> {
+        prop_oneof![
+            any::<i64>().prop_map(|n| n.to_string()),
+            any::<f64>()
+                .prop_filter("finite", |f| f.is_finite())
+                .prop_map(|f| serde_json::to_string(&f).unwrap()),
+            Just("-0.5e-3".to_owned()),
+        ]
+    }
+
+    fn node() -> impl Strategy<Value = Node> {
+        let leaf = prop_oneof![
+            Just(Node::Null),
+            any::<bool>().prop_map(Node::Bool),
+            number().prop_map(Node::Number),
+            text().prop_map(Node::Str),
+        ];
+        leaf.prop_recursive(4, 48, 6, |inner| {
+            prop_oneof![
+                prop::collection::vec(inner.clone(), 0..6).prop_map(Node::Array),
+                prop::collection::vec((key(), inner), 0..6)
+                    .prop_map(|members| Node::Object(dedup(members))),
+            ]
+        })
+    }
+
+    /// Keeps the first member of each key: JSON objects with duplicate keys are refused.
+    fn dedup(members: Vec<(String, Node)>) -> Vec<(String, Node)> {
+        let mut seen = std::collections::HashSet::new();
+        members
+            .into_iter()
+            .filter(|(key, _)| seen.insert(key.clone()))
+            .collect()
+    }
+
+    /// A tiny deterministic generator for rendering choices (whitespace, escapes).
+    struct Choices(u64);
+
+    impl Choices {
+        fn next(&mut self, n: u64) -> u64 {
+            self.0 ^= self.0 << 13;
+            self.0 ^= self.0 >> 7;
+            self.0 ^= self.0 << 17;
+            self.0 % n
+        }
+
+        fn space(&mut self, out: &mut String) {
+            for _ in 0..self.next(3) {
+                out.push([' ', '\t', '\n', '\r'][self.next(4) as usize]);
+            }
+        }
+    }
+
+    fn render_str(s: &str, choices: &mut Choices, out: &mut String) {
+        out.push('"');
+        for c in s.chars() {
+            let escape = choices.next(4) == 0;
+            match c {
+                '"' => out.push_str("\\\""),
+                '\\' => out.push_str("\\\\"),
+                '/' if escape => out.push_str("\\/"),
+                '\n' if escape => out.push_str("\\n"),
+                c if (c as u32) < 0x20 || escape => {
+                    let mut units = [0u16; 2];
+                    for unit in c.encode_utf16(&mut units) {
+                        out.push_str(&format!("\\u{unit:04X}"));
+                    }
+                }
+                c => out.push(c),
+            }
+        }
+        out.push('"');
+    }
+
+    fn render(node: &Node, choices: &mut Choices, out: &mut String) {
+        match node {
+            Node::Null => out.push_str("null"),
+            Node::Bool(b) => out.push_str(if *b { "true" } else { "false" }),
+            Node::Number(n) => out.push_str(n),
+            Node::Str(s) => render_str(s, choices, out),
+            Node::Array(items) => {
+                out.push('[');
+                for (i, item) in items.iter().enumerate() {
+                    if i > 0 {
+                        out.push(',');
+                    }
+                    choices.space(out);
+                    render(item, choices, out);
+                    choices.space(out);
+                }
+                out.push(']');
+            }
+            Node::Object(members) => {
+                out.push('{');
+                for (i, (key, value)) in members.iter().enumerate() {
+                    if i > 0 {
+                        out.push(',');
+                    }
+                    choices.space(out);
+                    render_str(key, choices, out);
+                    choices.space(out);
+                    out.push(':');
+                    choices.space(out);
+                    render(value, choices, out);
+                    choices.space(out);
+                }
+                out.push('}');
+            }
+        }
+    }
+
+    fn body() -> impl Strategy<Value = (String, ModelMember)> {
+        let model = prop_oneof![
+            Just(ModelMember::Absent),
+            Just(ModelMember::Null),
+            Just(ModelMember::Str(String::new())),
+            text().prop_map(ModelMember::Str),
+        ];
+        (
+            prop::collection::vec((key(), node()), 0..8),
+            model,
+            any::<prop::sample::Index>(),
+            any::<u64>(),
+        )
+            .prop_map(|(members, model, at, seed)| {
+                let mut members: Vec<(String, Node)> = dedup(members)
+                    .into_iter()
+                    .filter(|(key, _)| key != "model")
+                    .collect();
+                let value = match &model {
+                    ModelMember::Absent => None,
+                    ModelMember::Null => Some(Node::Null),
+                    ModelMember::Str(s) => Some(Node::Str(s.clone())),
+                };
+                if let Some(value) = value {
+                    members.insert(at.index(members.len() + 1), ("model".to_owned(), value));
+                }
+                let mut out = String::new();
+                let mut choices = Choices(seed | 1);
+                choices.space(&mut out);
+                render(&Node::Object(members), &mut choices, &mut out);
+                choices.space(&mut out);
+                (out, model)
+            })
+    }
+
+    /// The parsed object without its `model` member, and that member.
+    fn split_model(bytes: &[u8]) -> (Value, Option<Value>) {
+        let mut value: Value = serde_json::from_slice(bytes).unwrap();
+        let model = value.as_object_mut().unwrap().remove("model");
+        (value, model)
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig::with_cases(256))]
+
+        #[test]
+        fn only_the_top_level_model_changes((body, model) in body(), new_model in text()) {
+            let body = Bytes::from(body);
+            let peeked = peek(&body).unwrap();
+            match &model {
+                ModelMember::Absent => prop_assert!(peeked.model_span.is_none()),
+                ModelMember::Null => prop_assert!(peeked.model.is_none()),
+                ModelMember::Str(s) => prop_assert_eq!(peeked.model.as_deref(), Some(s.as_str())),
+            }
+            let out = rewrite_model(body.clone(), &peeked, &new_model).unwrap();
+
+            // Every other member is unchanged, and `model` holds the new value.
+            let (before, _) = split_model(&body);
+            let (after, after_model) = split_model(&out);
+            prop_assert_eq!(before, after);
+            prop_assert_eq!(after_model, Some(Value::String(new_model.clone())));
+
+            // Exactly one `model`: `peek` refuses a duplicate key.
+            let again = peek(&out).unwrap();
+            prop_assert_eq!(again.model.as_deref(), Some(new_model.as_str()));
+            prop_assert_eq!(again.stream, peeked.stream);
+            prop_assert_eq!(again.include_usage, peeked.include_usage);
+
+            // A present `model` is replaced where it stands: every byte around it is kept.
+            if let Some(span) = &peeked.model_span {
+                prop_assert_eq!(&out[..span.start], &body[..span.start]);
+                prop_assert_eq!(&out[out.len() - (body.len() - span.end)..], &body[span.end..]);
+            }
+        }
+    }
+}

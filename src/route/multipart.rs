@@ -674,3 +674,174 @@ mod tests {
         );
     }
 }
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used)]
+mod proptests {
+    //! For any boundary and part order, re-encoding keeps every other part's headers and bytes.
+
+    use proptest::prelude::*;
+
+    use super::*;
+
+    /// RFC 2046 `bchars`.
+    const BCHARS: &str =
+        "0123456789abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ'()+_,-./:=? ";
+
+    fn rfc2046_boundary() -> impl Strategy<Value = String> {
+        let chars: Vec<char> = BCHARS.chars().collect();
+        prop::collection::vec(prop::sample::select(chars), 1..=70).prop_map(|mut chars| {
+            if chars.last() == Some(&' ') {
+                chars.pop();
+                chars.push('-');
+            }
+            chars.into_iter().collect()
+        })
+    }
+
+    /// Part data with plenty of line breaks and dashes.
+    fn data() -> impl Strategy<Value = Vec<u8>> {
+        prop::collection::vec(
+            prop_oneof![
+                any::<u8>().prop_map(|b| vec![b]),
+                Just(b"\r\n".to_vec()),
+                Just(b"--".to_vec()),
+                Just(b"\r\n--".to_vec()),
+                Just(b"\r\n\r\n".to_vec()),
+            ],
+            0..24,
+        )
+        .prop_map(|pieces| pieces.concat())
+    }
+
+    /// One generated part: its header lines (in order) and data.
+    #[derive(Clone, Debug)]
+    struct GenPart {
+        name: String,
+        headers: Vec<(String, String)>,
+        data: Vec<u8>,
+    }
+
+    fn part() -> impl Strategy<Value = GenPart> {
+        let name = "[a-z_]{1,8}(\\[\\])?"
+            .prop_filter("not model", |n| n != "model" && !could_mean_model(n));
+        let filename = prop::option::of("[a-zA-Z0-9 ._;()-]{0,12}");
+        let content_type = prop::option::of(prop::sample::select(vec![
+            "image/png",
+            "audio/wav",
+            "text/plain; charset=utf-8",
+            "application/octet-stream",
+        ]));
+        let note = prop::option::of("[!-~]([ -~]{0,16}[!-~])?");
+        (name, filename, content_type, note, any::<bool>(), data()).prop_map(
+            |(name, filename, content_type, note, type_first, data)| {
+                let disposition = match &filename {
+                    Some(f) => format!("form-data; name=\"{name}\"; filename=\"{f}\""),
+                    None => format!("form-data; name=\"{name}\""),
+                };
+                let mut headers = vec![("Content-Disposition".to_owned(), disposition)];
+                if let Some(t) = content_type {
+                    let at = if type_first { 0 } else { 1 };
+                    headers.insert(at, ("Content-Type".to_owned(), t.to_owned()));
+                }
+                if let Some(note) = note {
+                    headers.push(("X-Note".to_owned(), note));
+                }
+                GenPart {
+                    name,
+                    headers,
+                    data,
+                }
+            },
+        )
+    }
+
+    fn model_part(model: &str) -> GenPart {
+        GenPart {
+            name: "model".to_owned(),
+            headers: vec![(
+                "Content-Disposition".to_owned(),
+                "form-data; name=\"model\"".to_owned(),
+            )],
+            data: model.as_bytes().to_vec(),
+        }
+    }
+
+    fn encode(boundary: &str, parts: &[GenPart]) -> Vec<u8> {
+        let mut out = Vec::new();
+        for part in parts {
+            out.extend_from_slice(format!("--{boundary}\r\n").as_bytes());
+            for (name, value) in &part.headers {
+                out.extend_from_slice(format!("{name}: {value}\r\n").as_bytes());
+            }
+            out.extend_from_slice(b"\r\n");
+            out.extend_from_slice(&part.data);
+            out.extend_from_slice(b"\r\n");
+        }
+        out.extend_from_slice(format!("--{boundary}--\r\n").as_bytes());
+        out
+    }
+
+    /// A part's headers in order, names lowercased.
+    fn header_list(part: &GenPart) -> Vec<(String, Vec<u8>)> {
+        part.headers
+            .iter()
+            .map(|(name, value)| (name.to_ascii_lowercase(), value.as_bytes().to_vec()))
+            .collect()
+    }
+
+    /// Parsed headers in order.
+    fn parsed_list(headers: &HeaderMap) -> Vec<(String, Vec<u8>)> {
+        headers
+            .iter()
+            .map(|(name, value)| (name.as_str().to_owned(), value.as_bytes().to_vec()))
+            .collect()
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig::with_cases(256))]
+
+        #[test]
+        fn other_parts_keep_their_headers_and_bytes(
+            boundary in rfc2046_boundary(),
+            mut parts in prop::collection::vec(part(), 1..6),
+            model in prop::option::of(("[a-z0-9/.:-]{1,20}", any::<prop::sample::Index>())),
+            new_model in "[a-z0-9/.:-]{1,20}",
+        ) {
+            let delimiter = format!("\r\n--{boundary}");
+            prop_assume!(parts
+                .iter()
+                .all(|p| memmem::find(&p.data, delimiter.as_bytes()).is_none()));
+            if let Some((model, at)) = &model {
+                parts.insert(at.index(parts.len() + 1), model_part(model));
+            }
+            let body = Bytes::from(encode(&boundary, &parts));
+            let content_type = format!("multipart/form-data; boundary=\"{boundary}\"");
+            let read = super::boundary(&content_type).unwrap();
+            prop_assert_eq!(&read, &boundary);
+
+            let form = Form::parse(body, &read).unwrap();
+            prop_assert_eq!(form.parts.len(), parts.len());
+            for (got, want) in form.parts.iter().zip(&parts) {
+                prop_assert_eq!(got.name.as_deref(), Some(want.name.as_str()));
+                prop_assert_eq!(parsed_list(&got.headers), header_list(want));
+                prop_assert_eq!(&got.data[..], &want.data[..]);
+            }
+            prop_assert_eq!(form.text("model"), model.as_ref().map(|(m, _)| m.as_str()));
+
+            let (encoded, content_type) = form.encode_with_model(&new_model);
+            let again = Form::parse(encoded, &super::boundary(content_type.to_str().unwrap()).unwrap()).unwrap();
+            let mut expected = parts.clone();
+            match expected.iter_mut().find(|p| p.name == "model") {
+                Some(part) => part.data = new_model.as_bytes().to_vec(),
+                None => expected.insert(0, model_part(&new_model)),
+            }
+            prop_assert_eq!(again.parts.len(), expected.len());
+            for (got, want) in again.parts.iter().zip(&expected) {
+                prop_assert_eq!(got.name.as_deref(), Some(want.name.as_str()));
+                prop_assert_eq!(parsed_list(&got.headers), header_list(want));
+                prop_assert_eq!(&got.data[..], &want.data[..]);
+            }
+        }
+    }
+}

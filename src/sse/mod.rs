@@ -57,6 +57,8 @@
 
 mod body;
 mod idle;
+#[cfg(test)]
+mod proptests;
 mod scanner;
 mod usage;
 
