@@ -23,12 +23,25 @@ pub(crate) struct Peeked {
     pub(crate) include_usage: Option<bool>,
 }
 
+/// Why a valid JSON body is refused.
+const WRONG_SHAPE: &str = "the body must be a JSON object with at most one `model`";
+
 /// Parses the whole body once (so invalid JSON is caught here, not upstream) and finds the
 /// top-level `model` value without building a tree of the rest.
 pub(crate) fn peek(body: &[u8]) -> Result<Peeked, Error> {
     // serde_json does not check the bytes of strings it skips (every value but `model`,
     // `stream` and `stream_options`): without this, `"a\xffb"` would reach the upstream.
     std::str::from_utf8(body).map_err(|error| Error::invalid_json().with_source(error))?;
+    // serde reads a struct from an array too, positionally: `["gpt-4o", true]` would be read
+    // as `model` and `stream`, and forwarded as an array.
+    if body.trim_ascii_start().first() != Some(&b'{') {
+        // Invalid JSON (empty, garbage) says so; valid JSON of another shape is the wrong shape.
+        let error = match serde_json::from_slice::<serde::de::IgnoredAny>(body) {
+            Ok(_) => Error::invalid_body(WRONG_SHAPE),
+            Err(error) => Error::invalid_json().with_source(error),
+        };
+        return Err(error);
+    }
     #[derive(Deserialize)]
     struct Fields<'a> {
         // `Some` whenever the key is present, even as `null` (which `Option` alone reads as
@@ -44,8 +57,8 @@ pub(crate) fn peek(body: &[u8]) -> Result<Peeked, Error> {
     }
     let fields: Fields<'_> = serde_json::from_slice(body).map_err(|error| {
         if error.is_data() {
-            // Valid JSON of the wrong shape (an array, a duplicate `model`, ...).
-            Error::invalid_body("the body must be a JSON object with at most one `model`")
+            // Valid JSON of the wrong shape (a duplicate `model`, ...).
+            Error::invalid_body(WRONG_SHAPE)
         } else {
             Error::invalid_json()
         }
@@ -260,6 +273,11 @@ mod tests {
         assert_eq!(code(r#"{"model":1}"#), 400);
         assert_eq!(code(r#"{"model":"a","model":"b"}"#), 400);
         assert_eq!(code(r#"{"model":"a"} trailing"#), 400);
+        // Found by the `model_rewrite` fuzz target: serde reads a struct from an array.
+        assert_eq!(code("[]\n"), 400);
+        assert_eq!(code(r#"["openai/gpt-4o", true]"#), 400);
+        assert_eq!(code(r#" "model" "#), 400);
+        assert_eq!(code("null"), 400);
         assert_eq!(peek(br#"{"model":null}"#).unwrap().model, None);
     }
 }

@@ -391,3 +391,25 @@ async fn duplicate_authorization_headers_are_401() {
     }
     assert_eq!(harness.upstream.request_count(), 0);
 }
+
+// ------------------------------------------ found by fuzzing: array bodies
+
+#[tokio::test]
+async fn a_json_array_body_is_400_never_read_positionally() {
+    let harness = Harness::start().await;
+    // serde reads a struct from an array: this was routed on `mock/gpt-4o-mini` and
+    // forwarded as an array.
+    for body in [
+        r#"["mock/gpt-4o-mini", true]"#,
+        r#"["mock/gpt-4o-mini"]"#,
+        "[]",
+    ] {
+        let response = harness.post_json("/chat/completions", body).await;
+        let error = response.assert_error(400, None);
+        assert!(
+            error["message"].as_str().unwrap().contains("JSON object"),
+            "{body}: {error}"
+        );
+    }
+    assert_eq!(harness.upstream.request_count(), 0);
+}
