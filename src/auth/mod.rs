@@ -165,7 +165,7 @@ where
 
 /// The key of the one `Authorization: Bearer <key>` header. Two headers are refused, not
 /// read first-wins: another hop could read the other one.
-fn bearer_key(headers: &HeaderMap) -> Result<&str, Error> {
+pub(crate) fn bearer_key(headers: &HeaderMap) -> Result<&str, Error> {
     let mut values = headers.get_all(header::AUTHORIZATION).iter();
     let value = values.next().ok_or_else(Error::missing_api_key)?;
     if values.next().is_some() {

@@ -66,6 +66,10 @@ pub use self::table::{RouteTable, RouteTableBuilder, RouteTarget};
 
 pub(crate) use self::endpoint::{Accepts, Matched, match_path};
 pub(crate) use self::json::insert_first_member;
+#[cfg(feature = "fuzzing")]
+pub(crate) use self::json::{peek as peek_json, rewrite_model as rewrite_json_model};
+#[cfg(feature = "fuzzing")]
+pub(crate) use self::multipart::{Form, boundary};
 
 pub(crate) use self::table::check_model_id;
 

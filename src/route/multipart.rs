@@ -141,6 +141,14 @@ impl Form {
         Ok(Self { parts })
     }
 
+    /// Every part: name, headers, data, in order.
+    #[cfg(feature = "fuzzing")]
+    pub(crate) fn parts(&self) -> impl Iterator<Item = (&str, &HeaderMap, &Bytes)> {
+        self.parts
+            .iter()
+            .map(|p| (p.name.as_deref().unwrap_or_default(), &p.headers, &p.data))
+    }
+
     /// The text of the first part called `name`.
     pub(crate) fn text(&self, name: &str) -> Option<&str> {
         let part = self

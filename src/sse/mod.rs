@@ -86,6 +86,9 @@ use self::body::StreamContext;
 pub use self::idle::IdleBody;
 pub use self::usage::{LogUsage, OnUsage, StreamOutcome, StreamReport, Usage};
 
+#[cfg(feature = "fuzzing")]
+pub(crate) use self::scanner::EventScanner;
+
 /// The default idle timeout: 5 minutes without a byte ends a stream.
 pub const DEFAULT_IDLE_TIMEOUT: Duration = Duration::from_secs(300);
 
