@@ -48,11 +48,13 @@ enum Kind {
     MissingParam(&'static str),
     InvalidModel,
     UnsupportedContentType { expected: &'static str },
+    UnsupportedContentEncoding,
     BodyRead,
     BodyTimeout,
     PayloadTooLarge { limit: usize },
     MissingApiKey,
     MalformedAuthorization,
+    DuplicateAuthorization,
     InvalidApiKey { masked: String },
     ExpiredApiKey,
     ModelNotAllowed { model: String },
@@ -121,6 +123,12 @@ impl Error {
         Self::new(Kind::UnsupportedContentType { expected })
     }
 
+    /// The request body is compressed (a `Content-Encoding` other than `identity`): the router
+    /// reads bodies only as sent (400 `unsupported_content_encoding`, never 415).
+    pub fn unsupported_content_encoding() -> Self {
+        Self::new(Kind::UnsupportedContentEncoding)
+    }
+
     /// The request body could not be read from the client (400).
     pub fn body_read() -> Self {
         Self::new(Kind::BodyRead)
@@ -144,6 +152,12 @@ impl Error {
     /// An `Authorization` header that is not `Bearer <key>` (401 `invalid_api_key`).
     pub fn malformed_authorization() -> Self {
         Self::new(Kind::MalformedAuthorization)
+    }
+
+    /// More than one `Authorization` header (401 `invalid_api_key`): which one a proxy in
+    /// front or behind would read is unknowable.
+    pub fn duplicate_authorization() -> Self {
+        Self::new(Kind::DuplicateAuthorization)
     }
 
     /// A key that no store knows (401 `invalid_api_key`); only a masked prefix is shown.
@@ -263,6 +277,7 @@ impl Error {
             self.kind,
             Kind::MissingApiKey
                 | Kind::MalformedAuthorization
+                | Kind::DuplicateAuthorization
                 | Kind::InvalidApiKey { .. }
                 | Kind::ExpiredApiKey
         )
@@ -347,6 +362,14 @@ impl Error {
                 Some("unsupported_content_type"),
                 format!("Unsupported content type for this endpoint: send `{expected}`."),
             ),
+            UnsupportedContentEncoding => row(
+                StatusCode::BAD_REQUEST,
+                INVALID_REQUEST,
+                Some("unsupported_content_encoding"),
+                "Compressed request bodies are not supported: send the body uncompressed, \
+                 without a Content-Encoding header."
+                    .into(),
+            ),
             BodyRead => row(
                 StatusCode::BAD_REQUEST,
                 INVALID_REQUEST,
@@ -378,6 +401,14 @@ impl Error {
                 INVALID_REQUEST,
                 Some("invalid_api_key"),
                 "The Authorization header must use the Bearer scheme with a non-empty key \
+                 (i.e. Authorization: Bearer YOUR_KEY)."
+                    .into(),
+            ),
+            DuplicateAuthorization => row(
+                StatusCode::UNAUTHORIZED,
+                INVALID_REQUEST,
+                Some("invalid_api_key"),
+                "The request has more than one Authorization header; send exactly one \
                  (i.e. Authorization: Bearer YOUR_KEY)."
                     .into(),
             ),
@@ -746,8 +777,10 @@ mod tests {
         let cases = [
             Error::invalid_json(),
             Error::missing_param("model"),
+            Error::unsupported_content_encoding(),
             Error::payload_too_large(10),
             Error::missing_api_key(),
+            Error::duplicate_authorization(),
             Error::model_not_found("x/y"),
             Error::unknown_url(&http::Method::POST, "/v3/router/foo"),
             Error::method_not_allowed("POST"),

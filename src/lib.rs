@@ -67,6 +67,12 @@ pub mod sse;
 #[cfg(feature = "mock")]
 pub mod mock;
 
+/// Wrappers for the fuzz targets in `fuzz/`: not a public API.
+#[cfg(feature = "fuzzing")]
+#[doc(hidden)]
+#[path = "fuzzing.rs"]
+pub mod __fuzz;
+
 pub use crate::auth::AuthLayer;
 pub use crate::error::{BoxError, Error};
 pub use crate::openai_errors::OpenAiErrorsLayer;

@@ -524,3 +524,171 @@ mod tests {
         assert!(!format!("{store:?}").contains("sk-from-env"));
     }
 }
+
+#[cfg(test)]
+mod proptests {
+    //! Configuration text never panics the parser, whatever it holds.
+
+    use proptest::prelude::*;
+
+    use super::Config;
+
+    /// A TOML-ish value: strings (with escapes), numbers, booleans, arrays, garbage.
+    fn value() -> impl Strategy<Value = String> {
+        prop_oneof![
+            "[ -~]{0,16}".prop_map(|s| format!("{s:?}")),
+            any::<i64>().prop_map(|n| n.to_string()),
+            any::<u64>().prop_map(|n| n.to_string()),
+            any::<bool>().prop_map(|b| b.to_string()),
+            prop::collection::vec("[a-z/*:.-]{0,10}", 0..4).prop_map(|v| format!("{v:?}")),
+            Just("\"2027-01-01T00:00:00Z\"".to_owned()),
+            Just("\"127.0.0.1:0\"".to_owned()),
+            Just("\"http://127.0.0.1:1/v1\"".to_owned()),
+            Just("{ \"X-A\" = \"b\" }".to_owned()),
+            Just(format!("\"{}\"", "a".repeat(64))),
+            "[ -~]{0,12}",
+        ]
+    }
+
+    /// A line of a config file, made of the keys and tables the gateway knows.
+    fn line() -> impl Strategy<Value = String> {
+        let key = prop::sample::select(vec![
+            "listen",
+            "mount",
+            "body_limit",
+            "shutdown_grace_secs",
+            "name",
+            "key_sha256",
+            "key_env",
+            "models",
+            "rpm",
+            "max_concurrent",
+            "expires_at",
+            "base_url",
+            "api_key_env",
+            "auth",
+            "headers",
+            "timeout_secs",
+            "idle_timeout_secs",
+            "stream_usage",
+            "mock",
+            "allow_any_model",
+            "rerank_path",
+            "targets",
+            "\"moderations\"",
+            "\"images/edits\"",
+            "\"nope\"",
+        ]);
+        let table = prop::sample::select(vec![
+            "[[keys]]",
+            "[providers.p]",
+            "[providers.\"a b\"]",
+            "[models.\"fast\"]",
+            "[default_models]",
+            "[body_limits]",
+            "[providers.p.headers]",
+        ]);
+        prop_oneof![
+            4 => (key, value()).prop_map(|(k, v)| format!("{k} = {v}")),
+            1 => table.prop_map(str::to_owned),
+            1 => "\\PC{0,20}",
+        ]
+    }
+
+    /// `key = value` lines for a table, from that table's own keys.
+    fn fields(keys: Vec<&'static str>) -> impl Strategy<Value = String> {
+        prop::collection::vec((prop::sample::select(keys), value()), 0..4).prop_map(|fields| {
+            fields
+                .iter()
+                .map(|(k, v)| format!("{k} = {v}\n"))
+                .collect::<String>()
+        })
+    }
+
+    /// A table the gateway knows, with its required keys and a few others, plausible or not.
+    fn block() -> impl Strategy<Value = String> {
+        let url = prop::sample::select(vec![
+            "\"http://127.0.0.1:1/v1\"",
+            "\"https://api.example.com/v1?x=1\"",
+            "\"not a url\"",
+            "\"\"",
+            "\"http://[::1\"",
+            "\"http://u:p@h/v1#f\"",
+        ]);
+        prop_oneof![
+            fields(vec!["models", "rpm", "max_concurrent", "expires_at"])
+                .prop_map(|f| format!("[[keys]]\nname = \"k\"\nkey_env = \"K\"\n{f}")),
+            fields(vec!["models", "rpm", "expires_at"]).prop_map(|f| format!(
+                "[[keys]]\nname = \"d\"\nkey_sha256 = \"{}\"\n{f}",
+                "ab".repeat(32)
+            )),
+            (
+                url,
+                fields(vec![
+                    "auth",
+                    "headers",
+                    "timeout_secs",
+                    "idle_timeout_secs",
+                    "stream_usage",
+                    "mock",
+                    "allow_any_model",
+                    "rerank_path",
+                    "models",
+                    "api_key_env",
+                ])
+            )
+                .prop_map(|(url, f)| format!("[providers.p]\nbase_url = {url}\n{f}")),
+            value().prop_map(|v| format!("[models.\"fast\"]\ntargets = {v}\n")),
+            (
+                prop::sample::select(vec!["\"moderations\"", "\"responses\"", "x"]),
+                value()
+            )
+                .prop_map(|(k, v)| format!("[default_models]\n{k} = {v}\n")),
+            (
+                prop::sample::select(vec!["\"chat/completions\"", "x"]),
+                value()
+            )
+                .prop_map(|(k, v)| format!("[body_limits]\n{k} = {v}\n")),
+        ]
+    }
+
+    /// Exercises what the gateway does with a parsed config.
+    fn use_config(config: &Config) {
+        let _ = config.key_store(|_| Some("sk-from-env".to_owned()));
+        for (name, provider) in &config.providers {
+            let _ = Config::stream_settings(provider);
+            let _ =
+                config.http_provider(name, provider, Some(("http://127.0.0.1:1/v1", "k")), |_| {
+                    Some("k".to_owned())
+                });
+        }
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig::with_cases(256))]
+
+        #[test]
+        fn arbitrary_text_never_panics(text in "\\PC{0,200}") {
+            if let Ok(config) = Config::parse(&text) {
+                use_config(&config);
+            }
+        }
+
+        #[test]
+        fn config_shaped_text_never_panics(lines in prop::collection::vec(line(), 0..16)) {
+            if let Ok(config) = Config::parse(&lines.join("\n")) {
+                use_config(&config);
+            }
+        }
+
+        #[test]
+        fn config_tables_never_panic(
+            top in fields(vec!["listen", "mount", "body_limit", "shutdown_grace_secs"]),
+            blocks in prop::collection::vec(block(), 0..5),
+        ) {
+            if let Ok(config) = Config::parse(&format!("{top}{}", blocks.concat())) {
+                use_config(&config);
+            }
+        }
+    }
+}

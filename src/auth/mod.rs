@@ -4,8 +4,8 @@
 //! with SHA-256 and asks a [`KeyStore`] for the [`Principal`] it stands for; the default
 //! [`MemoryKeyStore`] keeps only digests and compares them in constant time. A request that
 //! passes carries the `Principal` as a request extension and no longer has its
-//! `Authorization` header, so the router key cannot travel further. A missing header, another
-//! scheme, an empty or unknown key is a 401 `invalid_api_key` (the message shows at most a
+//! `Authorization` header, so the router key cannot travel further. A missing header, two
+//! headers, another scheme, an empty or unknown key is a 401 `invalid_api_key` (the message shows at most a
 //! masked prefix of the key); a store failure, or a store or limiter that does not answer
 //! within the [deadline](AuthLayer::deadline), is a 503; a key over its limits gets a 429.
 //! Refusals are answered by the layer itself, as OpenAI error responses, so it works alone in
@@ -57,11 +57,14 @@ pub use self::limit::{Admission, ConcurrencyPermit, InProcessLimiter, KeyLimiter
 pub use self::service::Auth;
 pub use crate::extensions::{KeyLimits, Principal};
 
-/// The key of an `Authorization: Bearer <key>` header.
-fn bearer_key(headers: &HeaderMap) -> Result<&str, Error> {
-    let value = headers
-        .get(header::AUTHORIZATION)
-        .ok_or_else(Error::missing_api_key)?;
+/// The key of the one `Authorization: Bearer <key>` header. Two headers are refused, not
+/// read first-wins: another hop could read the other one.
+pub(crate) fn bearer_key(headers: &HeaderMap) -> Result<&str, Error> {
+    let mut values = headers.get_all(header::AUTHORIZATION).iter();
+    let value = values.next().ok_or_else(Error::missing_api_key)?;
+    if values.next().is_some() {
+        return Err(Error::duplicate_authorization());
+    }
     let value = value
         .to_str()
         .map_err(|_| Error::malformed_authorization())?
@@ -176,6 +179,22 @@ mod tests {
             let error = refusal(response, StatusCode::UNAUTHORIZED).await;
             assert_eq!(error["code"], "invalid_api_key", "{header:?}");
             assert!(!error.to_string().contains("router-bad"));
+        }
+    }
+
+    #[test]
+    fn two_authorization_headers_are_refused_whatever_they_hold() {
+        for (first, second) in [
+            ("Bearer sk-router-good", "Bearer sk-router-good"),
+            ("Bearer sk-router-good", "Bearer other"),
+            ("Basic x", "Bearer sk-router-good"),
+        ] {
+            let mut headers = HeaderMap::new();
+            headers.append(header::AUTHORIZATION, first.parse().unwrap());
+            headers.append(header::AUTHORIZATION, second.parse().unwrap());
+            let error = bearer_key(&headers).unwrap_err();
+            assert!(error.is_unauthorized());
+            assert!(error.to_string().contains("more than one"), "{error}");
         }
     }
 

@@ -123,11 +123,11 @@ impl Endpoint {
         )
     }
 
-    /// The form part the endpoint cannot do without, besides `model`.
+    /// The form part the endpoint cannot do without, besides `model` (`name` or `name[]`).
     pub(crate) fn required_file(self) -> Option<&'static str> {
         match self {
             Self::AudioTranscriptions | Self::AudioTranslations => Some("file"),
-            Self::ImagesVariations => Some("image"),
+            Self::ImagesEdits | Self::ImagesVariations => Some("image"),
             _ => None,
         }
     }

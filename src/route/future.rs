@@ -247,10 +247,7 @@ fn prepare(
     let upstream_model = target.upstream_model();
     let is_json = matches!(parsed, Parsed::Json(_));
     let mut body = match parsed {
-        Parsed::Json(peeked) if sent.is_some() => {
-            json::rewrite_model(body, &peeked, upstream_model)
-        }
-        Parsed::Json(_) => json::insert_model(&body, upstream_model)?,
+        Parsed::Json(peeked) => json::rewrite_model(body, &peeked, upstream_model)?,
         Parsed::Form(form) => {
             let (body, content_type) = form.encode_with_model(upstream_model);
             parts.headers.insert(header::CONTENT_TYPE, content_type);
@@ -275,6 +272,8 @@ fn prepare(
     // The body is JSON whatever the client labelled it (curl -d sends a form type), and its
     // length may have changed: the upstream client sets it again.
     parts.headers.remove(header::CONTENT_LENGTH);
+    // Only `identity` got this far, and it says nothing the upstream needs.
+    parts.headers.remove(header::CONTENT_ENCODING);
     if is_json && content_type != ContentType::Json {
         parts.headers.insert(
             header::CONTENT_TYPE,

@@ -13,20 +13,40 @@ use crate::error::Error;
 pub(crate) struct Peeked {
     /// The `model` string, if the body has one.
     pub(crate) model: Option<String>,
-    /// Where the `model` value (with its quotes) sits in the body.
-    model_span: Range<usize>,
+    /// Where the `model` value (a string with its quotes, or `null`) sits in the body, whenever
+    /// the key is present: a default model replaces it there, so the body never gets a second
+    /// `model` key.
+    model_span: Option<Range<usize>>,
     /// `"stream": true`.
     pub(crate) stream: bool,
     /// `stream_options.include_usage`, when the client sent `stream_options`.
     pub(crate) include_usage: Option<bool>,
 }
 
+/// Why a valid JSON body is refused.
+const WRONG_SHAPE: &str = "the body must be a JSON object with at most one `model`";
+
 /// Parses the whole body once (so invalid JSON is caught here, not upstream) and finds the
 /// top-level `model` value without building a tree of the rest.
 pub(crate) fn peek(body: &[u8]) -> Result<Peeked, Error> {
+    // serde_json does not check the bytes of strings it skips (every value but `model`,
+    // `stream` and `stream_options`): without this, `"a\xffb"` would reach the upstream.
+    std::str::from_utf8(body).map_err(|error| Error::invalid_json().with_source(error))?;
+    // serde reads a struct from an array too, positionally: `["gpt-4o", true]` would be read
+    // as `model` and `stream`, and forwarded as an array.
+    if body.trim_ascii_start().first() != Some(&b'{') {
+        // Invalid JSON (empty, garbage) says so; valid JSON of another shape is the wrong shape.
+        let error = match serde_json::from_slice::<serde::de::IgnoredAny>(body) {
+            Ok(_) => Error::invalid_body(WRONG_SHAPE),
+            Err(error) => Error::invalid_json().with_source(error),
+        };
+        return Err(error);
+    }
     #[derive(Deserialize)]
     struct Fields<'a> {
-        #[serde(borrow, default)]
+        // `Some` whenever the key is present, even as `null` (which `Option` alone reads as
+        // absent): a default model must then replace that `null`, not add a second key.
+        #[serde(borrow, default, deserialize_with = "present_raw")]
         model: Option<&'a RawValue>,
         #[serde(borrow, default)]
         stream: Option<&'a RawValue>,
@@ -37,8 +57,8 @@ pub(crate) fn peek(body: &[u8]) -> Result<Peeked, Error> {
     }
     let fields: Fields<'_> = serde_json::from_slice(body).map_err(|error| {
         if error.is_data() {
-            // Valid JSON of the wrong shape (an array, a duplicate `model`, ...).
-            Error::invalid_body("the body must be a JSON object with at most one `model`")
+            // Valid JSON of the wrong shape (a duplicate `model`, ...).
+            Error::invalid_body(WRONG_SHAPE)
         } else {
             Error::invalid_json()
         }
@@ -47,20 +67,16 @@ pub(crate) fn peek(body: &[u8]) -> Result<Peeked, Error> {
     // Only a literal `true` streams; anything else is left for the upstream to judge.
     let stream = fields.stream.is_some_and(|raw| raw.get() == "true");
     let include_usage = fields.stream_options;
-    let no_model = Peeked {
-        model: None,
-        model_span: 0..0,
-        stream,
-        include_usage,
-    };
     let Some(raw) = fields.model else {
-        return Ok(no_model);
+        return Ok(Peeked {
+            model: None,
+            model_span: None,
+            stream,
+            include_usage,
+        });
     };
     let text = raw.get();
-    if text == "null" {
-        return Ok(no_model);
-    }
-    let model: String =
+    let model: Option<String> =
         serde_json::from_str(text).map_err(|_| Error::invalid_body("`model` must be a string"))?;
     // `raw` borrows from `body`: its offset is the distance between the two pointers.
     let start = (text.as_ptr() as usize)
@@ -68,11 +84,19 @@ pub(crate) fn peek(body: &[u8]) -> Result<Peeked, Error> {
         .filter(|start| body.get(*start..start + text.len()) == Some(text.as_bytes()))
         .ok_or_else(Error::internal)?;
     Ok(Peeked {
-        model: Some(model),
-        model_span: start..start + text.len(),
+        model,
+        model_span: Some(start..start + text.len()),
         stream,
         include_usage,
     })
+}
+
+/// The raw value of a key that is present, `null` included.
+fn present_raw<'de, D>(deserializer: D) -> Result<Option<&'de RawValue>, D::Error>
+where
+    D: serde::Deserializer<'de>,
+{
+    <&RawValue>::deserialize(deserializer).map(Some)
 }
 
 /// `stream_options` is present (whatever its value): `Some(include_usage)`.
@@ -87,31 +111,30 @@ where
     Ok(Some(include.unwrap_or(false)))
 }
 
-/// The body with the `model` value replaced by `new_model`; every other byte is kept. Returns
-/// the same `Bytes` (no copy) when nothing changes.
-pub(crate) fn rewrite_model(body: Bytes, peeked: &Peeked, new_model: &str) -> Bytes {
-    if peeked.model.as_deref() == Some(new_model) || peeked.model_span.is_empty() {
-        return body;
-    }
-    let Ok(encoded) = serde_json::to_string(new_model) else {
-        return body;
+/// The body `peeked` from with `model` set to `new_model`: the value replaced in place when the
+/// key is present (whatever it held: a string, `""` or `null`), else `"model":...` added as
+/// the first member. Every other byte is kept; returns the same `Bytes` (no copy) when nothing
+/// changes.
+pub(crate) fn rewrite_model(body: Bytes, peeked: &Peeked, new_model: &str) -> Result<Bytes, Error> {
+    let encoded = serde_json::to_string(new_model).map_err(|e| Error::internal().with_source(e))?;
+    let Some(span) = peeked.model_span.clone() else {
+        let mut member = Vec::with_capacity(encoded.len() + 10);
+        member.extend_from_slice(b"\"model\":");
+        member.extend_from_slice(encoded.as_bytes());
+        return insert_first_member(&body, &member)
+            .ok_or_else(|| Error::invalid_body("the body must be a JSON object"));
     };
-    let span = peeked.model_span.clone();
-    let mut out = BytesMut::with_capacity(body.len() - span.len() + encoded.len());
-    out.extend_from_slice(&body[..span.start]);
+    if peeked.model.as_deref() == Some(new_model) {
+        return Ok(body);
+    }
+    let (Some(before), Some(after)) = (body.get(..span.start), body.get(span.end..)) else {
+        return Err(Error::internal());
+    };
+    let mut out = BytesMut::with_capacity(before.len() + encoded.len() + after.len());
+    out.extend_from_slice(before);
     out.extend_from_slice(encoded.as_bytes());
-    out.extend_from_slice(&body[span.end..]);
-    out.freeze()
-}
-
-/// Adds `"model":"<model>"` as the first member of a JSON object body (for a default model).
-pub(crate) fn insert_model(body: &Bytes, model: &str) -> Result<Bytes, Error> {
-    let encoded = serde_json::to_string(model).map_err(|e| Error::internal().with_source(e))?;
-    let mut member = Vec::with_capacity(encoded.len() + 10);
-    member.extend_from_slice(b"\"model\":");
-    member.extend_from_slice(encoded.as_bytes());
-    insert_first_member(body, &member)
-        .ok_or_else(|| Error::invalid_body("the body must be a JSON object"))
+    out.extend_from_slice(after);
+    Ok(out.freeze())
 }
 
 /// Inserts `member` (`"key":value`) as the first member of the JSON object in `body`, keeping
@@ -141,7 +164,7 @@ mod tests {
     fn rewrite(body: &str, to: &str) -> String {
         let body = Bytes::copy_from_slice(body.as_bytes());
         let peeked = peek(&body).unwrap();
-        String::from_utf8(rewrite_model(body, &peeked, to).to_vec()).unwrap()
+        String::from_utf8(rewrite_model(body, &peeked, to).unwrap().to_vec()).unwrap()
     }
 
     #[test]
@@ -173,7 +196,7 @@ mod tests {
     fn unchanged_model_is_not_copied() {
         let body = Bytes::from_static(br#"{"model":"m"}"#);
         let peeked = peek(&body).unwrap();
-        let out = rewrite_model(body.clone(), &peeked, "m");
+        let out = rewrite_model(body.clone(), &peeked, "m").unwrap();
         assert_eq!(out.as_ptr(), body.as_ptr());
     }
 
@@ -184,8 +207,47 @@ mod tests {
         let out = insert_first_member(b"{ }", b"\"m\":2").unwrap();
         assert_eq!(out, "{\"m\":2 }");
         assert!(insert_first_member(b"[]", b"\"m\":2").is_none());
-        let out = insert_model(&Bytes::from_static(b"{\"input\":\"x\"}"), "omni").unwrap();
-        assert_eq!(out, "{\"model\":\"omni\",\"input\":\"x\"}");
+        assert_eq!(
+            rewrite(r#"{"input":"x"}"#, "omni"),
+            r#"{"model":"omni","input":"x"}"#
+        );
+        assert_eq!(rewrite(" { } ", "omni"), r#" {"model":"omni" } "#);
+    }
+
+    #[test]
+    fn an_empty_or_null_model_is_replaced_where_it_stands() {
+        for (body, expected) in [
+            (
+                r#"{"model":"","input":"hello"}"#,
+                r#"{"model":"omni","input":"hello"}"#,
+            ),
+            (
+                r#"{"input":"hello", "model" : null }"#,
+                r#"{"input":"hello", "model" : "omni" }"#,
+            ),
+            (r#"{"model":"x"}"#, r#"{"model":"omni"}"#),
+        ] {
+            assert_eq!(rewrite(body, "omni"), expected);
+            assert_eq!(
+                peek(expected.as_bytes()).unwrap().model.as_deref(),
+                Some("omni")
+            );
+        }
+        assert_eq!(peek(br#"{"model":null}"#).unwrap().model, None);
+        assert_eq!(peek(br#"{"model":""}"#).unwrap().model.as_deref(), Some(""));
+    }
+
+    #[test]
+    fn invalid_utf8_anywhere_is_invalid_json() {
+        for body in [
+            &b"{\"model\":\"m\",\"content\":\"a\xffb\"}"[..],
+            b"{\"model\":\"m\",\"x\":{\"\xc0\xaf\":1}}",
+            b"{\"model\":\"m\",\"x\":[\"\xed\xa0\x80\"]}",
+        ] {
+            let error = peek(body).unwrap_err();
+            assert_eq!(error.status(), 400);
+            assert!(error.to_string().contains("parse the JSON"), "{error}");
+        }
     }
 
     #[test]
@@ -211,6 +273,241 @@ mod tests {
         assert_eq!(code(r#"{"model":1}"#), 400);
         assert_eq!(code(r#"{"model":"a","model":"b"}"#), 400);
         assert_eq!(code(r#"{"model":"a"} trailing"#), 400);
+        // Found by the `model_rewrite` fuzz target: serde reads a struct from an array.
+        assert_eq!(code("[]\n"), 400);
+        assert_eq!(code(r#"["openai/gpt-4o", true]"#), 400);
+        assert_eq!(code(r#" "model" "#), 400);
+        assert_eq!(code("null"), 400);
         assert_eq!(peek(br#"{"model":null}"#).unwrap().model, None);
+    }
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used)]
+mod proptests {
+    //! For any JSON object and any model, the rewrite changes the top-level `model` value only.
+
+    use proptest::prelude::*;
+    use serde_json::Value;
+
+    use super::*;
+
+    /// A JSON value, rendered by [`render`] with the whitespace and escapes a seed picks.
+    #[derive(Clone, Debug)]
+    enum Node {
+        Null,
+        Bool(bool),
+        Number(String),
+        Str(String),
+        Array(Vec<Node>),
+        Object(Vec<(String, Node)>),
+    }
+
+    /// Where `model` sits in the top-level object, and what it holds.
+    #[derive(Clone, Debug)]
+    enum ModelMember {
+        Absent,
+        Null,
+        Str(String),
+    }
+
+    fn text() -> impl Strategy<Value = String> {
+        prop_oneof![
+            Just(String::new()),
+            "[a-z/:.-]{1,12}",
+            any::<String>(),
+            "[\"\\\\/\u{0}-\u{1f}\u{7f}\u{e9}\u{1F600}]{0,6}",
+        ]
+    }
+
+    fn key() -> impl Strategy<Value = String> {
+        prop_oneof![Just("model".to_owned()), "[a-z_]{0,6}", any::<String>()]
+    }
+
+    fn number() -> impl Strategy<Value = String> {
+        prop_oneof![
+            any::<i64>().prop_map(|n| n.to_string()),
+            any::<f64>()
+                .prop_filter("finite", |f| f.is_finite())
+                .prop_map(|f| serde_json::to_string(&f).unwrap()),
+            Just("-0.5e-3".to_owned()),
+        ]
+    }
+
+    fn node() -> impl Strategy<Value = Node> {
+        let leaf = prop_oneof![
+            Just(Node::Null),
+            any::<bool>().prop_map(Node::Bool),
+            number().prop_map(Node::Number),
+            text().prop_map(Node::Str),
+        ];
+        leaf.prop_recursive(4, 48, 6, |inner| {
+            prop_oneof![
+                prop::collection::vec(inner.clone(), 0..6).prop_map(Node::Array),
+                prop::collection::vec((key(), inner), 0..6)
+                    .prop_map(|members| Node::Object(dedup(members))),
+            ]
+        })
+    }
+
+    /// Keeps the first member of each key: JSON objects with duplicate keys are refused.
+    fn dedup(members: Vec<(String, Node)>) -> Vec<(String, Node)> {
+        let mut seen = std::collections::HashSet::new();
+        members
+            .into_iter()
+            .filter(|(key, _)| seen.insert(key.clone()))
+            .collect()
+    }
+
+    /// A tiny deterministic generator for rendering choices (whitespace, escapes).
+    struct Choices(u64);
+
+    impl Choices {
+        fn next(&mut self, n: u64) -> u64 {
+            self.0 ^= self.0 << 13;
+            self.0 ^= self.0 >> 7;
+            self.0 ^= self.0 << 17;
+            self.0 % n
+        }
+
+        fn space(&mut self, out: &mut String) {
+            for _ in 0..self.next(3) {
+                out.push([' ', '\t', '\n', '\r'][self.next(4) as usize]);
+            }
+        }
+    }
+
+    fn render_str(s: &str, choices: &mut Choices, out: &mut String) {
+        out.push('"');
+        for c in s.chars() {
+            let escape = choices.next(4) == 0;
+            match c {
+                '"' => out.push_str("\\\""),
+                '\\' => out.push_str("\\\\"),
+                '/' if escape => out.push_str("\\/"),
+                '\n' if escape => out.push_str("\\n"),
+                c if (c as u32) < 0x20 || escape => {
+                    let mut units = [0u16; 2];
+                    for unit in c.encode_utf16(&mut units) {
+                        out.push_str(&format!("\\u{unit:04X}"));
+                    }
+                }
+                c => out.push(c),
+            }
+        }
+        out.push('"');
+    }
+
+    fn render(node: &Node, choices: &mut Choices, out: &mut String) {
+        match node {
+            Node::Null => out.push_str("null"),
+            Node::Bool(b) => out.push_str(if *b { "true" } else { "false" }),
+            Node::Number(n) => out.push_str(n),
+            Node::Str(s) => render_str(s, choices, out),
+            Node::Array(items) => {
+                out.push('[');
+                for (i, item) in items.iter().enumerate() {
+                    if i > 0 {
+                        out.push(',');
+                    }
+                    choices.space(out);
+                    render(item, choices, out);
+                    choices.space(out);
+                }
+                out.push(']');
+            }
+            Node::Object(members) => {
+                out.push('{');
+                for (i, (key, value)) in members.iter().enumerate() {
+                    if i > 0 {
+                        out.push(',');
+                    }
+                    choices.space(out);
+                    render_str(key, choices, out);
+                    choices.space(out);
+                    out.push(':');
+                    choices.space(out);
+                    render(value, choices, out);
+                    choices.space(out);
+                }
+                out.push('}');
+            }
+        }
+    }
+
+    fn body() -> impl Strategy<Value = (String, ModelMember)> {
+        let model = prop_oneof![
+            Just(ModelMember::Absent),
+            Just(ModelMember::Null),
+            Just(ModelMember::Str(String::new())),
+            text().prop_map(ModelMember::Str),
+        ];
+        (
+            prop::collection::vec((key(), node()), 0..8),
+            model,
+            any::<prop::sample::Index>(),
+            any::<u64>(),
+        )
+            .prop_map(|(members, model, at, seed)| {
+                let mut members: Vec<(String, Node)> = dedup(members)
+                    .into_iter()
+                    .filter(|(key, _)| key != "model")
+                    .collect();
+                let value = match &model {
+                    ModelMember::Absent => None,
+                    ModelMember::Null => Some(Node::Null),
+                    ModelMember::Str(s) => Some(Node::Str(s.clone())),
+                };
+                if let Some(value) = value {
+                    members.insert(at.index(members.len() + 1), ("model".to_owned(), value));
+                }
+                let mut out = String::new();
+                let mut choices = Choices(seed | 1);
+                choices.space(&mut out);
+                render(&Node::Object(members), &mut choices, &mut out);
+                choices.space(&mut out);
+                (out, model)
+            })
+    }
+
+    /// The parsed object without its `model` member, and that member.
+    fn split_model(bytes: &[u8]) -> (Value, Option<Value>) {
+        let mut value: Value = serde_json::from_slice(bytes).unwrap();
+        let model = value.as_object_mut().unwrap().remove("model");
+        (value, model)
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig::with_cases(256))]
+
+        #[test]
+        fn only_the_top_level_model_changes((body, model) in body(), new_model in text()) {
+            let body = Bytes::from(body);
+            let peeked = peek(&body).unwrap();
+            match &model {
+                ModelMember::Absent => prop_assert!(peeked.model_span.is_none()),
+                ModelMember::Null => prop_assert!(peeked.model.is_none()),
+                ModelMember::Str(s) => prop_assert_eq!(peeked.model.as_deref(), Some(s.as_str())),
+            }
+            let out = rewrite_model(body.clone(), &peeked, &new_model).unwrap();
+
+            // Every other member is unchanged, and `model` holds the new value.
+            let (before, _) = split_model(&body);
+            let (after, after_model) = split_model(&out);
+            prop_assert_eq!(before, after);
+            prop_assert_eq!(after_model, Some(Value::String(new_model.clone())));
+
+            // Exactly one `model`: `peek` refuses a duplicate key.
+            let again = peek(&out).unwrap();
+            prop_assert_eq!(again.model.as_deref(), Some(new_model.as_str()));
+            prop_assert_eq!(again.stream, peeked.stream);
+            prop_assert_eq!(again.include_usage, peeked.include_usage);
+
+            // A present `model` is replaced where it stands: every byte around it is kept.
+            if let Some(span) = &peeked.model_span {
+                prop_assert_eq!(&out[..span.start], &body[..span.start]);
+                prop_assert_eq!(&out[out.len() - (body.len() - span.end)..], &body[span.end..]);
+            }
+        }
     }
 }

@@ -9,9 +9,12 @@
 //! the [`RouteTarget`] extension. The body stays `Bytes` so later layers can resend it.
 //!
 //! Refusals are answered by the layer itself, as OpenAI error responses: unknown path 404
-//! "Invalid URL (METHOD path)"; wrong method 405 with `Allow`;
-//! multipart body on a JSON endpoint 400 `unsupported_content_type`; invalid JSON 400;
-//! missing `model` 400 naming it; a malformed model id 400; an unknown provider or alias
+//! "Invalid URL (METHOD path)"; wrong method 405 with `Allow`; multipart body on a JSON
+//! endpoint 400 `unsupported_content_type`; a compressed body (`Content-Encoding` other than
+//! `identity`) 400 `unsupported_content_encoding`; invalid JSON (invalid UTF-8 included) 400; a
+//! form part whose `Content-Disposition` reads two ways, or a form without parts or without its
+//! file, 400; missing `model` 400 naming it; a malformed model id 400; an unknown provider or
+//! alias
 //! 404 `model_not_found`; a model outside the caller's allow-list (the
 //! [`Principal`](crate::extensions::Principal) extension set by auth) 403 `model_not_allowed`; the
 //! requested id or the target it resolves to must be on the list. `GET /models` lists only
@@ -57,6 +60,10 @@ pub use self::service::Route;
 pub use self::table::{RouteTable, RouteTableBuilder};
 pub use crate::extensions::{Endpoint, RouteTarget};
 
+#[cfg(feature = "fuzzing")]
+pub(crate) use self::json::{peek as peek_json, rewrite_model as rewrite_json_model};
+#[cfg(feature = "fuzzing")]
+pub(crate) use self::multipart::{Form, boundary};
 pub(crate) use crate::extensions::{Accepts, Matched, match_path};
 
 /// Response body of [`Route`]: the inner service's body, or an answer it wrote (a listing, a
@@ -68,6 +75,22 @@ pub const DEFAULT_BODY_TIMEOUT: Duration = Duration::from_secs(300);
 
 /// The default request body limit of JSON endpoints: 32 MiB.
 pub const DEFAULT_BODY_LIMIT: usize = 32 * 1024 * 1024;
+
+/// Whether the body is sent as is: no `Content-Encoding`, or only `identity`. The router
+/// must read `model` from the body, so a compressed one is refused, not forwarded unread.
+fn is_identity_encoded(headers: &http::HeaderMap) -> bool {
+    headers
+        .get_all(header::CONTENT_ENCODING)
+        .iter()
+        .all(|value| {
+            value.to_str().is_ok_and(|value| {
+                value.split(',').all(|coding| {
+                    let coding = coding.trim();
+                    coding.is_empty() || coding.eq_ignore_ascii_case("identity")
+                })
+            })
+        })
+}
 
 fn declared_length(headers: &http::HeaderMap) -> Option<u64> {
     headers
@@ -254,6 +277,27 @@ mod tests {
             status(call(None, Method::POST, "/embeddings", &big).await),
             413
         );
+    }
+
+    #[tokio::test]
+    async fn compressed_bodies_are_refused_unread() {
+        let send = |encoding: &'static str| {
+            let request = Request::post("/embeddings")
+                .header(header::CONTENT_ENCODING, encoding)
+                .body(http_body_util::Full::new(Bytes::from_static(
+                    br#"{"model":"openai/x"}"#,
+                )))
+                .unwrap();
+            router(None).oneshot(request)
+        };
+        for encoding in ["gzip", "br", "identity, zstd"] {
+            let response = send(encoding).await.unwrap();
+            assert_eq!(response.status(), StatusCode::BAD_REQUEST, "{encoding}");
+            let bytes = response.into_body().collect().await.unwrap().to_bytes();
+            let json: serde_json::Value = serde_json::from_slice(&bytes).unwrap();
+            assert_eq!(json["error"]["code"], "unsupported_content_encoding");
+        }
+        assert_eq!(send("Identity").await.unwrap().status(), StatusCode::OK);
     }
 
     #[tokio::test]

@@ -118,6 +118,9 @@ where
             }
             Matched::Endpoint(_) => {}
         }
+        if !super::is_identity_encoded(request.headers()) {
+            return ResponseFuture::error(Error::unsupported_content_encoding());
+        }
         let content_type = ContentType::of(request.headers());
         match (endpoint.accepts(), content_type) {
             (Accepts::Json, ContentType::Form | ContentType::OtherMultipart) => {

@@ -63,6 +63,8 @@
 mod body;
 mod idle;
 mod injected;
+#[cfg(test)]
+mod proptests;
 mod scanner;
 mod stream;
 mod usage;
@@ -93,6 +95,9 @@ pub use self::idle::IdleBody;
 pub use self::stream::SseBody;
 use self::stream::StreamContext;
 pub use self::usage::{LogUsage, OnUsage, StreamOutcome, StreamReport, Usage};
+
+#[cfg(feature = "fuzzing")]
+pub(crate) use self::scanner::EventScanner;
 
 /// The default idle timeout: 5 minutes without a byte ends a stream.
 pub const DEFAULT_IDLE_TIMEOUT: Duration = Duration::from_secs(300);

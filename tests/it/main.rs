@@ -12,6 +12,7 @@ mod auth;
 mod chat;
 mod endpoints;
 mod errors;
+mod hardening;
 mod mounts;
 mod multipart;
 mod policy;
