@@ -385,7 +385,7 @@ impl<K, L> AiRouterBuilder<K, L> {
 
     /// At most `max` requests in flight at once (a stream counts until its last byte); past it,
     /// requests are shed at once with 503 `overloaded` and `retry-after` (see
-    /// [`in_flight`](crate::in_flight)). Default: no cap.
+    /// [`in_flight`](mod@crate::in_flight)). Default: no cap.
     pub fn max_in_flight(mut self, max: usize) -> Self {
         self.in_flight = InFlightLimitLayer::new(max);
         self
