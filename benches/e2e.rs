@@ -6,7 +6,11 @@
 //! - `bare`: client -> a minimal hyper proxy (accept, forward method, path, headers and the
 //!   streamed body to the mock with a pooled `hyper_util` legacy client, stream the answer
 //!   back; nothing else) -> mock. The floor for any proxy;
-//! - `router`: client -> the full `AiRouter` served by plain hyper -> mock.
+//! - `router`: client -> the full `AiRouter` served by plain hyper in this process -> mock;
+//! - `gateway`: client -> the shipped gateway binary (`examples/gateway`, release build), run
+//!   as its own process with a config file in the documented format: its own runtime, sockets
+//!   and logging as shipped (text access log to stderr, here `/dev/null`) -> mock;
+//! - `gateway-nolog`: the same with `access_log = "off"`.
 //!
 //! Scenarios: a non-streaming 1 KiB chat at concurrency 1 and 64, and a streaming chat
 //! (`"stream": true`, ~25 SSE chunks) at concurrency 1 (time to first body byte and total).
@@ -56,15 +60,26 @@ use common::{KIB, MOUNT, PROVIDER_KEY, ROUTER_KEY, chat_body};
 /// The longest one exchange may take before it counts as an error.
 const EXCHANGE_TIMEOUT: Duration = Duration::from_secs(10);
 
-/// The three targets, in the order each round runs them.
+/// The targets, in the order each round runs them.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 enum Target {
     Direct,
     Bare,
     Router,
+    Gateway,
+    GatewayNoLog,
 }
 
-const TARGETS: [Target; 3] = [Target::Direct, Target::Bare, Target::Router];
+const TARGETS: [Target; 5] = [
+    Target::Direct,
+    Target::Bare,
+    Target::Router,
+    Target::Gateway,
+    Target::GatewayNoLog,
+];
+
+/// The proxies compared with the bare one.
+const PROXIES: [Target; 3] = [Target::Router, Target::Gateway, Target::GatewayNoLog];
 
 impl Target {
     /// The name `E2E_TARGETS` uses.
@@ -73,6 +88,8 @@ impl Target {
             Target::Direct => "direct",
             Target::Bare => "bare",
             Target::Router => "router",
+            Target::Gateway => "gateway",
+            Target::GatewayNoLog => "gateway-nolog",
         }
     }
 
@@ -80,7 +97,9 @@ impl Target {
         match self {
             Target::Direct => "direct",
             Target::Bare => "bare proxy",
-            Target::Router => "ai-router",
+            Target::Router => "ai-router (in-process)",
+            Target::Gateway => "gateway binary",
+            Target::GatewayNoLog => "gateway binary, access log off",
         }
     }
 }
@@ -160,6 +179,18 @@ impl Shot {
                 ROUTER_KEY,
                 "mock/gpt-4o-mini",
             ),
+            Target::Gateway => (
+                addrs.gateway,
+                "/v3/router/chat/completions",
+                ROUTER_KEY,
+                "mock/gpt-4o-mini",
+            ),
+            Target::GatewayNoLog => (
+                addrs.gateway_nolog,
+                "/v3/router/chat/completions",
+                ROUTER_KEY,
+                "mock/gpt-4o-mini",
+            ),
         };
         Self {
             uri: format!("http://{addr}{path}").parse().unwrap(),
@@ -187,6 +218,8 @@ struct Addrs {
     mock: SocketAddr,
     bare: SocketAddr,
     router: SocketAddr,
+    gateway: SocketAddr,
+    gateway_nolog: SocketAddr,
 }
 
 type LoadClient = Client<HttpConnector, Full<Bytes>>;
@@ -324,6 +357,7 @@ async fn measure(
     target: Target,
     addrs: &Addrs,
     proxies: &Proxies,
+    gateways: &Gateways,
 ) -> Run {
     let shot = Arc::new(Shot::new(target, addrs, scenario.stream));
     let (_, warmup_errors, _) = load(
@@ -334,7 +368,13 @@ async fn measure(
         scenario.cap,
     )
     .await;
-    let cpu_before = cpu_time(proxies.schedstat.as_ref());
+    // The in-process proxies' thread, or the gateway process's threads.
+    let cpu = || match target {
+        Target::Gateway => common::gateway::process_cpu(gateways.logged.pid()),
+        Target::GatewayNoLog => common::gateway::process_cpu(gateways.quiet.pid()),
+        _ => cpu_time(proxies.schedstat.as_ref()),
+    };
+    let cpu_before = cpu();
     let (mut samples, errors, wall) = load(
         client,
         &shot,
@@ -343,7 +383,7 @@ async fn measure(
         scenario.cap,
     )
     .await;
-    let cpu_after = cpu_time(proxies.schedstat.as_ref());
+    let cpu_after = cpu();
     let completed = samples.len();
     let proxy_cpu_us = match (target, cpu_before, cpu_after) {
         (Target::Direct, ..) => None,
@@ -541,7 +581,7 @@ fn median(mut values: Vec<f64>) -> f64 {
 }
 
 /// `rounds[round][target]` for one scenario.
-type Rounds = Vec<[Run; 3]>;
+type Rounds = Vec<[Run; 5]>;
 
 fn med(rounds: &Rounds, target: Target, field: impl Fn(&Run) -> f64) -> f64 {
     let index = TARGETS.iter().position(|t| *t == target).unwrap_or(0);
@@ -629,30 +669,31 @@ fn report(results: &[(Scenario, Rounds)], full: bool) -> String {
     let _ = writeln!(out);
     let _ = writeln!(
         out,
-        "| scenario | router/bare p50 | router/direct p50 | router − bare p50 µs | bare − direct p50 µs | router/bare p99 | router/bare rps | router/bare proxy CPU | router − bare TTFB p50 µs |"
+        "| scenario | proxy | /bare p50 | − bare p50 µs | /bare p99 | /bare rps | /bare proxy CPU | − bare TTFB p50 µs |"
     );
-    let _ = writeln!(out, "|---|---:|---:|---:|---:|---:|---:|---:|---:|");
-    let (direct, bare, router) = (Target::Direct, Target::Bare, Target::Router);
+    let _ = writeln!(out, "|---|---|---:|---:|---:|---:|---:|---:|");
+    let bare = Target::Bare;
     for (scenario, rounds) in results {
-        let p50 = |r: &Run| r.p50_us;
-        let ttfb = if scenario.stream {
-            paired(rounds, router, bare, |r| r.ttfb_p50_us, diff)
-        } else {
-            f64::NAN
-        };
-        let _ = writeln!(
-            out,
-            "| {} | {} | {} | {} | {} | {} | {} | {} | {} |",
-            scenario.name,
-            fmt_opt(paired(rounds, router, bare, p50, ratio), 2),
-            fmt_opt(paired(rounds, router, direct, p50, ratio), 2),
-            fmt_opt(paired(rounds, router, bare, p50, diff), 1),
-            fmt_opt(paired(rounds, bare, direct, p50, diff), 1),
-            fmt_opt(paired(rounds, router, bare, |r| r.p99_us, ratio), 2),
-            fmt_opt(paired(rounds, router, bare, |r| r.rps, ratio), 2),
-            fmt_opt(paired(rounds, router, bare, cpu, ratio), 2),
-            fmt_opt(ttfb, 1),
-        );
+        for proxy in PROXIES {
+            let p50 = |r: &Run| r.p50_us;
+            let ttfb = if scenario.stream {
+                paired(rounds, proxy, bare, |r| r.ttfb_p50_us, diff)
+            } else {
+                f64::NAN
+            };
+            let _ = writeln!(
+                out,
+                "| {} | {} | {} | {} | {} | {} | {} | {} |",
+                scenario.name,
+                proxy.name(),
+                fmt_opt(paired(rounds, proxy, bare, p50, ratio), 2),
+                fmt_opt(paired(rounds, proxy, bare, p50, diff), 1),
+                fmt_opt(paired(rounds, proxy, bare, |r| r.p99_us, ratio), 2),
+                fmt_opt(paired(rounds, proxy, bare, |r| r.rps, ratio), 2),
+                fmt_opt(paired(rounds, proxy, bare, cpu, ratio), 2),
+                fmt_opt(ttfb, 1),
+            );
+        }
     }
     let _ = writeln!(out);
     if !full {
@@ -668,38 +709,54 @@ fn report(results: &[(Scenario, Rounds)], full: bool) -> String {
             .find(|(s, _)| s.concurrency == concurrency && s.stream == stream)
             .map(|(_, rounds)| rounds)
     };
+    let (gateway, quiet) = (Target::Gateway, Target::GatewayNoLog);
     if let Some(rounds) = find(1, false) {
-        let bare_over_direct = paired(rounds, bare, direct, |r| r.p50_us, diff);
+        let bare_over_direct = paired(rounds, bare, Target::Direct, |r| r.p50_us, diff);
         let _ = writeln!(
             out,
-            "target  bare proxy over direct ~100 µs p50 (c=1): measured {bare_over_direct:.1} µs"
+            "measured  bare proxy over direct p50 (c=1): {bare_over_direct:.1} µs"
         );
-        let over = paired(rounds, router, bare, |r| r.p50_us, diff);
+        let over = paired(rounds, gateway, bare, |r| r.p50_us, diff);
         let _ = writeln!(
             out,
-            "target  router over bare <= 30 µs p50 (c=1): {}",
-            verdict(over, over <= 30.0, format!("{over:.1} µs"))
+            "target  gateway over bare <= 15 µs p50 (c=1): {}",
+            verdict(over, over <= 15.0, format!("{over:.1} µs"))
         );
     }
     if let Some(rounds) = find(64, false) {
-        let rps = paired(rounds, router, bare, |r| r.rps, ratio);
-        let cpu_ratio = paired(rounds, bare, router, cpu, ratio);
-        let _ = writeln!(
-            out,
-            "target  router rps >= 0.8x bare (c=64): {}; proxy-core capacity (1/CPU per request) router/bare {}",
-            verdict(rps, rps >= 0.8, format!("{rps:.2}x")),
-            fmt_opt(cpu_ratio, 2)
-        );
+        for (proxy, floor) in [(gateway, 0.8), (quiet, 0.9)] {
+            let rps = paired(rounds, proxy, bare, |r| r.rps, ratio);
+            let capacity = paired(rounds, bare, proxy, cpu, ratio);
+            let _ = writeln!(
+                out,
+                "target  {} rps >= {floor}x bare (c=64): {}; proxy-core capacity (1/CPU per request) /bare {}",
+                proxy.name(),
+                verdict(rps, rps >= floor, format!("{rps:.2}x")),
+                fmt_opt(capacity, 2)
+            );
+        }
     }
     if let Some(rounds) = find(1, true) {
-        let over = paired(rounds, router, bare, |r| r.ttfb_p50_us, diff);
+        let ttfb = paired(rounds, gateway, bare, |r| r.ttfb_p50_us, diff);
         let _ = writeln!(
             out,
-            "target  router TTFB over bare <= 50 µs p50 (stream): {}",
-            verdict(over, over <= 50.0, format!("{over:.1} µs"))
+            "target  gateway TTFB over bare <= 20 µs p50 (stream): {}",
+            verdict(ttfb, ttfb <= 20.0, format!("{ttfb:.1} µs"))
+        );
+        let total = paired(rounds, gateway, bare, |r| r.p50_us, diff);
+        let _ = writeln!(
+            out,
+            "target  gateway stream total over bare <= 50 µs p50: {}",
+            verdict(total, total <= 50.0, format!("{total:.1} µs"))
         );
     }
     out
+}
+
+/// The two gateway processes under test.
+struct Gateways {
+    logged: common::gateway::GatewayProcess,
+    quiet: common::gateway::GatewayProcess,
 }
 
 /// (busy ticks of the whole machine, ticks of this process) from `/proc` (Linux), to tell
@@ -751,14 +808,27 @@ async fn run(
 ) {
     let mock = MockUpstream::builder()
         .api_key(PROVIDER_KEY)
+        .keep_requests(0)
         .start()
         .await
         .unwrap();
     let proxies = Proxies::start(mock.addr(), mock.base_url(), proxy_core).await;
+    let binary = common::gateway::build(full).unwrap_or_else(|e| panic!("{e}"));
+    let cpu = proxy_core.map(|core| core.id);
+    let start = |log| {
+        common::gateway::GatewayProcess::start(&binary, &mock.base_url(), log, cpu)
+            .unwrap_or_else(|e| panic!("{e}"))
+    };
+    let gateways = Gateways {
+        logged: start("text"),
+        quiet: start("off"),
+    };
     let addrs = Addrs {
         mock: mock.addr(),
         bare: proxies.bare,
         router: proxies.router,
+        gateway: gateways.logged.addr,
+        gateway_nolog: gateways.quiet.addr,
     };
     println!(
         "e2e: {machine}; pinning: load generator + mock {}, proxies {}; {rounds} round(s)",
@@ -789,22 +859,22 @@ async fn run(
     for scenario in scenarios(full) {
         let mut all: Rounds = Vec::with_capacity(rounds);
         for round in 0..rounds {
-            let mut runs = [Run::SKIPPED; 3];
+            let mut runs = [Run::SKIPPED; 5];
             for (i, target) in TARGETS.into_iter().enumerate() {
                 if selected.contains(&target) {
-                    runs[i] = measure(&client, &scenario, target, &addrs, &proxies).await;
+                    runs[i] =
+                        measure(&client, &scenario, target, &addrs, &proxies, &gateways).await;
                 }
             }
             println!(
-                "e2e: {} round {}/{rounds}: p50 µs direct {:.1} / bare {:.1} / router {:.1}; rps {:.0} / {:.0} / {:.0}",
+                "e2e: {} round {}/{rounds}: p50 µs direct {:.1} / bare {:.1} / router {:.1} / gateway {:.1} / no log {:.1}",
                 scenario.name,
                 round + 1,
                 runs[0].p50_us,
                 runs[1].p50_us,
                 runs[2].p50_us,
-                runs[0].rps,
-                runs[1].rps,
-                runs[2].rps,
+                runs[3].p50_us,
+                runs[4].p50_us,
             );
             all.push(runs);
         }
@@ -834,6 +904,7 @@ async fn run(
         elapsed.as_secs_f64(),
     );
     println!("{}", report(&results, full));
+    drop(gateways);
     drop(proxies);
 }
 

@@ -52,6 +52,7 @@
 
 pub mod auth;
 pub mod body;
+mod deadline;
 pub mod error;
 pub mod extensions;
 pub mod in_flight;

@@ -4,9 +4,9 @@
 //! [`SetRequestId`](crate::request_id::SetRequestId) puts a [`RequestLog`] in every request's
 //! extensions; [`Auth`](crate::auth::Auth) records the key's name, [`Route`](crate::route::Route)
 //! the endpoint and target, [`Sse`](crate::sse::Sse) a stream's usage, first byte and
-//! outcome. When the response head leaves, and again when its body has ended (or failed, or
-//! the client went away), the router's [`Observer`] gets a [`RequestSummary`]: one access log
-//! line, metrics or a usage record per request, streams included, with the real outcome.
+//! outcome. When the response body has ended (or failed, or the client went away), the
+//! router's [`Observer`] gets a [`RequestSummary`]: one access log line, metrics or a usage
+//! record per request, streams included, with the real outcome.
 //! [`LogRequests`] (a `tracing` event per request) is the default; [`AccessLog`] writes one
 //! line per request, as text or JSON, to any writer.
 //!
@@ -217,26 +217,21 @@ pub struct RequestSummary {
     pub status: Option<StatusCode>,
     /// From the request reaching the router to the response head leaving it.
     pub latency: Duration,
-    /// From the request reaching the router to the end of the response body (equal to
-    /// `latency` in [`Observer::on_response`]).
+    /// From the request reaching the router to the end of the response body.
     pub duration: Duration,
     /// For streams: from the request reaching the stream layer to the first body bytes.
     pub first_byte: Option<Duration>,
     /// The usage the answer reported, if the router saw it.
     pub usage: Option<Usage>,
-    /// How the request ended ([`Outcome::Completed`] in [`Observer::on_response`]).
+    /// How the request ended.
     pub outcome: Outcome,
 }
 
-/// Gets every request: when its response head leaves and when it is over. Implemented for
-/// closures `Fn(&RequestSummary)` (called at the end); [`LogRequests`] is the default.
+/// Gets every request when it is over: its body ended, failed, or the client went away
+/// (status, latency to the head and duration to the end, outcome, usage). Implemented for
+/// closures `Fn(&RequestSummary)`; [`LogRequests`] is the default.
 pub trait Observer: Send + Sync + 'static {
-    /// The response head is leaving; the body may still stream.
-    fn on_response(&self, summary: &RequestSummary) {
-        let _ = summary;
-    }
-
-    /// The request is over: its body ended, failed, or the client went away.
+    /// The request is over.
     fn on_end(&self, summary: &RequestSummary);
 }
 
@@ -343,9 +338,10 @@ impl<W: Write + Send + 'static> Observer for AccessLog<W> {
     }
 }
 
-/// The fields of a line, in order, borrowed from the summary.
+/// The fields of a line, in order, borrowed from the summary. `plain` says whether a text
+/// value is known to need no quoting or escaping (ids, methods, names the router made).
 struct Fields<'a> {
-    text: [(&'static str, Option<&'a str>); 8],
+    text: [(&'static str, Option<&'a str>, bool); 8],
     numbers: [(&'static str, Option<u64>); 6],
 }
 
@@ -354,14 +350,14 @@ fn fields(summary: &RequestSummary) -> Fields<'_> {
     let micros = |d: Duration| d.as_micros() as u64;
     Fields {
         text: [
-            ("id", Some(summary.id.as_str())),
-            ("method", Some(summary.method.as_str())),
-            ("path", Some(summary.uri.path())),
-            ("key", summary.key.as_deref()),
-            ("endpoint", summary.endpoint.map(Endpoint::name)),
-            ("provider", summary.provider.as_deref()),
-            ("model", summary.model.as_deref()),
-            ("outcome", Some(summary.outcome.as_str())),
+            ("id", Some(summary.id.as_str()), true),
+            ("method", Some(summary.method.as_str()), true),
+            ("path", Some(summary.uri.path()), false),
+            ("key", summary.key.as_deref(), false),
+            ("endpoint", summary.endpoint.map(Endpoint::name), true),
+            ("provider", summary.provider.as_deref(), false),
+            ("model", summary.model.as_deref(), false),
+            ("outcome", Some(summary.outcome.as_str()), true),
         ],
         numbers: [
             ("status", summary.status.map(|s| u64::from(s.as_u16()))),
@@ -375,46 +371,107 @@ fn fields(summary: &RequestSummary) -> Fields<'_> {
 }
 
 fn write_text(line: &mut Vec<u8>, now: SystemTime, summary: &RequestSummary) {
-    let _ = write!(line, "{} request", humantime::format_rfc3339_millis(now));
+    write_timestamp(line, now);
+    line.extend_from_slice(b" request");
     let fields = fields(summary);
-    for (name, value) in fields.text {
+    for (name, value, known_plain) in fields.text {
         let Some(value) = value else { continue };
-        let plain = !value.is_empty()
-            && !value
-                .bytes()
-                .any(|b| b.is_ascii_whitespace() || b.is_ascii_control() || b == b'"' || b == b'=');
+        line.push(b' ');
+        line.extend_from_slice(name.as_bytes());
+        line.push(b'=');
+        let plain = known_plain
+            || !value.is_empty()
+                && !value.bytes().any(|b| {
+                    b.is_ascii_whitespace() || b.is_ascii_control() || b == b'"' || b == b'='
+                });
         if plain {
-            let _ = write!(line, " {name}={value}");
+            line.extend_from_slice(value.as_bytes());
         } else {
-            let _ = write!(line, " {name}={value:?}");
+            write_json_string(line, value);
         }
     }
-    for (name, value) in fields.numbers {
+    write_numbers(line, &fields.numbers, b" ", b"=");
+}
+
+fn write_json(line: &mut Vec<u8>, now: SystemTime, summary: &RequestSummary) {
+    line.extend_from_slice(b"{\"ts\":\"");
+    write_timestamp(line, now);
+    line.push(b'"');
+    let fields = fields(summary);
+    for (name, value, known_plain) in fields.text {
+        let Some(value) = value else { continue };
+        line.extend_from_slice(b",\"");
+        line.extend_from_slice(name.as_bytes());
+        line.extend_from_slice(b"\":");
+        if known_plain {
+            line.push(b'"');
+            line.extend_from_slice(value.as_bytes());
+            line.push(b'"');
+        } else {
+            write_json_string(line, value);
+        }
+    }
+    write_numbers(line, &fields.numbers, b",\"", b"\":");
+    line.push(b'}');
+}
+
+/// `<before>name<between>value` for each number that is known.
+fn write_numbers(
+    line: &mut Vec<u8>,
+    numbers: &[(&str, Option<u64>)],
+    before: &[u8],
+    between: &[u8],
+) {
+    let mut digits = itoa::Buffer::new();
+    for (name, value) in numbers {
         if let Some(value) = value {
-            let _ = write!(line, " {name}={value}");
+            line.extend_from_slice(before);
+            line.extend_from_slice(name.as_bytes());
+            line.extend_from_slice(between);
+            line.extend_from_slice(digits.format(*value).as_bytes());
         }
     }
 }
 
-fn write_json(line: &mut Vec<u8>, now: SystemTime, summary: &RequestSummary) {
-    // Keys and numbers written directly, strings escaped by serde_json: no intermediate value.
-    let _ = write!(
-        line,
-        "{{\"ts\":\"{}\"",
-        humantime::format_rfc3339_millis(now)
-    );
-    let fields = fields(summary);
-    for (name, value) in fields.text {
-        let Some(value) = value else { continue };
-        let _ = write!(line, ",\"{name}\":");
+/// A JSON string (quoted, escaped); the common case, nothing to escape, is copied as is.
+fn write_json_string(line: &mut Vec<u8>, value: &str) {
+    if value.bytes().any(|b| b < 0x20 || b == b'"' || b == b'\\') {
         let _ = serde_json::to_writer(&mut *line, value);
+    } else {
+        line.push(b'"');
+        line.extend_from_slice(value.as_bytes());
+        line.push(b'"');
     }
-    for (name, value) in fields.numbers {
-        if let Some(value) = value {
-            let _ = write!(line, ",\"{name}\":{value}");
+}
+
+/// RFC 3339 UTC with milliseconds (`2026-01-01T00:00:00.000Z`). The part up to the second is
+/// formatted once per second per thread; the rest is three digits.
+fn write_timestamp(line: &mut Vec<u8>, now: SystemTime) {
+    thread_local! {
+        static SECOND: RefCell<(u64, [u8; 19])> = const { RefCell::new((u64::MAX, [b'0'; 19])) };
+    }
+    let since_epoch = now
+        .duration_since(SystemTime::UNIX_EPOCH)
+        .unwrap_or_default();
+    let (secs, millis) = (since_epoch.as_secs(), since_epoch.subsec_millis());
+    SECOND.with(|cached| {
+        let mut cached = cached.borrow_mut();
+        if cached.0 != secs {
+            let second = SystemTime::UNIX_EPOCH + Duration::from_secs(secs);
+            let text = humantime::format_rfc3339_seconds(second).to_string();
+            // `2026-01-01T00:00:00Z`: keep all but the `Z`.
+            if let Some(prefix) = text.as_bytes().get(..19) {
+                cached.1.copy_from_slice(prefix);
+                cached.0 = secs;
+            }
         }
-    }
-    line.push(b'}');
+        line.extend_from_slice(&cached.1);
+    });
+    let mut digits = itoa::Buffer::new();
+    let millis = digits.format(1000 + millis);
+    line.push(b'.');
+    line.extend_from_slice(&millis.as_bytes()[1..]);
+    line.push(b'Z');
 }
 
 #[cfg(test)]
@@ -491,6 +548,18 @@ mod tests {
         assert_eq!(json["first_byte_us"], 40);
         assert!(json["ts"].as_str().unwrap().ends_with('Z'));
         assert_eq!(text.matches("\"status\"").count(), 1);
+    }
+
+    #[test]
+    fn timestamps_are_rfc3339_with_millis() {
+        let mut line = Vec::new();
+        let at = SystemTime::UNIX_EPOCH + Duration::from_millis(1_767_225_600_042);
+        write_timestamp(&mut line, at);
+        write_timestamp(&mut line, at + Duration::from_millis(1_001));
+        assert_eq!(
+            String::from_utf8(line).unwrap(),
+            "2026-01-01T00:00:00.042Z2026-01-01T00:00:01.043Z"
+        );
     }
 
     #[test]

@@ -1,6 +1,8 @@
 //! Fixtures shared by the bench targets: keys, chat bodies, the in-memory provider and the
 //! router built in front of it. Each bench target includes this file as `mod common;`.
 
+pub(crate) mod gateway;
+
 use std::convert::Infallible;
 use std::pin::Pin;
 use std::task::{Context, Poll};

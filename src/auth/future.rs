@@ -3,7 +3,7 @@
 use std::future::Future;
 use std::pin::Pin;
 use std::task::{Context, Poll, ready};
-use std::time::{Duration, SystemTime};
+use std::time::Duration;
 
 use http::{Request, Response, header};
 use pin_project_lite::pin_project;
@@ -13,6 +13,7 @@ use tower_service::Service;
 use super::body::ResponseBody;
 use super::key_store::{ApiKeyDigest, KeyStoreError};
 use super::limit::{Admission, KeyLimiter};
+use crate::deadline::expired;
 use crate::error::Error;
 use crate::extensions::Principal;
 use crate::observe::RequestLog;
@@ -26,6 +27,11 @@ pin_project! {
     {
         #[pin]
         state: State<S, F, L, ReqBody>,
+        // The inner service's future, kept out of `state` so that moving between the small
+        // checking states never copies it.
+        #[pin]
+        called: Option<S::Future>,
+        admission: Option<Admission<L::Permit>>,
         // Armed only when the store or the limiter does not answer at once (the in-memory
         // ones always do), so a request that is admitted straight away costs no timer.
         #[pin]
@@ -54,7 +60,7 @@ pin_project! {
             request: Option<Request<ReqBody>>,
             inner: Option<S>,
         },
-        Inner { #[pin] future: S::Future, admission: Admission<L::Permit> },
+        Called,
     }
 }
 
@@ -66,6 +72,8 @@ where
     pub(super) fn refused(error: Error) -> Self {
         Self {
             state: State::Refused { error: Some(error) },
+            called: None,
+            admission: None,
             deadline: None,
             wait: Duration::ZERO,
         }
@@ -87,20 +95,12 @@ where
                 request: Some(request),
                 inner: Some(inner),
             },
+            called: None,
+            admission: None,
             deadline: None,
             wait,
         }
     }
-}
-
-/// Whether the check has run out of time: arms the deadline on the first wait.
-fn timed_out(mut deadline: Pin<&mut Option<Sleep>>, wait: Duration, cx: &mut Context<'_>) -> bool {
-    if deadline.is_none() {
-        deadline.set(Some(tokio::time::sleep(wait)));
-    }
-    deadline
-        .as_pin_mut()
-        .is_some_and(|sleep| sleep.poll(cx).is_ready())
 }
 
 impl<S, F, L, ReqBody, ResBody> Future for ResponseFuture<S, F, L, ReqBody>
@@ -129,7 +129,7 @@ where
                 } => {
                     let found = match lookup.poll(cx) {
                         Poll::Ready(found) => found,
-                        Poll::Pending if timed_out(this.deadline.as_mut(), *this.wait, cx) => {
+                        Poll::Pending if expired(this.deadline.as_mut(), *this.wait, cx) => {
                             tracing::warn!("the key store did not answer in time");
                             this.state.set(State::Refused {
                                 error: Some(Error::key_store_unavailable()),
@@ -145,7 +145,7 @@ where
                         continue;
                     };
                     let principal = match found {
-                        Ok(Some(principal)) if principal.is_expired_at(SystemTime::now()) => {
+                        Ok(Some(principal)) if principal.is_expired() => {
                             Err(Error::expired_api_key())
                         }
                         Ok(Some(principal)) => Ok(principal),
@@ -165,7 +165,6 @@ where
                             continue;
                         }
                     };
-                    tracing::Span::current().record("key", principal.name());
                     if let Some(log) = request.extensions().get::<RequestLog>() {
                         log.record_principal(&principal);
                     }
@@ -186,7 +185,7 @@ where
                 } => {
                     let admitted = match admit.poll(cx) {
                         Poll::Ready(admitted) => admitted,
-                        Poll::Pending if timed_out(this.deadline.as_mut(), *this.wait, cx) => {
+                        Poll::Pending if expired(this.deadline.as_mut(), *this.wait, cx) => {
                             tracing::warn!("the limiter did not answer in time");
                             this.state.set(State::Refused {
                                 error: Some(Error::limits_unavailable()),
@@ -205,14 +204,22 @@ where
                         Ok(admission) => {
                             // Admitted: the deadline covered the checks, not the answer.
                             this.deadline.set(None);
-                            let future = inner.call(request);
-                            this.state.set(State::Inner { future, admission });
+                            this.called.set(Some(inner.call(request)));
+                            *this.admission = Some(admission);
+                            this.state.set(State::Called);
                         }
                         Err(error) => this.state.set(State::Refused { error: Some(error) }),
                     }
                 }
-                StateProj::Inner { future, admission } => {
+                StateProj::Called => {
+                    let Some(future) = this.called.as_mut().as_pin_mut() else {
+                        this.state.set(State::Refused {
+                            error: Some(Error::internal()),
+                        });
+                        continue;
+                    };
                     let response = ready!(future.poll(cx))?;
+                    let mut admission = this.admission.take().unwrap_or_default();
                     let (mut parts, body) = response.into_parts();
                     admission.write_headers(&mut parts.headers);
                     let body = ResponseBody::inner(body, admission.take_permit());

@@ -142,6 +142,12 @@ impl Endpoint {
         }
     }
 
+    /// The endpoint's position in [`Endpoint::ALL`], for tables indexed by endpoint.
+    pub fn index(self) -> usize {
+        // Fieldless, declared in the order of `ALL` (a test checks it).
+        self as usize
+    }
+
     /// Every endpoint, for tables and tests.
     pub const ALL: [Endpoint; 14] = [
         Self::ListModels,
@@ -265,6 +271,13 @@ mod tests {
             Some(Matched::Endpoint(Endpoint::ListModels))
         );
         assert_eq!(match_path(""), None);
+    }
+
+    #[test]
+    fn indexes_follow_all() {
+        for (i, endpoint) in Endpoint::ALL.into_iter().enumerate() {
+            assert_eq!(endpoint.index(), i, "{endpoint:?}");
+        }
     }
 
     #[test]

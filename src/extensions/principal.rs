@@ -105,6 +105,11 @@ impl Principal {
         self.limits
     }
 
+    /// Whether the key has expired (the clock is read only for keys with an expiry).
+    pub fn is_expired(&self) -> bool {
+        self.expires_at.is_some_and(|at| SystemTime::now() >= at)
+    }
+
     /// Whether the key has expired at `now`.
     pub fn is_expired_at(&self, now: SystemTime) -> bool {
         self.expires_at.is_some_and(|at| now >= at)

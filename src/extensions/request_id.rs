@@ -56,6 +56,12 @@ impl RequestId {
     }
 }
 
+impl std::fmt::Display for RequestId {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
 /// SplitMix64's output function: a cheap bijective mixer, so consecutive counters give ids
 /// that look unrelated.
 fn splitmix64(x: u64) -> u64 {

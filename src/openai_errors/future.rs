@@ -31,26 +31,38 @@ pin_project! {
         B: Body,
         B::Error: Into<BoxError>,
     {
+        // `None` when the request was answered without calling the inner service.
         #[pin]
-        state: State<F, B>,
+        inner: Option<F>,
+        state: State<B>,
     }
 }
 
+/// Where the future stands. Small on purpose: the success path only moves `Done` in.
+enum State<B>
+where
+    B: Body,
+    B::Error: Into<BoxError>,
+{
+    Waiting,
+    Failed(Option<Error>),
+    // Boxed: only upstream error answers come here, and the reading state is large.
+    Reading(Pin<Box<ReadingError<B>>>),
+    Done,
+}
+
 pin_project! {
-    #[project = StateProj]
-    enum State<F, B>
+    /// An upstream error answer being read (bounded in size and time) to be classified.
+    struct ReadingError<B>
     where
         B: Body,
         B::Error: Into<BoxError>,
     {
-        Inner { #[pin] future: F },
-        Failed { error: Option<Error> },
-        ReadingError {
-            #[pin] collect: Collect<Limited<B>>,
-            #[pin] deadline: Sleep,
-            parts: Option<http::response::Parts>,
-        },
-        Done,
+        #[pin]
+        collect: Collect<Limited<B>>,
+        #[pin]
+        deadline: Sleep,
+        parts: Option<http::response::Parts>,
     }
 }
 
@@ -61,13 +73,15 @@ where
 {
     pub(super) fn new(future: F) -> Self {
         Self {
-            state: State::Inner { future },
+            inner: Some(future),
+            state: State::Waiting,
         }
     }
 
     pub(super) fn failed(error: Error) -> Self {
         Self {
-            state: State::Failed { error: Some(error) },
+            inner: None,
+            state: State::Failed(Some(error)),
         }
     }
 }
@@ -84,75 +98,86 @@ where
     fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
         let mut this = self.project();
         loop {
-            match this.state.as_mut().project() {
-                StateProj::Inner { future } => match ready!(future.poll(cx)) {
-                    Ok(response) if !is_error(&response) || is_rendered(&response) => {
-                        this.state.set(State::Done);
-                        return Poll::Ready(Ok(response.map(ResponseBody::inner)));
+            match this.state {
+                State::Waiting => {
+                    let Some(future) = this.inner.as_mut().as_pin_mut() else {
+                        *this.state = State::Failed(Some(Error::internal()));
+                        continue;
+                    };
+                    match ready!(future.poll(cx)) {
+                        Ok(response) if !is_error(&response) || is_rendered(&response) => {
+                            *this.state = State::Done;
+                            return Poll::Ready(Ok(response.map(ResponseBody::inner)));
+                        }
+                        Ok(response) => {
+                            let (parts, body) = response.into_parts();
+                            *this.state = State::Reading(Box::pin(ReadingError {
+                                collect: Limited::new(body, ERROR_BODY_LIMIT).collect(),
+                                deadline: tokio::time::sleep(ERROR_BODY_TIMEOUT),
+                                parts: Some(parts),
+                            }));
+                        }
+                        Err(error) => {
+                            *this.state = State::Done;
+                            return Poll::Ready(Ok(own(render(error.into()))));
+                        }
                     }
-                    Ok(response) => {
-                        let (parts, body) = response.into_parts();
-                        this.state.set(State::ReadingError {
-                            collect: Limited::new(body, ERROR_BODY_LIMIT).collect(),
-                            deadline: tokio::time::sleep(ERROR_BODY_TIMEOUT),
-                            parts: Some(parts),
-                        });
-                    }
-                    Err(error) => {
-                        this.state.set(State::Done);
-                        return Poll::Ready(Ok(own(render(error.into()))));
-                    }
-                },
-                StateProj::ReadingError {
-                    collect,
-                    deadline,
-                    parts,
-                } => {
-                    let read = match collect.poll(cx) {
+                }
+                State::Reading(reading) => {
+                    let reading = reading.as_mut().project();
+                    let read = match reading.collect.poll(cx) {
                         Poll::Ready(read) => Some(read),
-                        Poll::Pending if deadline.poll(cx).is_ready() => None,
+                        Poll::Pending if reading.deadline.poll(cx).is_ready() => None,
                         Poll::Pending => return Poll::Pending,
                     };
-                    let Some(parts) = parts.take() else {
-                        // Unreachable: parts are taken once, and the state moves on below.
-                        this.state.set(State::Done);
+                    let parts = reading.parts.take();
+                    *this.state = State::Done;
+                    let Some(parts) = parts else {
+                        // Unreachable: parts are taken once, and the state moves on.
                         return Poll::Ready(Ok(own(Error::internal().into_response())));
                     };
-                    this.state.set(State::Done);
-                    let status = parts.status;
-                    let response = match read {
-                        Some(Ok(collected)) => {
-                            let body = collected.to_bytes();
-                            match classify(status, &body) {
-                                Verdict::PassThrough => with_body(parts, body),
-                                Verdict::Complete(body) => with_body(parts, body),
-                                Verdict::Replace(error) => {
-                                    log_upstream_error(status, &body);
-                                    replace(&parts.headers, error)
-                                }
-                            }
-                        }
-                        Some(Err(cause)) => {
-                            tracing::warn!(%status, %cause, "upstream error body unreadable");
-                            replace(&parts.headers, Error::upstream_status(status))
-                        }
-                        None => {
-                            tracing::warn!(%status, "upstream error body timed out");
-                            replace(&parts.headers, Error::upstream_status(status))
-                        }
-                    };
-                    return Poll::Ready(Ok(own(response)));
+                    return Poll::Ready(Ok(own(classified(parts, read))));
                 }
-                StateProj::Failed { error } => {
+                State::Failed(error) => {
                     let error = error.take().unwrap_or_else(Error::internal);
-                    this.state.set(State::Done);
+                    *this.state = State::Done;
                     return Poll::Ready(Ok(own(render(error.into()))));
                 }
-                StateProj::Done => {
+                State::Done => {
                     // Polled after completion: answer rather than panic.
                     return Poll::Ready(Ok(own(Error::internal().into_response())));
                 }
             }
+        }
+    }
+}
+
+/// The answer for an upstream error whose body was read (`Some`) or timed out (`None`).
+fn classified<E: Into<BoxError>>(
+    parts: http::response::Parts,
+    read: Option<Result<http_body_util::Collected<Bytes>, E>>,
+) -> Response<Full> {
+    let status = parts.status;
+    match read {
+        Some(Ok(collected)) => {
+            let body = collected.to_bytes();
+            match classify(status, &body) {
+                Verdict::PassThrough => with_body(parts, body),
+                Verdict::Complete(body) => with_body(parts, body),
+                Verdict::Replace(error) => {
+                    log_upstream_error(status, &body);
+                    replace(&parts.headers, error)
+                }
+            }
+        }
+        Some(Err(cause)) => {
+            let cause: BoxError = cause.into();
+            tracing::warn!(%status, %cause, "upstream error body unreadable");
+            replace(&parts.headers, Error::upstream_status(status))
+        }
+        None => {
+            tracing::warn!(%status, "upstream error body timed out");
+            replace(&parts.headers, Error::upstream_status(status))
         }
     }
 }

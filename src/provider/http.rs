@@ -208,12 +208,11 @@ struct Settings {
     authority: Authority,
     /// The base URL's path without a trailing `/`, e.g. `/openai/v1`.
     base_path: String,
-    base_query: Option<String>,
     credential: Credential,
     headers: HeaderMap,
     timeout: Duration,
-    /// Endpoint paths that differ from OpenAI's (e.g. rerank at `/v2/rerank`).
-    paths: HashMap<Endpoint, String>,
+    /// The upstream URL of every endpoint, made once (indexed by [`Endpoint::index`]).
+    uris: Vec<Uri>,
 }
 
 impl HttpProvider {
@@ -231,30 +230,6 @@ impl HttpProvider {
         }
     }
 
-    /// The upstream URL for an endpoint path: the base URL's path and query, never the
-    /// client's query (a client must not set or override, say, Azure's `api-version`).
-    fn upstream_uri(&self, path: &str) -> Result<Uri, Error> {
-        let settings = &self.settings;
-        let query = settings.base_query.as_deref().filter(|q| !q.is_empty());
-        let mut path_and_query = String::with_capacity(
-            settings.base_path.len() + path.len() + query.map_or(0, str::len) + 1,
-        );
-        path_and_query.push_str(&settings.base_path);
-        path_and_query.push_str(path);
-        if let Some(query) = query {
-            path_and_query.push('?');
-            path_and_query.push_str(query);
-        }
-        let path_and_query =
-            PathAndQuery::try_from(path_and_query).map_err(|e| Error::internal().with_source(e))?;
-        Uri::builder()
-            .scheme(settings.scheme.clone())
-            .authority(settings.authority.clone())
-            .path_and_query(path_and_query)
-            .build()
-            .map_err(|e| Error::internal().with_source(e))
-    }
-
     fn prepare(&self, request: Request<Bytes>) -> Result<Request<Full<Bytes>>, Error> {
         let settings = &self.settings;
         let credential = match &settings.credential {
@@ -267,11 +242,11 @@ impl HttpProvider {
             .get::<RouteTarget>()
             .map(RouteTarget::endpoint)
             .ok_or_else(Error::internal)?;
-        let path = settings
-            .paths
-            .get(&endpoint)
-            .map_or(endpoint.upstream_path(), String::as_str);
-        parts.uri = self.upstream_uri(path)?;
+        parts.uri = settings
+            .uris
+            .get(endpoint.index())
+            .cloned()
+            .ok_or_else(Error::internal)?;
         // The upstream connection is ours: HTTP/1.1 or HTTP/2 as negotiated, not the client's.
         parts.version = http::Version::HTTP_11;
         headers::to_upstream(&mut parts.headers);
@@ -493,6 +468,17 @@ impl HttpProviderBuilder {
                 BuildError::new(format!("endpoint path `{path}` is not a valid path"))
             })?;
         }
+        let uris = Endpoint::ALL
+            .into_iter()
+            .map(|endpoint| {
+                let path = self
+                    .paths
+                    .get(&endpoint)
+                    .map_or(endpoint.upstream_path(), String::as_str);
+                upstream_uri(&scheme, &authority, &base_path, base_query.as_deref(), path)
+                    .map_err(|_| BuildError::new(format!("base_url `{shown}` is not a valid URL")))
+            })
+            .collect::<Result<Vec<Uri>, BuildError>>()?;
         let mut headers = HeaderMap::new();
         for (name, value) in self.headers {
             let header_name = HeaderName::try_from(name.as_str())
@@ -510,15 +496,39 @@ impl HttpProviderBuilder {
                 scheme,
                 authority,
                 base_path,
-                base_query,
                 credential,
                 headers,
                 timeout: self.timeout,
-                paths: self.paths,
+                uris,
             }),
             client,
         })
     }
+}
+
+/// The upstream URL for an endpoint path: the base URL's path and query, never the client's
+/// query (a client must not set or override, say, Azure's `api-version`).
+fn upstream_uri(
+    scheme: &Scheme,
+    authority: &Authority,
+    base_path: &str,
+    base_query: Option<&str>,
+    path: &str,
+) -> Result<Uri, http::Error> {
+    let query = base_query.filter(|q| !q.is_empty());
+    let mut path_and_query =
+        String::with_capacity(base_path.len() + path.len() + query.map_or(0, str::len) + 1);
+    path_and_query.push_str(base_path);
+    path_and_query.push_str(path);
+    if let Some(query) = query {
+        path_and_query.push('?');
+        path_and_query.push_str(query);
+    }
+    Uri::builder()
+        .scheme(scheme.clone())
+        .authority(authority.clone())
+        .path_and_query(path_and_query)
+        .build()
 }
 
 /// `url` up to its query: what may be shown in logs and messages.

@@ -90,15 +90,6 @@ where
         parts
             .headers
             .insert(X_REQUEST_ID, observation.head.id.header_value().clone());
-        let end = End {
-            status: Some(parts.status),
-            latency,
-            duration: latency,
-            outcome: Outcome::Completed,
-        };
-        observation
-            .observer
-            .on_response(&observation.log.summary(&observation.head, end));
         let body = ResponseBody::new(
             body,
             this.span.clone(),

@@ -2,16 +2,16 @@
 //!
 //! [`SetRequestId`] keeps a well-formed incoming `x-request-id` or makes a new one, stores it
 //! as the [`RequestId`] request extension, echoes it on every response, and runs the request
-//! inside one `request` span (fields `id`, and `key`, which auth records), which its
-//! [`ResponseBody`] carries on: a line logged while a stream is sent still names its
-//! request. The span never carries headers, bodies or keys.
+//! inside one `request` span (field `id`), which its [`ResponseBody`] carries on: a line
+//! logged while a stream is sent still names its request, and the request's own line (from
+//! the observer) has the rest, key name included. The span never carries headers, bodies or
+//! keys.
 //!
 //! It also puts a [`RequestLog`] in the extensions, which the layers below fill in (key name,
 //! endpoint, target, a stream's usage and outcome), and hands a
 //! [`RequestSummary`](crate::observe::RequestSummary) to the router's
-//! [`Observer`] when the response head leaves and when its body ends, fails or is dropped by
-//! the client: one line, metric or usage record per request, with the real outcome of a
-//! stream. [`LogRequests`] (a `tracing` event) is the default.
+//! [`Observer`] when the response body ends, fails or is dropped by the client: one line,
+//! metric or usage record per request, with the real outcome of a stream. [`LogRequests`] (a `tracing` event) is the default.
 //!
 //! # Example
 //! ```
@@ -158,7 +158,7 @@ where
             .get(X_REQUEST_ID)
             .and_then(RequestId::from_incoming)
             .unwrap_or_else(RequestId::generate);
-        let span = tracing::info_span!("request", id = id.as_str(), key = tracing::field::Empty);
+        let span = tracing::info_span!("request", id = %id);
         let log = RequestLog::new();
         let head = RequestHead {
             id: id.clone(),

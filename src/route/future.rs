@@ -19,6 +19,7 @@ use super::multipart::{self, Form};
 use super::table::check_model_id;
 use super::{ResponseBody, json, json_response};
 use crate::body::Full;
+use crate::deadline::expired;
 use crate::error::{BoxError, Error};
 use crate::extensions::{Endpoint, Principal};
 use crate::media::ContentType;
@@ -34,6 +35,10 @@ pin_project! {
     {
         #[pin]
         state: State<S, ReqBody>,
+        // The inner service's future, kept out of `state`: leaving the (large) reading state
+        // then copies nothing of it.
+        #[pin]
+        called: Option<S::Future>,
     }
 }
 
@@ -48,14 +53,15 @@ pin_project! {
         Answer { response: Option<Response<Full>> },
         Reading {
             #[pin] collect: Collect<Limited<ReqBody>>,
-            #[pin] deadline: Sleep,
+            // Armed only if the body is not all there on the first poll.
+            #[pin] deadline: Option<Sleep>,
             parts: Option<http::request::Parts>,
             endpoint: Endpoint,
             content_type: ContentType,
             inner: Option<S>,
             settings: Arc<Settings>,
         },
-        Calling { #[pin] future: S::Future },
+        Calling,
     }
 }
 
@@ -70,6 +76,7 @@ where
             state: State::Answer {
                 response: Some(response),
             },
+            called: None,
         }
     }
 
@@ -94,13 +101,14 @@ where
         Self {
             state: State::Reading {
                 collect: Limited::new(body, settings.body_limit(endpoint)).collect(),
-                deadline: tokio::time::sleep(settings.body_timeout),
+                deadline: None,
                 parts: Some(parts),
                 endpoint,
                 content_type,
                 inner: Some(inner),
                 settings,
             },
+            called: None,
         }
     }
 }
@@ -134,7 +142,7 @@ where
                 } => {
                     let read = match collect.poll(cx) {
                         Poll::Ready(read) => read,
-                        Poll::Pending if deadline.poll(cx).is_ready() => {
+                        Poll::Pending if expired(deadline, settings.body_timeout, cx) => {
                             this.state.set(Self::error(Error::body_timeout()).state);
                             continue;
                         }
@@ -152,13 +160,17 @@ where
                         });
                     match prepared {
                         Ok(request) => {
-                            let future = inner.call(request);
-                            this.state.set(State::Calling { future });
+                            this.called.set(Some(inner.call(request)));
+                            this.state.set(State::Calling);
                         }
                         Err(error) => this.state.set(Self::error(error).state),
                     }
                 }
-                StateProj::Calling { future } => {
+                StateProj::Calling => {
+                    let Some(future) = this.called.as_mut().as_pin_mut() else {
+                        this.state.set(Self::error(Error::internal()).state);
+                        continue;
+                    };
                     let response = ready!(future.poll(cx))?;
                     return Poll::Ready(Ok(response.map(ResponseBody::inner)));
                 }
