@@ -761,7 +761,7 @@ struct Gateways {
 
 /// (busy ticks of the whole machine, ticks of this process) from `/proc` (Linux), to tell
 /// how much CPU other processes took during the run.
-fn cpu_ticks() -> Option<(u64, u64, usize)> {
+fn cpu_ticks(children: &[u32]) -> Option<(u64, u64, usize)> {
     let stat = std::fs::read_to_string("/proc/stat").ok()?;
     let cpus = stat
         .lines()
@@ -776,9 +776,13 @@ fn cpu_ticks() -> Option<(u64, u64, usize)> {
         .collect();
     // user nice system idle iowait irq softirq steal ...
     let busy = ticks.iter().take(8).sum::<u64>() - ticks.get(3)? - ticks.get(4)?;
-    let own = std::fs::read_to_string("/proc/self/stat").ok()?;
-    let fields: Vec<&str> = own.rsplit_once(')')?.1.split_whitespace().collect();
-    let own = fields.get(11)?.parse::<u64>().ok()? + fields.get(12)?.parse::<u64>().ok()?;
+    // This process and the gateway processes it started are the run itself.
+    let mut own = 0;
+    for pid in std::iter::once("self".to_owned()).chain(children.iter().map(u32::to_string)) {
+        let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+        let fields: Vec<&str> = stat.rsplit_once(')')?.1.split_whitespace().collect();
+        own += fields.get(11)?.parse::<u64>().ok()? + fields.get(12)?.parse::<u64>().ok()?;
+    }
     Some((busy, own, cpus))
 }
 
@@ -853,7 +857,8 @@ async fn run(
         .ok()
         .and_then(|l| l.split_whitespace().next().map(str::to_owned))
         .unwrap_or_else(|| "-".to_owned());
-    let ticks_before = cpu_ticks();
+    let children = [gateways.logged.pid(), gateways.quiet.pid()];
+    let ticks_before = cpu_ticks(&children);
     let started = Instant::now();
     let mut results = Vec::new();
     for scenario in scenarios(full) {
@@ -886,7 +891,7 @@ async fn run(
         .map(|run| run.completed)
         .sum();
     let elapsed = started.elapsed();
-    let others = match (ticks_before, cpu_ticks()) {
+    let others = match (ticks_before, cpu_ticks(&children)) {
         (Some((busy0, own0, _)), Some((busy1, own1, cpus))) => {
             let cpus = cpus.max(1) as f64;
             // Ticks are 1/100 s on Linux.

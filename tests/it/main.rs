@@ -16,4 +16,5 @@ mod hardening;
 mod mounts;
 mod multipart;
 mod policy;
+mod standalone;
 mod streaming;

@@ -1,8 +1,10 @@
 //! Per-key policy over TCP: model allow-lists, expiry, requests per minute, concurrency.
 
+use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, SystemTime};
 
-use ai_router::auth::{MemoryKeyStore, Principal};
+use ai_router::auth::{Admission, ApiKeyDigest, KeyLimiter, MemoryKeyStore, Principal};
 use ai_router::provider::HttpProvider;
 use async_openai::types::chat::{
     ChatCompletionRequestUserMessageArgs, CreateChatCompletionRequest,
@@ -237,4 +239,74 @@ async fn a_concurrency_limit_counts_a_stream_until_its_body_ends() {
     assert!(String::from_utf8_lossy(&rest.unwrap().to_bytes()).contains("data: [DONE]"));
     let after = post_chat(&harness, ONE_KEY, "mock/gpt-4o-mini").await;
     assert_eq!(after.status, 200, "{}", after.text());
+}
+
+/// A limiter of the embedder's own (a stand-in for a shared store): it admits the first two
+/// requests and holds a slot of its own type for each until the answer has been sent.
+#[derive(Clone, Default)]
+struct FirstTwo {
+    asked: Arc<AtomicUsize>,
+    held: Arc<AtomicUsize>,
+}
+
+/// The permit: counts itself out when dropped.
+struct Slot(Arc<AtomicUsize>);
+
+impl Drop for Slot {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, Ordering::SeqCst);
+    }
+}
+
+impl KeyLimiter for FirstTwo {
+    type Permit = Slot;
+    type Future = std::future::Ready<Result<Admission<Slot>, ai_router::Error>>;
+
+    fn admit(&self, _key: &ApiKeyDigest, principal: &Principal) -> Self::Future {
+        assert_eq!(principal.name(), "test");
+        if self.asked.fetch_add(1, Ordering::SeqCst) >= 2 {
+            return std::future::ready(Err(ai_router::Error::rate_limited(
+                2,
+                Duration::from_secs(7),
+            )));
+        }
+        self.held.fetch_add(1, Ordering::SeqCst);
+        let slot = Slot(self.held.clone());
+        std::future::ready(Ok(Admission::unlimited()
+            .with_rate(2, 1, Duration::from_secs(30))
+            .with_permit(slot)))
+    }
+}
+
+#[tokio::test]
+async fn a_limiter_of_ones_own_plugs_into_the_builder() {
+    let upstream = crate::support::start_upstream().await;
+    let limiter = FirstTwo::default();
+    let router = crate::support::base_builder(&upstream)
+        .mount_path(crate::support::MOUNT)
+        .limiter(limiter.clone())
+        .build()
+        .unwrap();
+    let (addr, server) = crate::support::serve_service(router).await;
+    let url = format!("http://{addr}{}/chat/completions", crate::support::MOUNT);
+    let post = || {
+        Request::post(url.as_str())
+            .header("authorization", format!("Bearer {ROUTER_KEY}"))
+            .body(Full::new(Bytes::from_static(
+                br#"{"model":"mock/gpt-4o-mini","messages":[]}"#,
+            )))
+            .unwrap()
+    };
+    for _ in 0..2 {
+        let ok = send(post()).await;
+        assert_eq!(ok.status, 200);
+        assert_eq!(ok.header("x-ratelimit-limit-requests"), Some("2"));
+    }
+    // Both answers were read to the end: their slots are back.
+    assert_eq!(limiter.held.load(Ordering::SeqCst), 0);
+    let refused = send(post()).await;
+    refused.assert_error(429, Some("rate_limit_exceeded"));
+    assert_eq!(refused.header("retry-after"), Some("7"));
+    assert_eq!(upstream.request_count(), 2);
+    server.abort();
 }

@@ -1096,3 +1096,47 @@ async fn a_stream_request_answered_without_an_event_stream_is_a_502() {
     assert_eq!(plain.status, 200);
     assert_eq!(plain.body, r#"{"ok":true}"#);
 }
+
+/// What a log subscriber wrote.
+#[derive(Clone, Default)]
+struct LogLines(Arc<std::sync::Mutex<Vec<u8>>>);
+
+impl std::io::Write for LogLines {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        self.0.lock().unwrap().extend_from_slice(buf);
+        Ok(buf.len())
+    }
+
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
+}
+
+/// A warning logged while a stream is being sent (the upstream broke mid-way) is inside the
+/// request's span: it names the request id the client got.
+#[tokio::test]
+async fn a_line_logged_mid_stream_carries_the_request_id() {
+    let lines = LogLines::default();
+    let writer = lines.clone();
+    let subscriber = tracing_subscriber::fmt()
+        .with_writer(move || writer.clone())
+        .with_ansi(false)
+        .with_max_level(tracing::Level::INFO)
+        .finish();
+    // The test runtime has one thread: the router's tasks log through this subscriber.
+    let _guard = tracing::subscriber::set_default(subscriber);
+    let harness = Harness::start().await;
+    harness.upstream.script(
+        ScriptedResponse::stream([content_chunk("partial"), content_chunk(" lost")]).reset_after(1),
+    );
+    let body = stream_body("mock/gpt-4o-mini", "hi");
+    let mut raw = RawStream::post(harness.addr, "/chat/completions", body.as_bytes()).await;
+    assert_eq!(raw.read_to_end().await, End::Clean);
+    let id = raw.headers["x-request-id"].to_str().unwrap().to_owned();
+    let logged = String::from_utf8(lines.0.lock().unwrap().clone()).unwrap();
+    let line = logged
+        .lines()
+        .find(|line| line.contains("upstream stream failed mid-way"))
+        .unwrap_or_else(|| panic!("no mid-stream warning in:\n{logged}"));
+    assert!(line.contains(&format!("request{{id={id}}}")), "{line}");
+}

@@ -160,12 +160,30 @@ pub fn client_for(base_url: &str, key: &str) -> Client<OpenAIConfig> {
 
 /// Serves `router` with plain hyper on 127.0.0.1:0.
 pub async fn serve(router: AiRouter<MemoryKeyStore>) -> (SocketAddr, tokio::task::JoinHandle<()>) {
+    serve_service(router).await
+}
+
+/// Serves any tower service (a router with another key store or limiter, a layer alone) with
+/// plain hyper on 127.0.0.1:0.
+pub async fn serve_service<S, B>(service: S) -> (SocketAddr, tokio::task::JoinHandle<()>)
+where
+    S: tower::Service<
+            Request<hyper::body::Incoming>,
+            Response = http::Response<B>,
+            Error = std::convert::Infallible,
+        > + Clone
+        + Send
+        + 'static,
+    S::Future: Send + 'static,
+    B: http_body::Body<Data = Bytes> + Send + 'static,
+    B::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
+{
     let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = listener.local_addr().unwrap();
     let server = tokio::spawn(async move {
         let mut connections = tokio::task::JoinSet::new();
         while let Ok((stream, _)) = listener.accept().await {
-            let service = TowerToHyperService::new(router.clone());
+            let service = TowerToHyperService::new(service.clone());
             connections.spawn(async move {
                 let builder = hyper_util::server::conn::auto::Builder::new(TokioExecutor::new());
                 let _ = builder
