@@ -24,6 +24,7 @@
 //! ```
 
 mod body;
+mod client;
 mod headers;
 mod http;
 
@@ -45,10 +46,13 @@ use crate::error::Error;
 use crate::extensions::RouteTarget;
 
 pub use self::body::UpstreamBody;
+pub use self::client::{
+    DEFAULT_CONNECT_TIMEOUT, DEFAULT_POOL_IDLE_TIMEOUT, DEFAULT_POOL_MAX_IDLE_PER_HOST, HttpClient,
+    HttpClientBuilder,
+};
 pub use self::http::{
-    DEFAULT_CONNECT_TIMEOUT, DEFAULT_POOL_IDLE_TIMEOUT, DEFAULT_POOL_MAX_IDLE_PER_HOST,
-    DEFAULT_TIMEOUT, HttpClient, HttpClientBuilder, HttpProvider, HttpProviderBuilder,
-    ProviderAuth, ResponseFuture as HttpResponseFuture,
+    DEFAULT_TIMEOUT, HttpProvider, HttpProviderBuilder, ProviderAuth,
+    ResponseFuture as HttpResponseFuture,
 };
 
 type BoxedProvider = BoxCloneSyncService<Request<Bytes>, Response<UpstreamBody>, Error>;

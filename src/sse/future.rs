@@ -1,0 +1,86 @@
+//! Response future of [`Sse`](super::Sse).
+
+use std::future::Future;
+use std::pin::Pin;
+use std::task::{Context, Poll, ready};
+
+use bytes::Bytes;
+use http::{HeaderValue, Response, header};
+use http_body::Body;
+use pin_project_lite::pin_project;
+
+use super::body::ResponseBody;
+use super::idle::IdleBody;
+use super::stream::{SseBody, StreamContext};
+use crate::error::{BoxError, Error};
+use crate::extensions::RouteTarget;
+use crate::media::content_type_is;
+
+pin_project! {
+    /// Response future of [`Sse`](super::Sse).
+    pub struct ResponseFuture<F> {
+        #[pin]
+        inner: F,
+        context: Option<StreamContext>,
+    }
+}
+
+impl<F> ResponseFuture<F> {
+    pub(super) fn new(inner: F, context: StreamContext) -> Self {
+        Self {
+            inner,
+            context: Some(context),
+        }
+    }
+}
+
+impl<F, E, B> Future for ResponseFuture<F>
+where
+    F: Future<Output = Result<Response<B>, E>>,
+    B: Body<Data = Bytes>,
+    B::Error: Into<BoxError>,
+{
+    type Output = Result<Response<ResponseBody<B>>, E>;
+
+    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
+        let this = self.project();
+        let response = ready!(this.inner.poll(cx))?;
+        let Some(context) = this.context.take() else {
+            return Poll::Ready(Ok(response.map(ResponseBody::pass_through)));
+        };
+        // Error answers pass as they are: `OpenAiErrors` reads them (bounded).
+        if !response.status().is_success() {
+            return Poll::Ready(Ok(response.map(ResponseBody::pass_through)));
+        }
+        let is_stream = content_type_is(response.headers(), "text/event-stream");
+        let asked_for_stream = context.target.as_ref().is_some_and(RouteTarget::stream);
+        if asked_for_stream && !is_stream {
+            // An HTML page or JSON where events were asked for: the SDK would read no event
+            // and raise nothing. Refuse it before the first byte (the upstream is dropped).
+            tracing::warn!(
+                content_type = ?response.headers().get(header::CONTENT_TYPE),
+                "upstream answered a stream request with something that is not an event stream"
+            );
+            let refusal = Error::upstream_protocol().into_response();
+            return Poll::Ready(Ok(refusal.map(ResponseBody::refusal)));
+        }
+        if !is_stream {
+            // A successful JSON or audio answer still may not stall forever after its head.
+            let timeout = context.idle_timeout;
+            return Poll::Ready(Ok(
+                response.map(|body| ResponseBody::idle(IdleBody::new(body, timeout)))
+            ));
+        }
+        let (mut parts, body) = response.into_parts();
+        parts.headers.remove(header::CONTENT_LENGTH);
+        parts
+            .headers
+            .insert(header::CACHE_CONTROL, HeaderValue::from_static("no-cache"));
+        parts.headers.insert(
+            http::HeaderName::from_static("x-accel-buffering"),
+            HeaderValue::from_static("no"),
+        );
+        let body = ResponseBody::stream(SseBody::new(body, context));
+        Poll::Ready(Ok(Response::from_parts(parts, body)))
+    }
+}
