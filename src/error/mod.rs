@@ -28,6 +28,7 @@ use std::time::Duration;
 use http::StatusCode;
 
 pub(crate) use self::render::{is_rendered, render_body, write_rate_headers};
+pub(crate) use self::table::retryable_status;
 
 /// A boxed error, as Tower and hyper pass them around.
 pub type BoxError = Box<dyn std::error::Error + Send + Sync>;
@@ -47,6 +48,7 @@ enum Kind {
     InvalidJson,
     InvalidBody(&'static str),
     MissingParam(&'static str),
+    InvalidParam { param: String, message: String },
     InvalidModel,
     UnsupportedContentType { expected: &'static str },
     UnsupportedContentEncoding,
@@ -100,6 +102,15 @@ impl Error {
     /// A required parameter is missing (400, `param` names it).
     pub fn missing_param(param: &'static str) -> Self {
         Self::new(Kind::MissingParam(param))
+    }
+
+    /// A parameter has a value the router cannot use (400, `param` names it, e.g.
+    /// `retry.count` or `fallbacks[1].model`); `message` says what it must be.
+    pub fn invalid_param(param: impl Into<String>, message: impl Into<String>) -> Self {
+        Self::new(Kind::InvalidParam {
+            param: param.into(),
+            message: message.into(),
+        })
     }
 
     /// The `model` value is not a usable model id (400).

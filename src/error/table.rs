@@ -6,18 +6,18 @@ use http::StatusCode;
 use super::{Error, Kind};
 
 /// The parts of an error response, looked up once per error.
-pub(super) struct Parts {
+pub(super) struct Parts<'a> {
     pub(super) status: StatusCode,
     pub(super) kind: &'static str,
     pub(super) code: Option<&'static str>,
-    pub(super) param: Option<&'static str>,
+    pub(super) param: Option<&'a str>,
     pub(super) message: String,
     pub(super) should_retry: Option<bool>,
 }
 
 impl Error {
     /// The table: one row per kind.
-    pub(super) fn parts(&self) -> Parts {
+    pub(super) fn parts(&self) -> Parts<'_> {
         use Kind::*;
         let row = |status, kind, code, message: String| Parts {
             status,
@@ -49,6 +49,15 @@ impl Error {
                     INVALID_REQUEST,
                     None,
                     format!("you must provide a {param} parameter"),
+                )
+            },
+            InvalidParam { param, message } => Parts {
+                param: Some(param.as_str()),
+                ..row(
+                    StatusCode::BAD_REQUEST,
+                    INVALID_REQUEST,
+                    None,
+                    format!("Invalid `{param}`: {message}."),
                 )
             },
             InvalidModel => Parts {
@@ -290,5 +299,29 @@ fn upstream_public_status(status: StatusCode) -> StatusCode {
         500..=599 => StatusCode::BAD_GATEWAY,
         400..=499 => status,
         _ => StatusCode::BAD_GATEWAY,
+    }
+}
+
+/// Whether an upstream answer of `status` is worth another attempt, at another target or
+/// the same one later: 429 and 5xx (529 included) say "not now", 401 and 403 say the router's
+/// credential for that provider was refused. Never 400, 404, 413 or 422: the request itself
+/// is wrong, and another upstream would refuse it too.
+pub(crate) fn retryable_status(status: StatusCode) -> bool {
+    matches!(status.as_u16(), 401 | 403 | 429 | 500..=599)
+}
+
+impl Error {
+    /// Whether another attempt (another target, or the same one later) may succeed: the
+    /// upstream could not be reached, broke the exchange or timed out, refused the router's
+    /// credential, or its provider is not configured. The request's own faults are not.
+    pub fn is_retryable(&self) -> bool {
+        matches!(
+            self.kind,
+            Kind::UpstreamUnreachable
+                | Kind::UpstreamTimeout
+                | Kind::UpstreamProtocol
+                | Kind::ProviderAuthFailed
+                | Kind::ProviderUnavailable
+        ) || matches!(self.kind, Kind::UpstreamStatus { status } if retryable_status(status))
     }
 }

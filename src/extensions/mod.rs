@@ -9,16 +9,19 @@
 //! | [`RequestLog`](crate::observe::RequestLog) | [`SetRequestId`](crate::request_id::SetRequestId) | every layer records into it |
 //! | [`Principal`] | [`Auth`](crate::auth::Auth) | [`Route`](crate::route::Route) (allow-list), handlers |
 //! | [`RouteTarget`] | [`Route`](crate::route::Route) | [`Sse`](crate::sse::Sse), providers |
+//! | [`RoutePlan`] | [`Route`](crate::route::Route), when there is more than one way | [`Resilience`](crate::resilience::Resilience) |
 //!
 //! A leaf module: it imports no layer, so layers can depend on it without depending on each
 //! other.
 
 mod endpoint;
+mod plan;
 mod principal;
 mod request_id;
 mod target;
 
 pub use self::endpoint::Endpoint;
+pub use self::plan::{BodyForModel, MAX_RETRIES, Retry, RoutePlan};
 pub use self::principal::{KeyLimits, Principal};
 pub use self::request_id::{RequestId, X_REQUEST_ID};
 pub use self::target::RouteTarget;

@@ -2,6 +2,8 @@
 
 use std::sync::Arc;
 
+use http::HeaderValue;
+
 use super::endpoint::Endpoint;
 
 /// Where a request goes: set by [`Route`](crate::route::Route) as a request extension and read
@@ -14,6 +16,8 @@ pub struct RouteTarget {
     stream: bool,
     include_usage: Option<bool>,
     usage_injected: bool,
+    /// `provider/model` as a header value, when made cheaply ahead (see [`Self::label`]).
+    label: Option<HeaderValue>,
 }
 
 impl RouteTarget {
@@ -30,6 +34,24 @@ impl RouteTarget {
             stream: false,
             include_usage: None,
             usage_injected: false,
+            label: None,
+        }
+    }
+
+    /// Gives the target its `provider/model` label ahead (an alias's, made once; a client's
+    /// model id, taken from its body without a copy), so answering with it costs nothing.
+    #[must_use]
+    pub fn with_label(mut self, label: HeaderValue) -> Self {
+        self.label = Some(label);
+        self
+    }
+
+    /// `provider/model`, as the `x-ai-router-model` header of an answer shows it.
+    pub fn label(&self) -> HeaderValue {
+        match &self.label {
+            Some(label) => label.clone(),
+            None => HeaderValue::try_from(format!("{}/{}", self.provider, self.upstream_model))
+                .unwrap_or(HeaderValue::from_static("unknown")),
         }
     }
 

@@ -78,7 +78,7 @@ impl<W: Write + Send + 'static> Observer for AccessLog<W> {
 /// value is known to need no quoting or escaping (ids, methods, names the router made).
 struct Fields<'a> {
     text: [(&'static str, Option<&'a str>, bool); 8],
-    numbers: [(&'static str, Option<u64>); 6],
+    numbers: [(&'static str, Option<u64>); 7],
 }
 
 fn fields(summary: &RequestSummary) -> Fields<'_> {
@@ -97,6 +97,7 @@ fn fields(summary: &RequestSummary) -> Fields<'_> {
         ],
         numbers: [
             ("status", summary.status.map(|s| u64::from(s.as_u16()))),
+            ("attempts", Some(u64::from(summary.attempts))),
             ("latency_us", Some(micros(summary.latency))),
             ("duration_us", Some(micros(summary.duration))),
             ("first_byte_us", summary.first_byte.map(micros)),

@@ -98,6 +98,7 @@ struct Details {
     usage: Option<Usage>,
     first_byte: Option<Duration>,
     outcome: Option<Outcome>,
+    attempts: Option<u32>,
 }
 
 impl RequestLog {
@@ -129,6 +130,12 @@ impl RequestLog {
         });
     }
 
+    /// The request took `attempts` upstream attempts (recorded by the resilience layer when it
+    /// walked a plan; a request without one took 1 if it went upstream).
+    pub fn record_attempts(&self, attempts: u32) {
+        self.with(|d| d.attempts = Some(attempts));
+    }
+
     /// The answer's body ended: what it reported, when its first byte came, and how it ended
     /// (an upstream failure is answered with an error frame, so the body itself ends well).
     pub fn record_body(
@@ -151,6 +158,9 @@ impl RequestLog {
             .lock()
             .unwrap_or_else(PoisonError::into_inner)
             .clone();
+        let attempts = details
+            .attempts
+            .unwrap_or(u32::from(details.provider.is_some()));
         let outcome = match (end.outcome, details.outcome) {
             // The body ended well, but the stream layer saw the upstream fail behind it.
             (Outcome::Completed, Some(recorded)) => recorded,
@@ -169,6 +179,7 @@ impl RequestLog {
             duration: end.duration,
             first_byte: details.first_byte,
             usage: details.usage,
+            attempts,
             outcome,
         }
     }
@@ -225,6 +236,8 @@ pub struct RequestSummary {
     pub first_byte: Option<Duration>,
     /// The usage the answer reported, if the router saw it.
     pub usage: Option<Usage>,
+    /// Upstream attempts made (0: the router answered on its own).
+    pub attempts: u32,
     /// How the request ended.
     pub outcome: Outcome,
 }

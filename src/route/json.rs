@@ -21,6 +21,20 @@ pub(crate) struct Peeked {
     pub(crate) stream: bool,
     /// `stream_options.include_usage`, when the client sent `stream_options`.
     pub(crate) include_usage: Option<bool>,
+    /// Whether the body holds routing knobs (`fallbacks`, `retry`, ...; see `knobs`).
+    pub(crate) has_knobs: bool,
+}
+
+impl Peeked {
+    /// The bytes of the `model` string as sent, when they are its text (no escapes): a
+    /// slice of `body`, no copy.
+    pub(crate) fn model_bytes(&self, body: &Bytes) -> Option<Bytes> {
+        let span = self.model_span.clone()?;
+        let inner = span.start + 1..span.end.checked_sub(1)?;
+        let raw = body.get(inner.clone())?;
+        (!raw.contains(&b'\\') && self.model.is_some())
+            .then(|| body.slice(inner))
+    }
 }
 
 /// Why a valid JSON body is refused.
@@ -54,6 +68,19 @@ pub(crate) fn peek(body: &[u8]) -> Result<Peeked, Error> {
         // second `stream_options`.
         #[serde(default, deserialize_with = "present_include_usage")]
         stream_options: Option<bool>,
+        // The routing knobs: only whether one is there (read on their own, when they are).
+        #[serde(borrow, default, deserialize_with = "present_raw")]
+        fallbacks: Option<&'a RawValue>,
+        #[serde(borrow, default, deserialize_with = "present_raw")]
+        retry: Option<&'a RawValue>,
+        #[serde(borrow, default, deserialize_with = "present_raw")]
+        timeout: Option<&'a RawValue>,
+        #[serde(borrow, default, deserialize_with = "present_raw")]
+        load_balancer: Option<&'a RawValue>,
+        #[serde(borrow, default, deserialize_with = "present_raw")]
+        identity: Option<&'a RawValue>,
+        #[serde(borrow, default, deserialize_with = "present_raw")]
+        thread: Option<&'a RawValue>,
     }
     let fields: Fields<'_> = serde_json::from_slice(body).map_err(|error| {
         if error.is_data() {
@@ -67,12 +94,19 @@ pub(crate) fn peek(body: &[u8]) -> Result<Peeked, Error> {
     // Only a literal `true` streams; anything else is left for the upstream to judge.
     let stream = fields.stream.is_some_and(|raw| raw.get() == "true");
     let include_usage = fields.stream_options;
+    let has_knobs = fields.fallbacks.is_some()
+        || fields.retry.is_some()
+        || fields.timeout.is_some()
+        || fields.load_balancer.is_some()
+        || fields.identity.is_some()
+        || fields.thread.is_some();
     let Some(raw) = fields.model else {
         return Ok(Peeked {
             model: None,
             model_span: None,
             stream,
             include_usage,
+            has_knobs,
         });
     };
     let text = raw.get();
@@ -88,6 +122,7 @@ pub(crate) fn peek(body: &[u8]) -> Result<Peeked, Error> {
         model_span: Some(start..start + text.len()),
         stream,
         include_usage,
+        has_knobs,
     })
 }
 

@@ -2,6 +2,7 @@
 
 use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
 
 use tower_layer::Layer;
@@ -22,9 +23,16 @@ pub(super) struct Settings {
     pub(super) body_timeout: Duration,
     /// Providers asked for usage on chat streams whose client did not ask.
     pub(super) inject_usage: HashSet<Arc<str>>,
+    /// Whose turn it is for requests' own round-robin balancers; shared by every clone.
+    turn: Arc<AtomicUsize>,
 }
 
 impl Settings {
+    /// The next turn for a request's round-robin balancer.
+    pub(super) fn turn(&self) -> usize {
+        self.turn.fetch_add(1, Ordering::Relaxed)
+    }
+
     pub(super) fn body_limit(&self, endpoint: Endpoint) -> usize {
         if self.endpoint_limits.is_empty() {
             return self
@@ -58,6 +66,7 @@ impl RouteLayer {
                 mount_path: None,
                 body_timeout: DEFAULT_BODY_TIMEOUT,
                 inject_usage: HashSet::new(),
+                turn: Arc::new(AtomicUsize::new(0)),
             }),
         }
     }

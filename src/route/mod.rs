@@ -42,8 +42,11 @@
 
 mod future;
 mod json;
+mod knobs;
 mod layer;
 mod multipart;
+mod policy;
+mod prepare;
 mod service;
 mod table;
 
@@ -56,6 +59,7 @@ use crate::body::{Full, InnerOrFull};
 
 pub use self::future::ResponseFuture;
 pub use self::layer::RouteLayer;
+pub use self::policy::{AliasPolicy, Strategy};
 pub use self::service::Route;
 pub use self::table::{RouteTable, RouteTableBuilder};
 pub use crate::extensions::{Endpoint, RouteTarget};

@@ -19,7 +19,7 @@ use crate::error::Error;
 const MAX_PARTS: usize = 1000;
 
 /// One part of a form.
-#[derive(Debug)]
+#[derive(Clone, Debug)]
 struct Part {
     headers: HeaderMap,
     name: Option<String>,
@@ -27,7 +27,7 @@ struct Part {
 }
 
 /// A parsed form, in the client's part order.
-#[derive(Debug)]
+#[derive(Clone, Debug)]
 pub(crate) struct Form {
     parts: Vec<Part>,
 }
@@ -147,6 +147,19 @@ impl Form {
         self.parts
             .iter()
             .map(|p| (p.name.as_deref().unwrap_or_default(), &p.headers, &p.data))
+    }
+
+    /// The bytes of the first part called `name` (shared, no copy).
+    pub(crate) fn value(&self, name: &str) -> Option<&Bytes> {
+        self.parts
+            .iter()
+            .find(|p| p.name.as_deref() == Some(name))
+            .map(|p| &p.data)
+    }
+
+    /// The form re-encoded with `model`, leaving this one as it is (for another target).
+    pub(crate) fn encoded_with_model(&self, model: &str) -> (Bytes, HeaderValue) {
+        self.clone().encode_with_model(model)
     }
 
     /// The text of the first part called `name`.

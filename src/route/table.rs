@@ -3,19 +3,75 @@
 use std::collections::HashMap;
 use std::fmt;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{SystemTime, UNIX_EPOCH};
 
 use bytes::Bytes;
+use http::HeaderValue;
 use serde::Serialize;
 
+use super::policy::{AliasPolicy, Strategy};
 use crate::error::Error;
 use crate::extensions::{Endpoint, Principal, RouteTarget};
 
 /// A `provider/model` pair an alias points to.
-#[derive(Clone, Debug, PartialEq, Eq)]
+#[derive(Clone, Debug)]
 struct ModelRef {
     provider: Arc<str>,
     model: Arc<str>,
+    /// `provider/model`, for allow-lists.
+    id: Arc<str>,
+    /// The same as a header value, made once.
+    label: HeaderValue,
+}
+
+impl ModelRef {
+    fn target(&self, endpoint: Endpoint) -> RouteTarget {
+        RouteTarget::new(self.provider.clone(), self.model.clone(), endpoint)
+            .with_label(self.label.clone())
+    }
+}
+
+/// An alias: its targets in configured order, its policy, and whose turn it is.
+#[derive(Debug)]
+struct Alias {
+    targets: Vec<ModelRef>,
+    policy: AliasPolicy,
+    /// Cumulative weights (for [`Strategy::Weighted`]), normalised to end at 1.
+    cumulative: Vec<f64>,
+    /// The next first target (for [`Strategy::RoundRobin`]); shared by every clone.
+    turn: AtomicUsize,
+}
+
+impl Alias {
+    /// The index of the target tried first this time.
+    fn first(&self) -> usize {
+        let n = self.targets.len();
+        match self.policy.strategy {
+            Strategy::Fallback => 0,
+            Strategy::RoundRobin => self.turn.fetch_add(1, Ordering::Relaxed) % n,
+            Strategy::Weighted(_) => {
+                let draw = fastrand::f64();
+                self.cumulative
+                    .iter()
+                    .position(|&edge| draw < edge)
+                    .unwrap_or(n - 1)
+            }
+        }
+    }
+}
+
+/// What a model id resolved to, for one request.
+#[derive(Debug)]
+pub(crate) enum Resolved<'t> {
+    /// One target and nothing else to try (a `provider/model` id, or a plain one-target
+    /// alias): no plan needed.
+    One(RouteTarget),
+    /// An alias's allowed targets, in the order to try them this time, and its policy.
+    Alias {
+        targets: Vec<RouteTarget>,
+        policy: &'t AliasPolicy,
+    },
 }
 
 /// Providers, their listed models and the aliases: what model ids resolve to.
@@ -39,7 +95,7 @@ pub struct RouteTable {
     providers: HashMap<Arc<str>, Vec<Arc<str>>>,
     /// Providers that route only their listed models.
     listed_only: Vec<Arc<str>>,
-    aliases: HashMap<Arc<str>, Vec<ModelRef>>,
+    aliases: HashMap<Arc<str>, Arc<Alias>>,
     /// The `GET /models` answer, rendered once.
     catalogue: Bytes,
     created: u64,
@@ -61,16 +117,70 @@ impl RouteTable {
         self.providers.keys().map(|name| &**name)
     }
 
-    /// Resolves a model id for `endpoint`: an alias gives its first target, otherwise the id is
-    /// `provider/model` with a configured provider.
+    /// Resolves a model id for `endpoint`: an alias gives its first configured target,
+    /// otherwise the id is `provider/model` with a configured provider.
     pub fn resolve(&self, model: &str, endpoint: Endpoint) -> Result<RouteTarget, Error> {
-        if let Some(target) = self.aliases.get(model).and_then(|targets| targets.first()) {
-            return Ok(RouteTarget::new(
-                target.provider.clone(),
-                target.model.clone(),
-                endpoint,
-            ));
+        if let Some(target) = self.aliases.get(model).and_then(|a| a.targets.first()) {
+            return Ok(target.target(endpoint));
         }
+        self.resolve_direct(model, endpoint)
+    }
+
+    /// Resolves `model` for one request from `principal` (if any): the targets to try, in
+    /// order, with the alias's policy. An alias on the caller's allow-list authorises all its
+    /// targets; otherwise only the targets that are on it themselves are kept. None kept is
+    /// 403 `model_not_allowed`.
+    pub(crate) fn resolve_for(
+        &self,
+        model: &str,
+        endpoint: Endpoint,
+        principal: Option<&Principal>,
+    ) -> Result<Resolved<'_>, Error> {
+        let allowed = |id: &str| principal.is_none_or(|p| p.allows_model(id));
+        let Some(alias) = self.aliases.get(model) else {
+            let target = self.resolve_direct(model, endpoint)?;
+            if !allowed(model) {
+                return Err(Error::model_not_allowed(model));
+            }
+            return Ok(Resolved::One(target));
+        };
+        let whole = allowed(model);
+        if alias.targets.len() == 1 && alias.policy.is_plain() {
+            let only = &alias.targets[0];
+            if !whole && !allowed(&only.id) {
+                return Err(Error::model_not_allowed(model));
+            }
+            return Ok(Resolved::One(only.target(endpoint)));
+        }
+        let first = alias.first();
+        let n = alias.targets.len();
+        let order = std::iter::once(first).chain(match alias.policy.strategy {
+            // The others wrap around from the one after the first.
+            Strategy::RoundRobin => (1..n).map(|k| (first + k) % n).collect::<Vec<_>>(),
+            // The others in configured order.
+            _ => (0..n).filter(|&i| i != first).collect(),
+        });
+        let targets: Vec<RouteTarget> = order
+            .map(|i| &alias.targets[i])
+            .filter(|r| whole || allowed(&r.id))
+            .map(|r| r.target(endpoint))
+            .collect();
+        if targets.is_empty() {
+            return Err(Error::model_not_allowed(model));
+        }
+        Ok(Resolved::Alias {
+            targets,
+            policy: &alias.policy,
+        })
+    }
+
+    /// Whether `model` is an alias.
+    pub(crate) fn is_alias(&self, model: &str) -> bool {
+        self.aliases.contains_key(model)
+    }
+
+    /// Resolves a `provider/model` id.
+    fn resolve_direct(&self, model: &str, endpoint: Endpoint) -> Result<RouteTarget, Error> {
         let (provider, upstream_model) = model
             .split_once('/')
             .ok_or_else(|| Error::model_not_found(model))?;
@@ -98,18 +208,14 @@ impl RouteTable {
         }
     }
 
-    /// Whether `principal` may use model id `id`: the id itself, or what it resolves to, is on
-    /// its allow-list.
+    /// Whether `principal` may use model id `id`: the id itself is on its allow-list, or `id`
+    /// is an alias with a target that is.
     pub(crate) fn may_use(&self, principal: &Principal, id: &str) -> bool {
-        if principal.allows_model(id) {
-            return true;
-        }
-        match self.aliases.get(id).and_then(|targets| targets.first()) {
-            Some(target) => {
-                principal.allows_model(&format!("{}/{}", target.provider, target.model))
-            }
-            None => false,
-        }
+        principal.allows_model(id)
+            || self
+                .aliases
+                .get(id)
+                .is_some_and(|alias| alias.targets.iter().any(|t| principal.allows_model(&t.id)))
     }
 
     /// The `GET /models/{id}` body, when `id` is listed.
@@ -157,6 +263,7 @@ pub struct RouteTableBuilder {
     more_models: Vec<(String, Vec<String>)>,
     listed_only: Vec<String>,
     aliases: Vec<(String, Vec<String>)>,
+    policies: Vec<(String, AliasPolicy)>,
 }
 
 impl RouteTableBuilder {
@@ -195,8 +302,15 @@ impl RouteTableBuilder {
         self
     }
 
-    /// Adds an alias with its ordered `provider/model` targets (the first is used; the rest
-    /// are kept in order for fallbacks, which are not tried yet).
+    /// Sets the policy of alias `name` (added with [`alias`](Self::alias), before or after
+    /// this call): its strategy, retries and timeouts.
+    pub fn alias_policy(mut self, name: impl Into<String>, policy: AliasPolicy) -> Self {
+        self.policies.push((name.into(), policy));
+        self
+    }
+
+    /// Adds an alias with its ordered `provider/model` targets: the first is tried first, the
+    /// others in order when it fails (see [`AliasPolicy`] for other strategies).
     pub fn alias<I, M>(mut self, name: impl Into<String>, targets: I) -> Self
     where
         I: IntoIterator<Item = M>,
@@ -269,9 +383,12 @@ impl RouteTableBuilder {
                     .split_once('/')
                     .and_then(|(provider, model)| {
                         let (provider, _) = providers.get_key_value(provider)?;
+                        let label = HeaderValue::try_from(target.as_str()).ok()?;
                         (!model.is_empty() && check_model_id(model).is_ok()).then(|| ModelRef {
                             provider: provider.clone(),
                             model: model.into(),
+                            id: target.as_str().into(),
+                            label,
                         })
                     })
                     .ok_or_else(|| {
@@ -281,8 +398,14 @@ impl RouteTableBuilder {
                     })?;
                 refs.push(model_ref);
             }
+            let alias = Alias {
+                targets: refs,
+                policy: AliasPolicy::default(),
+                cumulative: Vec::new(),
+                turn: AtomicUsize::new(0),
+            };
             if aliases
-                .insert(Arc::<str>::from(name.as_str()), refs)
+                .insert(Arc::<str>::from(name.as_str()), alias)
                 .is_some()
             {
                 return Err(BuildError::new(format!(
@@ -290,6 +413,18 @@ impl RouteTableBuilder {
                 )));
             }
         }
+        for (name, policy) in self.policies {
+            let alias = aliases.get_mut(name.as_str()).ok_or_else(|| {
+                BuildError::new(format!("a policy is set for alias `{name}`, which is not configured"))
+            })?;
+            alias.cumulative = cumulative_weights(&name, &policy.strategy, alias.targets.len())?;
+            check_timeouts(&name, &policy)?;
+            alias.policy = policy;
+        }
+        let aliases: HashMap<Arc<str>, Arc<Alias>> = aliases
+            .into_iter()
+            .map(|(name, alias)| (name, Arc::new(alias)))
+            .collect();
         let created = SystemTime::now()
             .duration_since(UNIX_EPOCH)
             .map_or(0, |d| d.as_secs());
@@ -304,9 +439,53 @@ impl RouteTableBuilder {
     }
 }
 
+/// The cumulative weights of a weighted alias (normalised to end at 1), after checking them:
+/// one per target, each finite and above 0.
+fn cumulative_weights(
+    name: &str,
+    strategy: &Strategy,
+    targets: usize,
+) -> Result<Vec<f64>, crate::error::BuildError> {
+    use crate::error::BuildError;
+    let Strategy::Weighted(weights) = strategy else {
+        return Ok(Vec::new());
+    };
+    if weights.len() != targets {
+        return Err(BuildError::new(format!(
+            "alias `{name}`: {} weights for {targets} targets (give one per target)",
+            weights.len()
+        )));
+    }
+    if weights.iter().any(|w| !w.is_finite() || *w <= 0.0) {
+        return Err(BuildError::new(format!(
+            "alias `{name}`: weights must be numbers above 0"
+        )));
+    }
+    let total: f64 = weights.iter().sum();
+    let mut edge = 0.0;
+    Ok(weights
+        .iter()
+        .map(|w| {
+            edge += w / total;
+            edge
+        })
+        .collect())
+}
+
+/// Timeouts of zero would fail every attempt.
+fn check_timeouts(name: &str, policy: &AliasPolicy) -> Result<(), crate::error::BuildError> {
+    let zero = |t: Option<std::time::Duration>| t.is_some_and(|t| t.is_zero());
+    if zero(policy.timeout) || zero(policy.first_byte_timeout) {
+        return Err(crate::error::BuildError::new(format!(
+            "alias `{name}`: timeouts must be longer than zero"
+        )));
+    }
+    Ok(())
+}
+
 fn render_catalogue(
     providers: &HashMap<Arc<str>, Vec<Arc<str>>>,
-    aliases: &HashMap<Arc<str>, Vec<ModelRef>>,
+    aliases: &HashMap<Arc<str>, Arc<Alias>>,
     created: u64,
     keep: impl Fn(&str) -> bool,
 ) -> Bytes {

@@ -17,7 +17,8 @@ use crate::observe::Observer;
 use crate::openai_errors::OpenAiErrorsLayer;
 use crate::provider::{Providers, UpstreamBody};
 use crate::request_id::SetRequestIdLayer;
-use crate::route::{RouteLayer, RouteTable, RouteTableBuilder};
+use crate::resilience::{Cooldown, ResilienceLayer};
+use crate::route::{AliasPolicy, RouteLayer, RouteTable, RouteTableBuilder};
 use crate::sse::{OnUsage, SseLayer, StreamSettings};
 
 /// Builds an [`AiRouter`]; `K` is the key store once [`keys`](AiRouterBuilder::keys) is set,
@@ -39,6 +40,7 @@ pub struct AiRouterBuilder<K, L = InProcessLimiter> {
     streams: SseLayer,
     observe: SetRequestIdLayer,
     in_flight: InFlightLimitLayer,
+    resilience: ResilienceLayer,
 }
 
 impl AiRouterBuilder<(), InProcessLimiter> {
@@ -58,6 +60,7 @@ impl AiRouterBuilder<(), InProcessLimiter> {
             streams: SseLayer::new(),
             observe: SetRequestIdLayer::new(),
             in_flight: InFlightLimitLayer::unlimited(),
+            resilience: ResilienceLayer::new(),
         }
     }
 }
@@ -80,6 +83,7 @@ impl<K, L> AiRouterBuilder<K, L> {
             streams: self.streams,
             observe: self.observe,
             in_flight: self.in_flight,
+            resilience: self.resilience,
         }
     }
 
@@ -101,6 +105,7 @@ impl<K, L> AiRouterBuilder<K, L> {
             streams: self.streams,
             observe: self.observe,
             in_flight: self.in_flight,
+            resilience: self.resilience,
         }
     }
 
@@ -200,6 +205,21 @@ impl<K, L> AiRouterBuilder<K, L> {
         self
     }
 
+    /// The policy of alias `name`: how its targets are ordered (fallback, weighted, round
+    /// robin), retries of each, timeouts per attempt and to a stream's first event.
+    pub fn alias_policy(mut self, name: impl Into<String>, policy: AliasPolicy) -> Self {
+        self.table = self.table.alias_policy(name, policy);
+        self
+    }
+
+    /// Cools down the targets of provider `name` that keep failing: skipped for a while after
+    /// `cooldown.failures` failures in a row, or for a 429's `retry-after` (see
+    /// [`resilience`](crate::resilience)). Default: no cooldown.
+    pub fn cooldown(mut self, name: impl Into<String>, cooldown: Cooldown) -> Self {
+        self.resilience = self.resilience.cooldown(name.into(), cooldown);
+        self
+    }
+
     /// At most `max` requests in flight at once (a stream counts until its last byte); past it,
     /// requests are shed at once with 503 `overloaded` and `retry-after` (see
     /// [`in_flight`](mod@crate::in_flight)). Default: no cap.
@@ -259,10 +279,11 @@ impl<K: KeyStore, L: KeyLimiter> AiRouterBuilder<K, L> {
         if let Some(deadline) = self.check_deadline {
             auth = auth.deadline(deadline);
         }
+        let resilient = self.resilience.shared().layer(self.providers);
         let stack = self.observe.layer(
             self.in_flight.layer(
                 OpenAiErrorsLayer::new()
-                    .layer(auth.layer(route.layer(self.streams.layer(self.providers)))),
+                    .layer(auth.layer(route.layer(self.streams.layer(resilient)))),
             ),
         );
         Ok(AiRouter { stack })

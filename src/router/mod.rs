@@ -10,6 +10,7 @@
 //! | [`Auth`] | adds [`Principal`]; removes `Authorization`; per-key limits | 401, 429, 503 (key store, limiter) |
 //! | [`Route`] | reads the body (bounded), adds [`RouteTarget`], rewrites `model`, enforces the allow-list | `GET /models`, 400, 403, 404, 405, 408, 413 |
 //! | [`Sse`] | reads `RouteTarget`; wraps event streams (pass-through, usage, idle timeout, error frame) | 502 (a stream request answered without a stream) |
+//! | [`Resilience`] | reads `RouteTarget`, `RoutePlan`; walks the plan: fallbacks, retries, cooldowns, before the first byte | the last failure, when every attempt fails |
 //! | [`Providers`] | reads `RouteTarget`; calls the provider's upstream | 502, 503, 504 (as errors `OpenAiErrors` renders) |
 //!
 //! Auth runs before the body is read, so a rejected request costs no buffering. The request
@@ -62,16 +63,21 @@ use crate::in_flight::{self, InFlightLimit};
 use crate::openai_errors::{self, OpenAiErrors};
 use crate::provider::{Providers, UpstreamBody};
 use crate::request_id::{self, SetRequestId};
+use crate::resilience::{self, Resilience};
 use crate::route::{self, Route};
 use crate::sse::{self, Sse};
 
-type Stack<K, L> = SetRequestId<InFlightLimit<OpenAiErrors<Auth<Route<Sse<Providers>>, K, L>>>>;
+type Stack<K, L> =
+    SetRequestId<InFlightLimit<OpenAiErrors<Auth<Route<Sse<Resilience<Providers>>>, K, L>>>>;
 
 /// The composed body, layer by layer from the outside in.
 type StackBody<P> = request_id::ResponseBody<
     in_flight::ResponseBody<
         openai_errors::ResponseBody<
-            auth::ResponseBody<route::ResponseBody<sse::ResponseBody<UpstreamBody>>, P>,
+            auth::ResponseBody<
+                route::ResponseBody<sse::ResponseBody<resilience::ResponseBody<UpstreamBody>>>,
+                P,
+            >,
         >,
     >,
 >;
@@ -166,9 +172,9 @@ where
 type StackFuture<K, L, B> = request_id::ResponseFuture<
     in_flight::ResponseFuture<
         openai_errors::ResponseFuture<
-            auth::ResponseFuture<Route<Sse<Providers>>, <K as KeyStore>::Future, L, B>,
+            auth::ResponseFuture<Route<Sse<Resilience<Providers>>>, <K as KeyStore>::Future, L, B>,
             auth::ResponseBody<
-                route::ResponseBody<sse::ResponseBody<UpstreamBody>>,
+                route::ResponseBody<sse::ResponseBody<resilience::ResponseBody<UpstreamBody>>>,
                 <L as KeyLimiter>::Permit,
             >,
         >,

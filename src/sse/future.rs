@@ -45,9 +45,15 @@ where
     fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
         let this = self.project();
         let response = ready!(this.inner.poll(cx))?;
-        let Some(context) = this.context.take() else {
+        let Some(mut context) = this.context.take() else {
             return Poll::Ready(Ok(response.map(ResponseBody::pass_through)));
         };
+        // The target that answered, when not the first one asked (a fallback): its stream is
+        // the one to read.
+        if let Some(answered) = response.extensions().get::<RouteTarget>() {
+            context.strip_injected_usage = answered.usage_injected();
+            context.target = Some(answered.clone());
+        }
         // Error answers pass as they are: `OpenAiErrors` reads them (bounded).
         if !response.status().is_success() {
             return Poll::Ready(Ok(response.map(ResponseBody::pass_through)));

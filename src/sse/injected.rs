@@ -5,9 +5,8 @@
 use std::ops::Range;
 
 use bytes::{Bytes, BytesMut};
-use serde::Deserialize;
-use serde::de::{self, MapAccess, Visitor};
-use serde_json::value::RawValue;
+
+use crate::members::{Member, members, without};
 
 /// Whether the event may hold a `"usage"` key whose value is `null` (a cheap check before the
 /// exact one in [`without_null_usage`]).
@@ -26,11 +25,17 @@ pub(super) fn may_have_null_usage(event: &[u8]) -> bool {
 /// kept; `None` when the event is not one `data:` line holding a JSON object with that member.
 pub(super) fn without_null_usage(event: &[u8]) -> Option<Bytes> {
     let data = single_data_line(event)?;
-    let removed = null_usage_member(&event[data.clone()])?;
-    let (start, end) = (data.start + removed.start, data.start + removed.end);
-    let mut out = BytesMut::with_capacity(event.len() - (end - start));
-    out.extend_from_slice(&event[..start]);
-    out.extend_from_slice(&event[end..]);
+    let json = &event[data.clone()];
+    let found = members(json, &["usage"])?;
+    let is_null_usage = |m: &Member| m.name == Some(0) && json.get(m.value.clone()) == Some(b"null");
+    if !found.iter().any(is_null_usage) {
+        return None;
+    }
+    let stripped = without(json, &found, is_null_usage)?;
+    let mut out = BytesMut::with_capacity(event.len());
+    out.extend_from_slice(&event[..data.start]);
+    out.extend_from_slice(&stripped);
+    out.extend_from_slice(&event[data.end..]);
     Some(out.freeze())
 }
 
@@ -61,91 +66,6 @@ fn single_data_line(event: &[u8]) -> Option<Range<usize>> {
         line_start = line_end + 1;
     }
     found
-}
-
-/// The span to cut from a JSON object so that its top-level `"usage": null` member goes, with
-/// one separating comma; `None` without such a member or when `json` is not an object.
-fn null_usage_member(json: &[u8]) -> Option<Range<usize>> {
-    let mut deserializer = serde_json::Deserializer::from_slice(json);
-    let members = de::Deserializer::deserialize_map(
-        &mut deserializer,
-        MemberSpans {
-            base: json.as_ptr() as usize,
-        },
-    )
-    .ok()?;
-    deserializer.end().ok()?;
-    let index = members.iter().position(|m| m.null_usage)?;
-    if index > 0 {
-        // `,"usage":null`: from the end of the previous value to the end of this one.
-        return Some(members[index - 1].value.end..members[index].value.end);
-    }
-    // The first member: from just after `{` through the comma that follows it, if any.
-    let open = json.iter().position(|&b| b == b'{')? + 1;
-    let end = members[0].value.end;
-    match members.get(1) {
-        None => Some(open..end),
-        Some(_) => {
-            let comma = end + json[end..].iter().position(|&b| b == b',')?;
-            Some(open..comma + 1)
-        }
-    }
-}
-
-/// One member of a JSON object: where its value lies, and whether it is `"usage": null`.
-struct Member {
-    value: Range<usize>,
-    null_usage: bool,
-}
-
-/// Reads an object's members as raw values, noting where each value lies in the input.
-struct MemberSpans {
-    base: usize,
-}
-
-impl<'de> Visitor<'de> for MemberSpans {
-    type Value = Vec<Member>;
-
-    fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str("a JSON object")
-    }
-
-    fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Vec<Member>, A::Error> {
-        let mut members = Vec::new();
-        while let Some(IsUsage(is_usage)) = map.next_key()? {
-            let value: &'de RawValue = map.next_value()?;
-            let text = value.get();
-            let start = (text.as_ptr() as usize)
-                .checked_sub(self.base)
-                .ok_or_else(|| de::Error::custom("value outside the input"))?;
-            members.push(Member {
-                value: start..start + text.len(),
-                null_usage: is_usage && text == "null",
-            });
-        }
-        Ok(members)
-    }
-}
-
-/// A key, read only for whether it is `usage` (escaped or not).
-struct IsUsage(bool);
-
-impl<'de> Deserialize<'de> for IsUsage {
-    fn deserialize<D: de::Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
-        struct KeyVisitor;
-        impl Visitor<'_> for KeyVisitor {
-            type Value = IsUsage;
-
-            fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-                f.write_str("a key")
-            }
-
-            fn visit_str<E: de::Error>(self, key: &str) -> Result<IsUsage, E> {
-                Ok(IsUsage(key == "usage"))
-            }
-        }
-        deserializer.deserialize_str(KeyVisitor)
-    }
 }
 
 #[cfg(test)]
