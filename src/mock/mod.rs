@@ -296,7 +296,8 @@ impl RecordedRequest {
 /// The body is a list of chunks. [`new`](Self::new) + [`body`](Self::body) send it in one
 /// frame with a `content-length`; [`stream`](Self::stream) sends each chunk as its own frame
 /// (chunked), and the pacing builders ([`chunk_delay`](Self::chunk_delay),
-/// [`gate_before`](Self::gate_before)) and abnormal ends ([`reset_after`](Self::reset_after),
+/// [`first_chunk_delay`](Self::first_chunk_delay), [`gate_before`](Self::gate_before))
+/// and abnormal ends ([`reset_after`](Self::reset_after),
 /// [`stall_after`](Self::stall_after)) apply to those chunks; with any of them the length is
 /// never announced. Chunk indices start at 0; an empty chunk sends no frame but still counts.
 ///
@@ -407,6 +408,18 @@ impl ScriptedResponse {
     #[must_use]
     pub fn chunk_delay(mut self, d: Duration) -> Self {
         self.pacing.chunk_delay = Some(d);
+        self
+    }
+
+    /// Sends the response head at once, then waits `d` before the first chunk (after any
+    /// [`gate_before`] of chunk 0 has opened). For an event stream whose first event is
+    /// late (a time-to-first-token timeout) while its status is already `200`, unlike
+    /// [`delay`](Self::delay), which holds back the head too.
+    ///
+    /// [`gate_before`]: Self::gate_before
+    #[must_use]
+    pub fn first_chunk_delay(mut self, d: Duration) -> Self {
+        self.pacing.first_chunk_delay = Some(d);
         self
     }
 

@@ -983,6 +983,70 @@ mod scripted_streams {
     }
 
     #[tokio::test]
+    async fn first_chunk_delay_sends_the_head_first() {
+        let mock = MockUpstream::start().await.unwrap();
+        // The head comes at once, however long the first chunk waits.
+        mock.script(
+            ScriptedResponse::stream(["data: 1\n\n"]).first_chunk_delay(Duration::from_secs(3600)),
+        );
+        let response = start(&mock).await;
+        assert_eq!(response.status(), StatusCode::OK);
+        assert_eq!(response.headers()["content-type"], "text/event-stream");
+        let mut body = response.into_body();
+        assert!(nothing_within(&mut body, Duration::from_millis(100)).await);
+        drop(body);
+
+        // The first chunk comes after the delay; the others are not held back by it.
+        mock.script(
+            ScriptedResponse::stream(["a", "b", "c"]).first_chunk_delay(Duration::from_millis(150)),
+        );
+        let started = Instant::now();
+        let response = start(&mock).await;
+        let mut body = response.into_body();
+        assert_eq!(next(&mut body, LONG).await.unwrap().unwrap(), "a");
+        assert!(started.elapsed() >= Duration::from_millis(150));
+        assert_eq!(next(&mut body, LONG).await.unwrap().unwrap(), "b");
+        assert_eq!(next(&mut body, LONG).await.unwrap().unwrap(), "c");
+        assert!(next(&mut body, LONG).await.unwrap().is_none());
+
+        // A plain body with a first chunk delay is paced too: its length is not announced.
+        mock.script(
+            ScriptedResponse::new(200)
+                .body("late")
+                .first_chunk_delay(Duration::from_millis(10)),
+        );
+        let answer = call_with(&client(), &mock, Method::POST, "/x", None, "").await;
+        assert!(answer.headers.get("content-length").is_none());
+        assert_eq!(answer.text(), "late");
+    }
+
+    /// The pacing itself, on the paused clock: the first chunk waits its own delay, the
+    /// others the chunk delay.
+    #[tokio::test(start_paused = true)]
+    async fn first_chunk_delay_and_chunk_delay_on_the_paused_clock() {
+        use tokio::time::Instant;
+
+        let scripted = ScriptedResponse::stream(["a", "b"])
+            .first_chunk_delay(Duration::from_secs(20))
+            .chunk_delay(Duration::from_secs(3));
+        let mut body = super::super::body::MockBody::paced(scripted.chunks, scripted.pacing);
+        let mut at = Instant::now();
+        for (chunk, waited) in [("a", 20), ("b", 3)] {
+            let frame = body.frame().await.unwrap().unwrap().into_data().unwrap();
+            assert_eq!(frame, chunk);
+            let elapsed = at.elapsed();
+            assert!(
+                elapsed >= Duration::from_secs(waited)
+                    && elapsed < Duration::from_secs(waited) + Duration::from_millis(5),
+                "{chunk}: {elapsed:?}"
+            );
+            at = Instant::now();
+        }
+        assert!(body.frame().await.is_none());
+        assert_eq!(at.elapsed(), Duration::ZERO);
+    }
+
+    #[tokio::test]
     async fn wait_connections_closed_is_bounded() {
         let mock = MockUpstream::start().await.unwrap();
         // Already reached.
