@@ -13,7 +13,8 @@
 //! answered 400, never a panic. It keeps the latest 1000 requests by default
 //! ([`MockUpstreamBuilder::keep_requests`]). Any request can instead be
 //! answered with a queued [`ScriptedResponse`] (errors, odd headers, delays,
-//! and event streams sent chunk by chunk, paced, gated, reset or stalled).
+//! a connection closed before any answer, and event streams sent chunk by
+//! chunk, paced, gated, reset or stalled).
 //!
 //! Dropping the [`MockUpstream`] stops the server and its connections.
 //!
@@ -329,6 +330,8 @@ pub struct ScriptedResponse {
     default_content_type: Option<HeaderValue>,
     delay: Option<Duration>,
     pacing: body::Pacing,
+    /// Close the connection (HTTP/2: reset the stream) instead of answering.
+    reset_before_head: bool,
 }
 
 impl ScriptedResponse {
@@ -346,7 +349,21 @@ impl ScriptedResponse {
             default_content_type: None,
             delay: None,
             pacing: body::Pacing::default(),
+            reset_before_head: false,
         }
+    }
+
+    /// No answer at all: after any [`delay`](Self::delay), the mock closes the connection
+    /// without sending a response head (HTTP/1.1; over HTTP/2 it resets the request's
+    /// stream), so the client sees a connection error, not a status. For the upstream
+    /// that drops the connection before answering, which a router may retry on another
+    /// connection or model. Anything else set on this answer is ignored.
+    #[must_use]
+    pub fn reset_before_head() -> Self {
+        // The status is never sent.
+        let mut response = Self::new(502);
+        response.reset_before_head = true;
+        response
     }
 
     /// A `200` `text/event-stream` answer whose body is sent as these chunks, one data frame
@@ -394,7 +411,8 @@ impl ScriptedResponse {
         self
     }
 
-    /// Waits this long before sending the response head.
+    /// Waits this long before sending the response head (or, for
+    /// [`reset_before_head`](Self::reset_before_head), before closing the connection).
     #[must_use]
     pub fn delay(mut self, d: Duration) -> Self {
         self.delay = Some(d);

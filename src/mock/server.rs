@@ -1,7 +1,6 @@
 //! Accept loop, per-connection serving and the request pipeline
 //! (read → record → script / auth → route).
 
-use std::convert::Infallible;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -16,7 +15,7 @@ use hyper_util::server::conn::auto;
 use tokio::net::TcpListener;
 use tokio::task::JoinSet;
 
-use super::body::MockBody;
+use super::body::{MockBody, ScriptedReset};
 use super::endpoints::{self, Reply};
 use super::{RecordedRequest, ScriptedResponse, Shared};
 
@@ -50,7 +49,7 @@ pub(super) async fn accept_loop(listener: TcpListener, shared: Arc<Shared>) {
                 let shared = Arc::clone(&shared);
                 service_fn(move |request| {
                     let shared = Arc::clone(&shared);
-                    async move { Ok::<_, Infallible>(handle(&shared, request).await) }
+                    async move { handle(&shared, request).await }
                 })
             };
             if let Err(err) = builder
@@ -64,8 +63,12 @@ pub(super) async fn accept_loop(listener: TcpListener, shared: Arc<Shared>) {
     }
 }
 
-/// Serves one request.
-async fn handle(shared: &Shared, request: Request<Incoming>) -> Response<MockBody> {
+/// Serves one request. An error (a scripted reset before the head) makes hyper drop the
+/// connection (HTTP/2: reset the stream) without answering.
+async fn handle(
+    shared: &Shared,
+    request: Request<Incoming>,
+) -> Result<Response<MockBody>, ScriptedReset> {
     let (parts, body) = request.into_parts();
 
     // Read (and record) the whole body before answering.
@@ -122,7 +125,7 @@ async fn handle(shared: &Shared, request: Request<Incoming>) -> Response<MockBod
             }
         }
     };
-    finish(reply, n)
+    Ok(finish(reply, n))
 }
 
 /// Turns an endpoint reply into a response with the standard headers.
@@ -135,10 +138,17 @@ fn finish(reply: Reply, n: u64) -> Response<MockBody> {
     response
 }
 
-/// Answers with a scripted response (after its delay).
-async fn scripted_response(scripted: ScriptedResponse, n: u64) -> Response<MockBody> {
+/// Answers with a scripted response (after its delay), or fails for a reset before the
+/// head.
+async fn scripted_response(
+    scripted: ScriptedResponse,
+    n: u64,
+) -> Result<Response<MockBody>, ScriptedReset> {
     if let Some(delay) = scripted.delay {
         tokio::time::sleep(delay).await;
+    }
+    if scripted.reset_before_head {
+        return Err(ScriptedReset);
     }
     let body = if scripted.streamed || !scripted.pacing.is_plain() {
         MockBody::paced(scripted.chunks, scripted.pacing)
@@ -154,7 +164,7 @@ async fn scripted_response(scripted: ScriptedResponse, n: u64) -> Response<MockB
     }
     // Replaces the defaults with the same names; keeps repeated values.
     headers.extend(scripted.headers);
-    response
+    Ok(response)
 }
 
 /// The headers every mock response carries.

@@ -982,6 +982,76 @@ mod scripted_streams {
         assert!(next(&mut body, LONG).await.is_err());
     }
 
+    /// The hyper error behind a client error, if any.
+    fn hyper_error(error: &hyper_util::client::legacy::Error) -> Option<&hyper::Error> {
+        let mut source = std::error::Error::source(error);
+        while let Some(error) = source {
+            if let Some(hyper) = error.downcast_ref::<hyper::Error>() {
+                return Some(hyper);
+            }
+            source = error.source();
+        }
+        None
+    }
+
+    #[tokio::test]
+    async fn reset_before_head_is_a_connection_error() {
+        let mock = MockUpstream::start().await.unwrap();
+        let client = client();
+        let request = || {
+            Request::post(format!("http://{}/v1/chat/completions", mock.addr()))
+                .body(Full::new(Bytes::from_static(b"{}")))
+                .unwrap()
+        };
+        // A first, normal exchange leaves a pooled keep-alive connection: the reset also
+        // reaches a client that reuses one.
+        let first = client.request(request()).await.unwrap();
+        assert_eq!(first.status(), StatusCode::UNAUTHORIZED);
+        first.into_body().collect().await.unwrap();
+        mock.script(ScriptedResponse::reset_before_head().delay(Duration::from_millis(50)));
+        let started = Instant::now();
+        let error = tokio::time::timeout(LONG, client.request(request()))
+            .await
+            .expect("an answer in time")
+            .expect_err("no response, only a closed connection");
+        assert!(started.elapsed() >= Duration::from_millis(50));
+        // HTTP/1.1: the connection closed while the client waited for the head.
+        let hyper = hyper_error(&error).expect("a hyper error");
+        assert!(hyper.is_incomplete_message(), "{hyper:?}");
+        assert!(mock.wait_connections_closed(1, LONG).await);
+        assert_eq!(mock.request_count(), 2);
+
+        // The next request gets a fresh connection and the normal answer.
+        let response = client.request(request()).await.unwrap();
+        assert_eq!(response.status(), StatusCode::UNAUTHORIZED);
+        assert_eq!(mock.request_count(), 3);
+    }
+
+    #[tokio::test]
+    async fn reset_before_head_over_h2_resets_the_stream() {
+        let mock = MockUpstream::start().await.unwrap();
+        mock.script(ScriptedResponse::reset_before_head());
+        let h2: Client<HttpConnector, Full<Bytes>> = Client::builder(TokioExecutor::new())
+            .http2_only(true)
+            .build_http();
+        let request = || {
+            Request::post(format!("http://{}/v1/x", mock.addr()))
+                .body(Full::new(Bytes::new()))
+                .unwrap()
+        };
+        let error = tokio::time::timeout(LONG, h2.request(request()))
+            .await
+            .expect("an answer in time")
+            .expect_err("no response, only a reset stream");
+        // HTTP/2: the stream is reset (`INTERNAL_ERROR`).
+        let hyper = hyper_error(&error).expect("a hyper error");
+        assert!(format!("{hyper:?}").contains("INTERNAL_ERROR"), "{hyper:?}");
+        // Only the stream: the connection still serves the next request.
+        let response = h2.request(request()).await.unwrap();
+        assert_eq!(response.status(), StatusCode::UNAUTHORIZED);
+        assert_eq!(mock.connections_closed(), 0);
+    }
+
     #[tokio::test]
     async fn first_chunk_delay_sends_the_head_first() {
         let mock = MockUpstream::start().await.unwrap();
