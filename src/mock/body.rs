@@ -47,6 +47,8 @@ impl std::error::Error for ScriptedReset {}
 pub(super) struct Pacing {
     /// Waited before each chunk after the first.
     pub(super) chunk_delay: Option<Duration>,
+    /// Waited before the first chunk (the head is already sent).
+    pub(super) first_chunk_delay: Option<Duration>,
     /// `(index, gate)`: chunk `index` is sent only once `gate` is notified.
     pub(super) gates: Vec<(usize, Arc<Notify>)>,
     /// Fail the body (abort the connection) after this many chunks.
@@ -59,6 +61,7 @@ impl Pacing {
     /// Whether nothing is paced and the body ends normally.
     pub(super) fn is_plain(&self) -> bool {
         self.chunk_delay.is_none()
+            && self.first_chunk_delay.is_none()
             && self.gates.is_empty()
             && self.reset_after.is_none()
             && self.stall_after.is_none()
@@ -79,6 +82,7 @@ struct Paced {
     /// The index of the next chunk to send.
     next: usize,
     chunk_delay: Option<Duration>,
+    first_chunk_delay: Option<Duration>,
     gates: Vec<(usize, Arc<Notify>)>,
     /// The abnormal end, and the chunk index it happens at (at most `chunks.len()`).
     end: Option<(usize, End)>,
@@ -116,6 +120,7 @@ impl Paced {
             chunks,
             next: 0,
             chunk_delay: pacing.chunk_delay,
+            first_chunk_delay: pacing.first_chunk_delay,
             gates: pacing.gates,
             end,
             wait: None,
@@ -125,7 +130,8 @@ impl Paced {
         }
     }
 
-    /// The wait before chunk `index`, if any: its gates in order, then the chunk delay.
+    /// The wait before chunk `index`, if any: its gates in order, then its delay (the
+    /// first chunk delay for chunk 0, the chunk delay after).
     fn wait_for(&self, index: usize) -> Option<Wait> {
         let gates: Vec<Arc<Notify>> = self
             .gates
@@ -133,7 +139,11 @@ impl Paced {
             .filter(|(at, _)| *at == index)
             .map(|(_, gate)| Arc::clone(gate))
             .collect();
-        let delay = self.chunk_delay.filter(|_| index > 0);
+        let delay = if index == 0 {
+            self.first_chunk_delay
+        } else {
+            self.chunk_delay
+        };
         if gates.is_empty() && delay.is_none() {
             return None;
         }

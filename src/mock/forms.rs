@@ -93,10 +93,7 @@ impl Form {
                 "Invalid multipart/form-data request: the Content-Type header has no boundary.",
             )
         })?;
-        let stream =
-            futures_util::stream::once(std::future::ready(Ok::<_, Infallible>(body.clone())));
-        let mut multipart = multer::Multipart::new(stream, boundary);
-        let parse = async move {
+        let parsed = parse_now(boundary, body, |mut multipart| async move {
             let mut parts = Vec::new();
             while let Some(field) = multipart.next_field().await? {
                 let name = field.name().map(str::to_owned);
@@ -113,17 +110,14 @@ impl Form {
                     data,
                 });
             }
-            Ok::<_, multer::Error>(parts)
-        };
-        // The whole body is in memory, so the parser never waits.
-        let mut parse = pin!(parse);
-        let mut cx = Context::from_waker(Waker::noop());
-        match parse.as_mut().poll(&mut cx) {
-            Poll::Ready(Ok(parts)) => Ok(Self { parts }),
-            Poll::Ready(Err(err)) => Err(endpoints::bad_request(&format!(
+            Ok(parts)
+        });
+        match parsed {
+            Some(Ok(parts)) => Ok(Self { parts }),
+            Some(Err(err)) => Err(endpoints::bad_request(&format!(
                 "Invalid multipart/form-data request: {err}."
             ))),
-            Poll::Pending => Err(endpoints::bad_request(
+            None => Err(endpoints::bad_request(
                 "Invalid multipart/form-data request: the body is incomplete.",
             )),
         }
@@ -161,7 +155,45 @@ impl Form {
     }
 }
 
-fn is_multipart(content_type: &str) -> bool {
+/// Runs `parse` over a `multer` parser of `body`, which is all in memory, so the parser
+/// never waits: `None` means it wanted more, i.e. the form is incomplete.
+fn parse_now<T, F, Fut>(
+    boundary: String,
+    body: &Bytes,
+    parse: F,
+) -> Option<Result<T, multer::Error>>
+where
+    F: FnOnce(multer::Multipart<'static>) -> Fut,
+    Fut: Future<Output = Result<T, multer::Error>>,
+{
+    let stream = futures_util::stream::once(std::future::ready(Ok::<_, Infallible>(body.clone())));
+    let mut parse = pin!(parse(multer::Multipart::new(stream, boundary)));
+    let mut cx = Context::from_waker(Waker::noop());
+    match parse.as_mut().poll(&mut cx) {
+        Poll::Ready(result) => Some(result),
+        Poll::Pending => None,
+    }
+}
+
+/// The model of a `multipart/form-data` body: the text of its first part called `model`,
+/// as the form endpoints read it. `None` if the body is not such a form, has no such part
+/// (or not as UTF-8), or breaks before it. Parts before it are skipped, not copied.
+pub(super) fn model(content_type: Option<&str>, body: &Bytes) -> Option<String> {
+    let boundary = multer::parse_boundary(content_type.filter(|ct| is_multipart(ct))?).ok()?;
+    let found = parse_now(boundary, body, |mut multipart| async move {
+        while let Some(field) = multipart.next_field().await? {
+            if field.name() == Some("model") {
+                return Ok(Some(field.bytes().await?));
+            }
+        }
+        Ok(None)
+    });
+    let data = found?.ok()??;
+    String::from_utf8(data.into()).ok()
+}
+
+/// Whether a `Content-Type` is `multipart/form-data` (any parameters).
+pub(super) fn is_multipart(content_type: &str) -> bool {
     let essence = content_type.split(';').next().unwrap_or("").trim();
     essence.eq_ignore_ascii_case("multipart/form-data")
 }

@@ -13,7 +13,15 @@
 //! answered 400, never a panic. It keeps the latest 1000 requests by default
 //! ([`MockUpstreamBuilder::keep_requests`]). Any request can instead be
 //! answered with a queued [`ScriptedResponse`] (errors, odd headers, delays,
-//! and event streams sent chunk by chunk, paced, gated, reset or stalled).
+//! a connection closed before any answer, and event streams sent chunk by
+//! chunk, paced, gated, reset or stalled).
+//!
+//! Scripts can also target one model ([`MockUpstream::script_for`]), so a test of
+//! fallbacks can fail the primary model and let the next one answer; the requests
+//! received for a model are listed and counted apart
+//! ([`MockUpstream::requests_for`], [`MockUpstream::request_count_for`]). A request's
+//! model is the top-level `"model"` string of its JSON body, or the `model` part of its
+//! `multipart/form-data` body.
 //!
 //! Dropping the [`MockUpstream`] stops the server and its connections.
 //!
@@ -34,10 +42,15 @@
 //!     Some("rate_limit_exceeded"),
 //! ));
 //!
+//! // The next request for `gpt-primary` finds its connection closed; other models
+//! // are answered as usual.
+//! upstream.script_for("gpt-primary", ScriptedResponse::reset_before_head());
+//!
 //! // ... drive traffic through the router, then inspect what the upstream saw:
 //! if let Some(request) = upstream.last_request() {
 //!     assert_eq!(request.header("authorization"), Some("Bearer sk-test"));
 //! }
+//! println!("{} request(s) for gpt-primary", upstream.request_count_for("gpt-primary"));
 //! # Ok(())
 //! # }
 //! ```
@@ -49,7 +62,7 @@ mod server;
 #[cfg(test)]
 mod tests;
 
-use std::collections::VecDeque;
+use std::collections::{HashMap, VecDeque};
 use std::fmt;
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
@@ -58,6 +71,7 @@ use std::time::Duration;
 use bytes::Bytes;
 use http::header::{CONTENT_TYPE, HeaderName, HeaderValue};
 use http::{HeaderMap, Method, StatusCode};
+use sha2::{Digest, Sha256};
 
 /// The API key the mock expects unless [`MockUpstreamBuilder::api_key`] says otherwise.
 const DEFAULT_API_KEY: &str = "sk-mock-upstream";
@@ -107,12 +121,36 @@ impl MockUpstream {
     /// The requests received so far, in arrival order (including rejected and scripted
     /// ones): the last [`keep_requests`](MockUpstreamBuilder::keep_requests) of them.
     pub fn requests(&self) -> Vec<RecordedRequest> {
-        self.shared.recorded().kept.iter().cloned().collect()
+        let recorded = self.shared.recorded();
+        recorded
+            .kept
+            .iter()
+            .map(|kept| kept.request.clone())
+            .collect()
+    }
+
+    /// The kept requests for `model` (see [`script_for`](Self::script_for) for how a
+    /// request's model is read), in arrival order: the ones among
+    /// [`requests`](Self::requests) that named this model. For asserting which upstream
+    /// model a router tried, and with what.
+    pub fn requests_for(&self, model: &str) -> Vec<RecordedRequest> {
+        let key = ModelKey::of(model);
+        let recorded = self.shared.recorded();
+        recorded
+            .kept
+            .iter()
+            .filter(|kept| kept.model == Some(key))
+            .map(|kept| kept.request.clone())
+            .collect()
     }
 
     /// The most recently received request, if it is kept.
     pub fn last_request(&self) -> Option<RecordedRequest> {
-        self.shared.recorded().kept.back().cloned()
+        self.shared
+            .recorded()
+            .kept
+            .back()
+            .map(|kept| kept.request.clone())
     }
 
     /// How many requests have been received so far (kept or not).
@@ -120,11 +158,46 @@ impl MockUpstream {
         self.shared.recorded().count
     }
 
+    /// How many requests for `model` have been received so far (kept or not; see
+    /// [`script_for`](Self::script_for) for how a request's model is read). For asserting
+    /// how many times a router tried an upstream model, retries included.
+    ///
+    /// The counts are bounded: once 10,000 distinct models have been seen, requests for
+    /// models not seen before are no longer counted apart (this returns 0 for them), so
+    /// clients sending ever-new model names cannot grow the mock's memory without bound.
+    /// They are still counted by [`request_count`](Self::request_count).
+    pub fn request_count_for(&self, model: &str) -> usize {
+        let recorded = self.shared.recorded();
+        recorded
+            .per_model
+            .get(&ModelKey::of(model))
+            .copied()
+            .unwrap_or(0)
+    }
+
     /// Queues a response (FIFO): the next request, whatever its path, gets
     /// it instead of the normal answer. The request is still recorded, and
     /// the credential is not checked for scripted answers.
     pub fn script(&self, response: ScriptedResponse) {
         self.shared.scripts().push_back(response);
+    }
+
+    /// Queues a response (FIFO, one queue per model) for the next request whose model is
+    /// exactly `model`. For failing one upstream model while the others answer (retries,
+    /// fallbacks).
+    ///
+    /// A request's model is the top-level `"model"` string of its JSON body, or the text of
+    /// the first `model` part of its `multipart/form-data` body; other requests have none.
+    /// Each request gets the first script queued for its model, else the first of the
+    /// [`script`](Self::script) queue, else the normal answer. As with
+    /// [`script`](Self::script), the request is still recorded and the credential is not
+    /// checked for a scripted answer.
+    pub fn script_for(&self, model: &str, response: ScriptedResponse) {
+        self.shared
+            .model_scripts()
+            .entry(model.to_owned())
+            .or_default()
+            .push_back(response);
     }
 
     /// Waits until at least `n` requests have been received (and recorded), or `timeout`
@@ -255,8 +328,10 @@ impl MockUpstreamBuilder {
                 kept: VecDeque::new(),
                 keep: self.keep_requests,
                 count: 0,
+                per_model: HashMap::new(),
             }),
             scripts: Mutex::new(VecDeque::new()),
+            model_scripts: Mutex::new(HashMap::new()),
             connections_closed: tokio::sync::watch::Sender::new(0),
             received: tokio::sync::watch::Sender::new(0),
         });
@@ -291,12 +366,14 @@ impl RecordedRequest {
     }
 }
 
-/// A canned answer for the next request; queue it with [`MockUpstream::script`].
+/// A canned answer for the next request; queue it with [`MockUpstream::script`] (any
+/// request) or [`MockUpstream::script_for`] (a request for one model).
 ///
 /// The body is a list of chunks. [`new`](Self::new) + [`body`](Self::body) send it in one
 /// frame with a `content-length`; [`stream`](Self::stream) sends each chunk as its own frame
 /// (chunked), and the pacing builders ([`chunk_delay`](Self::chunk_delay),
-/// [`gate_before`](Self::gate_before)) and abnormal ends ([`reset_after`](Self::reset_after),
+/// [`first_chunk_delay`](Self::first_chunk_delay), [`gate_before`](Self::gate_before))
+/// and abnormal ends ([`reset_after`](Self::reset_after),
 /// [`stall_after`](Self::stall_after)) apply to those chunks; with any of them the length is
 /// never announced. Chunk indices start at 0; an empty chunk sends no frame but still counts.
 ///
@@ -328,6 +405,8 @@ pub struct ScriptedResponse {
     default_content_type: Option<HeaderValue>,
     delay: Option<Duration>,
     pacing: body::Pacing,
+    /// Close the connection (HTTP/2: reset the stream) instead of answering.
+    reset_before_head: bool,
 }
 
 impl ScriptedResponse {
@@ -345,7 +424,21 @@ impl ScriptedResponse {
             default_content_type: None,
             delay: None,
             pacing: body::Pacing::default(),
+            reset_before_head: false,
         }
+    }
+
+    /// No answer at all: after any [`delay`](Self::delay), the mock closes the connection
+    /// without sending a response head (HTTP/1.1; over HTTP/2 it resets the request's
+    /// stream), so the client sees a connection error, not a status. For the upstream
+    /// that drops the connection before answering, which a router may retry on another
+    /// connection or model. Anything else set on this answer is ignored.
+    #[must_use]
+    pub fn reset_before_head() -> Self {
+        // The status is never sent.
+        let mut response = Self::new(502);
+        response.reset_before_head = true;
+        response
     }
 
     /// A `200` `text/event-stream` answer whose body is sent as these chunks, one data frame
@@ -393,7 +486,8 @@ impl ScriptedResponse {
         self
     }
 
-    /// Waits this long before sending the response head.
+    /// Waits this long before sending the response head (or, for
+    /// [`reset_before_head`](Self::reset_before_head), before closing the connection).
     #[must_use]
     pub fn delay(mut self, d: Duration) -> Self {
         self.delay = Some(d);
@@ -407,6 +501,18 @@ impl ScriptedResponse {
     #[must_use]
     pub fn chunk_delay(mut self, d: Duration) -> Self {
         self.pacing.chunk_delay = Some(d);
+        self
+    }
+
+    /// Sends the response head at once, then waits `d` before the first chunk (after any
+    /// [`gate_before`] of chunk 0 has opened). For an event stream whose first event is
+    /// late (a time-to-first-token timeout) while its status is already `200`, unlike
+    /// [`delay`](Self::delay), which holds back the head too.
+    ///
+    /// [`gate_before`]: Self::gate_before
+    #[must_use]
+    pub fn first_chunk_delay(mut self, d: Duration) -> Self {
+        self.pacing.first_chunk_delay = Some(d);
         self
     }
 
@@ -495,18 +601,44 @@ struct Shared {
     auth: Auth,
     recorded: Mutex<Recorded>,
     scripts: Mutex<VecDeque<ScriptedResponse>>,
+    /// The per-model queues; a queue is removed once empty.
+    model_scripts: Mutex<HashMap<String, VecDeque<ScriptedResponse>>>,
     /// How many connections have ended; bumped by each connection task as it ends.
     connections_closed: tokio::sync::watch::Sender<usize>,
     /// How many requests have been recorded.
     received: tokio::sync::watch::Sender<usize>,
 }
 
-/// The requests received: the latest few, and how many in all.
+/// The requests received: the latest few, and how many in all and per model.
 #[derive(Debug)]
 struct Recorded {
-    kept: VecDeque<RecordedRequest>,
+    kept: VecDeque<Kept>,
     keep: usize,
     count: usize,
+    /// Requests per model; at most [`MAX_COUNTED_MODELS`] entries.
+    per_model: HashMap<ModelKey, usize>,
+}
+
+/// A kept request and its model.
+#[derive(Debug)]
+struct Kept {
+    model: Option<ModelKey>,
+    request: RecordedRequest,
+}
+
+/// How many distinct models [`Recorded::per_model`] counts; requests for models seen
+/// after that are not counted apart, so the map stays bounded whatever clients send.
+const MAX_COUNTED_MODELS: usize = 10_000;
+
+/// A model name, as its SHA-256: the same small size whatever the length of the name a
+/// client sent, so the bounded count map is also bounded in bytes.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+struct ModelKey([u8; 32]);
+
+impl ModelKey {
+    fn of(model: &str) -> Self {
+        Self(Sha256::digest(model.as_bytes()).into())
+    }
 }
 
 impl Shared {
@@ -518,17 +650,33 @@ impl Shared {
         self.scripts.lock().unwrap_or_else(PoisonError::into_inner)
     }
 
-    /// Records a request and returns its 1-based sequence number.
-    fn record(&self, request: RecordedRequest) -> u64 {
+    fn model_scripts(&self) -> MutexGuard<'_, HashMap<String, VecDeque<ScriptedResponse>>> {
+        self.model_scripts
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+    }
+
+    /// Records a request for `model` (if it names one) and returns its 1-based sequence
+    /// number.
+    fn record(&self, request: RecordedRequest, model: Option<&str>) -> u64 {
+        let model = model.map(ModelKey::of);
         let count = {
             let mut recorded = self.recorded();
             if recorded.keep > 0 {
                 if recorded.kept.len() == recorded.keep {
                     recorded.kept.pop_front();
                 }
-                recorded.kept.push_back(request);
+                recorded.kept.push_back(Kept { model, request });
             }
             recorded.count += 1;
+            if let Some(model) = model {
+                let counted = recorded.per_model.len();
+                if let Some(count) = recorded.per_model.get_mut(&model) {
+                    *count += 1;
+                } else if counted < MAX_COUNTED_MODELS {
+                    recorded.per_model.insert(model, 1);
+                }
+            }
             recorded.count
         };
         self.received
@@ -536,7 +684,21 @@ impl Shared {
         count as u64
     }
 
-    fn next_script(&self) -> Option<ScriptedResponse> {
+    /// The scripted answer for a request for `model`, if any: the first queued for that
+    /// model, else the first queued for any request.
+    fn next_script(&self, model: Option<&str>) -> Option<ScriptedResponse> {
+        if let Some(model) = model {
+            let mut model_scripts = self.model_scripts();
+            if let Some(queue) = model_scripts.get_mut(model) {
+                let next = queue.pop_front();
+                if queue.is_empty() {
+                    model_scripts.remove(model);
+                }
+                if next.is_some() {
+                    return next;
+                }
+            }
+        }
         self.scripts().pop_front()
     }
 }

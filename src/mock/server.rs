@@ -1,7 +1,7 @@
 //! Accept loop, per-connection serving and the request pipeline
 //! (read → record → script / auth → route).
 
-use std::convert::Infallible;
+use std::borrow::Cow;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -16,8 +16,9 @@ use hyper_util::server::conn::auto;
 use tokio::net::TcpListener;
 use tokio::task::JoinSet;
 
-use super::body::MockBody;
+use super::body::{MockBody, ScriptedReset};
 use super::endpoints::{self, Reply};
+use super::forms;
 use super::{RecordedRequest, ScriptedResponse, Shared};
 
 /// Request bodies larger than this are answered with 413.
@@ -50,7 +51,7 @@ pub(super) async fn accept_loop(listener: TcpListener, shared: Arc<Shared>) {
                 let shared = Arc::clone(&shared);
                 service_fn(move |request| {
                     let shared = Arc::clone(&shared);
-                    async move { Ok::<_, Infallible>(handle(&shared, request).await) }
+                    async move { handle(&shared, request).await }
                 })
             };
             if let Err(err) = builder
@@ -64,8 +65,12 @@ pub(super) async fn accept_loop(listener: TcpListener, shared: Arc<Shared>) {
     }
 }
 
-/// Serves one request.
-async fn handle(shared: &Shared, request: Request<Incoming>) -> Response<MockBody> {
+/// Serves one request. An error (a scripted reset before the head) makes hyper drop the
+/// connection (HTTP/2: reset the stream) without answering.
+async fn handle(
+    shared: &Shared,
+    request: Request<Incoming>,
+) -> Result<Response<MockBody>, ScriptedReset> {
     let (parts, body) = request.into_parts();
 
     // Read (and record) the whole body before answering.
@@ -77,16 +82,24 @@ async fn handle(shared: &Shared, request: Request<Incoming>) -> Response<MockBod
         Err(_) => (Bytes::new(), Some(StatusCode::BAD_REQUEST)),
     };
     let auth = shared.auth.check(&parts.headers);
+    let content_type = parts
+        .headers
+        .get(CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok());
+    let model = request_model(content_type, &body);
     let path = parts
         .uri
         .path_and_query()
         .map_or_else(|| parts.uri.path().to_owned(), |pq| pq.as_str().to_owned());
-    let n = shared.record(RecordedRequest {
-        method: parts.method.clone(),
-        path,
-        headers: parts.headers.clone(),
-        body: body.clone(),
-    });
+    let n = shared.record(
+        RecordedRequest {
+            method: parts.method.clone(),
+            path,
+            headers: parts.headers.clone(),
+            body: body.clone(),
+        },
+        model.as_deref(),
+    );
 
     let reply = match body_error {
         Some(StatusCode::PAYLOAD_TOO_LARGE) => endpoints::error(
@@ -102,17 +115,11 @@ async fn handle(shared: &Shared, request: Request<Incoming>) -> Response<MockBod
             None,
         ),
         None => {
-            if let Some(scripted) = shared.next_script() {
+            if let Some(scripted) = shared.next_script(model.as_deref()) {
                 return scripted_response(scripted, n).await;
             }
             match auth {
-                Ok(()) => {
-                    let content_type = parts
-                        .headers
-                        .get(CONTENT_TYPE)
-                        .and_then(|v| v.to_str().ok());
-                    endpoints::route(&parts.method, parts.uri.path(), content_type, &body, n)
-                }
+                Ok(()) => endpoints::route(&parts.method, parts.uri.path(), content_type, &body, n),
                 Err(message) => endpoints::error(
                     StatusCode::UNAUTHORIZED,
                     &message,
@@ -122,7 +129,23 @@ async fn handle(shared: &Shared, request: Request<Incoming>) -> Response<MockBod
             }
         }
     };
-    finish(reply, n)
+    Ok(finish(reply, n))
+}
+
+/// The model a request is for: the `model` part of a `multipart/form-data` body, or the
+/// top-level `"model"` string of any other body read as JSON.
+fn request_model<'a>(content_type: Option<&str>, body: &'a Bytes) -> Option<Cow<'a, str>> {
+    /// The one member read; the others are skipped.
+    #[derive(serde::Deserialize)]
+    struct Model<'a> {
+        #[serde(borrow, default)]
+        model: Option<Cow<'a, str>>,
+    }
+
+    if content_type.is_some_and(forms::is_multipart) {
+        return forms::model(content_type, body).map(Cow::Owned);
+    }
+    serde_json::from_slice::<Model<'a>>(body).ok()?.model
 }
 
 /// Turns an endpoint reply into a response with the standard headers.
@@ -135,10 +158,17 @@ fn finish(reply: Reply, n: u64) -> Response<MockBody> {
     response
 }
 
-/// Answers with a scripted response (after its delay).
-async fn scripted_response(scripted: ScriptedResponse, n: u64) -> Response<MockBody> {
+/// Answers with a scripted response (after its delay), or fails for a reset before the
+/// head.
+async fn scripted_response(
+    scripted: ScriptedResponse,
+    n: u64,
+) -> Result<Response<MockBody>, ScriptedReset> {
     if let Some(delay) = scripted.delay {
         tokio::time::sleep(delay).await;
+    }
+    if scripted.reset_before_head {
+        return Err(ScriptedReset);
     }
     let body = if scripted.streamed || !scripted.pacing.is_plain() {
         MockBody::paced(scripted.chunks, scripted.pacing)
@@ -154,7 +184,7 @@ async fn scripted_response(scripted: ScriptedResponse, n: u64) -> Response<MockB
     }
     // Replaces the defaults with the same names; keeps repeated values.
     headers.extend(scripted.headers);
-    response
+    Ok(response)
 }
 
 /// The headers every mock response carries.
@@ -174,4 +204,93 @@ fn standard_headers(headers: &mut HeaderMap, n: u64) {
         HeaderName::from_static("x-ratelimit-remaining-requests"),
         HeaderValue::from_static("9999"),
     );
+}
+
+#[cfg(test)]
+mod unit_tests {
+    use super::*;
+
+    #[test]
+    fn the_model_of_a_request() {
+        const FORM: &str = "multipart/form-data; boundary=b";
+        let part = |name: &str, data: &str| {
+            format!("--b\r\nContent-Disposition: form-data; name=\"{name}\"\r\n\r\n{data}\r\n")
+        };
+        let file = "--b\r\nContent-Disposition: form-data; name=\"file\"; filename=\"a.wav\"\r\n\r\nRIFF\r\n";
+        let model_after_file = format!("{file}{}--b--\r\n", part("model", "whisper-1"));
+        let two_models = format!(
+            "{}{}--b--\r\n",
+            part("model", "first"),
+            part("model", "second")
+        );
+        // Broken after the model part: the model is still read.
+        let truncated = format!("{}--b\r\nContent-Disp", part("model", "m"));
+        let no_model = format!("{file}--b--\r\n");
+        let table: &[(Option<&str>, &[u8], Option<&str>)] = &[
+            // JSON: the top-level `model` string only.
+            (
+                Some("application/json"),
+                br#"{"model":"gpt-4o","messages":[]}"#,
+                Some("gpt-4o"),
+            ),
+            (
+                None,
+                br#"{"messages":[],"model":"esc\u0061ped"}"#,
+                Some("escaped"),
+            ),
+            (
+                Some("text/plain"),
+                br#"{"model":"any content type"}"#,
+                Some("any content type"),
+            ),
+            (Some("application/json"), br#"{"model":""}"#, Some("")),
+            (Some("application/json"), br#"{"model":7}"#, None),
+            (Some("application/json"), br#"{"model":null}"#, None),
+            (
+                Some("application/json"),
+                br#"{"input":{"model":"nested"}}"#,
+                None,
+            ),
+            (
+                Some("application/json"),
+                br#"[{"model":"in an array"}]"#,
+                None,
+            ),
+            (
+                Some("application/json"),
+                br#"{"model":"a","model":"b"}"#,
+                None,
+            ),
+            (Some("application/json"), br#"{"model":"unterminated"#, None),
+            (Some("application/json"), b"", None),
+            // Forms: the first `model` part, as text.
+            (Some(FORM), model_after_file.as_bytes(), Some("whisper-1")),
+            (Some(FORM), two_models.as_bytes(), Some("first")),
+            (Some(FORM), truncated.as_bytes(), Some("m")),
+            (Some(FORM), no_model.as_bytes(), None),
+            (
+                Some(FORM),
+                b"--b\r\nContent-Disposition: form-data; name=\"model\"\r\n\r\n\xff\r\n--b--\r\n",
+                None,
+            ),
+            (
+                Some("multipart/form-data"),
+                model_after_file.as_bytes(),
+                None,
+            ),
+            (
+                Some("multipart/form-data; boundary=other"),
+                model_after_file.as_bytes(),
+                None,
+            ),
+            // A form is not read as JSON, nor JSON as a form.
+            (Some(FORM), br#"{"model":"json"}"#, None),
+            (Some("application/json"), model_after_file.as_bytes(), None),
+        ];
+        for (content_type, body, expected) in table {
+            let body = Bytes::copy_from_slice(body);
+            let model = request_model(*content_type, &body);
+            assert_eq!(model.as_deref(), *expected, "{content_type:?} {body:?}");
+        }
+    }
 }

@@ -982,6 +982,140 @@ mod scripted_streams {
         assert!(next(&mut body, LONG).await.is_err());
     }
 
+    /// The hyper error behind a client error, if any.
+    fn hyper_error(error: &hyper_util::client::legacy::Error) -> Option<&hyper::Error> {
+        let mut source = std::error::Error::source(error);
+        while let Some(error) = source {
+            if let Some(hyper) = error.downcast_ref::<hyper::Error>() {
+                return Some(hyper);
+            }
+            source = error.source();
+        }
+        None
+    }
+
+    #[tokio::test]
+    async fn reset_before_head_is_a_connection_error() {
+        let mock = MockUpstream::start().await.unwrap();
+        let client = client();
+        let request = || {
+            Request::post(format!("http://{}/v1/chat/completions", mock.addr()))
+                .body(Full::new(Bytes::from_static(b"{}")))
+                .unwrap()
+        };
+        // A first, normal exchange leaves a pooled keep-alive connection: the reset also
+        // reaches a client that reuses one.
+        let first = client.request(request()).await.unwrap();
+        assert_eq!(first.status(), StatusCode::UNAUTHORIZED);
+        first.into_body().collect().await.unwrap();
+        mock.script(ScriptedResponse::reset_before_head().delay(Duration::from_millis(50)));
+        let started = Instant::now();
+        let error = tokio::time::timeout(LONG, client.request(request()))
+            .await
+            .expect("an answer in time")
+            .expect_err("no response, only a closed connection");
+        assert!(started.elapsed() >= Duration::from_millis(50));
+        // HTTP/1.1: the connection closed while the client waited for the head.
+        let hyper = hyper_error(&error).expect("a hyper error");
+        assert!(hyper.is_incomplete_message(), "{hyper:?}");
+        assert!(mock.wait_connections_closed(1, LONG).await);
+        assert_eq!(mock.request_count(), 2);
+
+        // The next request gets a fresh connection and the normal answer.
+        let response = client.request(request()).await.unwrap();
+        assert_eq!(response.status(), StatusCode::UNAUTHORIZED);
+        assert_eq!(mock.request_count(), 3);
+    }
+
+    #[tokio::test]
+    async fn reset_before_head_over_h2_resets_the_stream() {
+        let mock = MockUpstream::start().await.unwrap();
+        mock.script(ScriptedResponse::reset_before_head());
+        let h2: Client<HttpConnector, Full<Bytes>> = Client::builder(TokioExecutor::new())
+            .http2_only(true)
+            .build_http();
+        let request = || {
+            Request::post(format!("http://{}/v1/x", mock.addr()))
+                .body(Full::new(Bytes::new()))
+                .unwrap()
+        };
+        let error = tokio::time::timeout(LONG, h2.request(request()))
+            .await
+            .expect("an answer in time")
+            .expect_err("no response, only a reset stream");
+        // HTTP/2: the stream is reset (`INTERNAL_ERROR`).
+        let hyper = hyper_error(&error).expect("a hyper error");
+        assert!(format!("{hyper:?}").contains("INTERNAL_ERROR"), "{hyper:?}");
+        // Only the stream: the connection still serves the next request.
+        let response = h2.request(request()).await.unwrap();
+        assert_eq!(response.status(), StatusCode::UNAUTHORIZED);
+        assert_eq!(mock.connections_closed(), 0);
+    }
+
+    #[tokio::test]
+    async fn first_chunk_delay_sends_the_head_first() {
+        let mock = MockUpstream::start().await.unwrap();
+        // The head comes at once, however long the first chunk waits.
+        mock.script(
+            ScriptedResponse::stream(["data: 1\n\n"]).first_chunk_delay(Duration::from_secs(3600)),
+        );
+        let response = start(&mock).await;
+        assert_eq!(response.status(), StatusCode::OK);
+        assert_eq!(response.headers()["content-type"], "text/event-stream");
+        let mut body = response.into_body();
+        assert!(nothing_within(&mut body, Duration::from_millis(100)).await);
+        drop(body);
+
+        // The first chunk comes after the delay; the others are not held back by it.
+        mock.script(
+            ScriptedResponse::stream(["a", "b", "c"]).first_chunk_delay(Duration::from_millis(150)),
+        );
+        let started = Instant::now();
+        let response = start(&mock).await;
+        let mut body = response.into_body();
+        assert_eq!(next(&mut body, LONG).await.unwrap().unwrap(), "a");
+        assert!(started.elapsed() >= Duration::from_millis(150));
+        assert_eq!(next(&mut body, LONG).await.unwrap().unwrap(), "b");
+        assert_eq!(next(&mut body, LONG).await.unwrap().unwrap(), "c");
+        assert!(next(&mut body, LONG).await.unwrap().is_none());
+
+        // A plain body with a first chunk delay is paced too: its length is not announced.
+        mock.script(
+            ScriptedResponse::new(200)
+                .body("late")
+                .first_chunk_delay(Duration::from_millis(10)),
+        );
+        let answer = call_with(&client(), &mock, Method::POST, "/x", None, "").await;
+        assert!(answer.headers.get("content-length").is_none());
+        assert_eq!(answer.text(), "late");
+    }
+
+    /// The pacing itself, on the paused clock: the first chunk waits its own delay, the
+    /// others the chunk delay.
+    #[tokio::test(start_paused = true)]
+    async fn first_chunk_delay_and_chunk_delay_on_the_paused_clock() {
+        use tokio::time::Instant;
+
+        let scripted = ScriptedResponse::stream(["a", "b"])
+            .first_chunk_delay(Duration::from_secs(20))
+            .chunk_delay(Duration::from_secs(3));
+        let mut body = super::super::body::MockBody::paced(scripted.chunks, scripted.pacing);
+        let mut at = Instant::now();
+        for (chunk, waited) in [("a", 20), ("b", 3)] {
+            let frame = body.frame().await.unwrap().unwrap().into_data().unwrap();
+            assert_eq!(frame, chunk);
+            let elapsed = at.elapsed();
+            assert!(
+                elapsed >= Duration::from_secs(waited)
+                    && elapsed < Duration::from_secs(waited) + Duration::from_millis(5),
+                "{chunk}: {elapsed:?}"
+            );
+            at = Instant::now();
+        }
+        assert!(body.frame().await.is_none());
+        assert_eq!(at.elapsed(), Duration::ZERO);
+    }
+
     #[tokio::test]
     async fn wait_connections_closed_is_bounded() {
         let mock = MockUpstream::start().await.unwrap();
@@ -1355,6 +1489,56 @@ mod forms {
         let answer = post_form(&mock, "/v1/images/variations", "application/json", "{}").await;
         assert_error(&answer, None, Some("unsupported_content_type"));
     }
+
+    #[tokio::test]
+    async fn forms_are_matched_by_their_model_part() {
+        let mock = MockUpstream::start().await.unwrap();
+        mock.script_for(
+            "whisper-1",
+            ScriptedResponse::openai_error(503, "overloaded", "server_error", None),
+        );
+        mock.script_for(
+            "dall-e-2",
+            ScriptedResponse::openai_error(429, "slow down", "requests", None),
+        );
+        let transcriptions = "/v1/audio/transcriptions";
+        // The `model` part comes after the file part.
+        let answer = post_form(&mock, transcriptions, &multipart(), audio_form(None, &[])).await;
+        assert_eq!(answer.status, StatusCode::SERVICE_UNAVAILABLE);
+        // Its queue is empty now: the normal answer.
+        let answer = post_form(&mock, transcriptions, &multipart(), audio_form(None, &[])).await;
+        assert_eq!(answer.status, StatusCode::OK, "{}", answer.text());
+
+        // A form without a `model` part, and one naming another model, are not matched.
+        let png = [1u8; 10];
+        let no_model = form(&[("image", Some(("a.png", "image/png")), &png)]);
+        let answer = post_form(&mock, "/v1/images/variations", &multipart(), no_model).await;
+        assert_eq!(answer.status, StatusCode::OK, "{}", answer.text());
+        let other = form(&[
+            ("model", None, b"dall-e-3"),
+            ("image", Some(("a.png", "image/png")), &png),
+        ]);
+        let answer = post_form(&mock, "/v1/images/variations", &multipart(), other).await;
+        assert_eq!(answer.status, StatusCode::OK, "{}", answer.text());
+        let matched = form(&[
+            ("model", None, b"dall-e-2"),
+            ("image", Some(("a.png", "image/png")), &png),
+        ]);
+        let answer = post_form(&mock, "/v1/images/variations", &multipart(), matched).await;
+        assert_eq!(answer.status, StatusCode::TOO_MANY_REQUESTS);
+
+        assert_eq!(mock.request_count(), 5);
+        assert_eq!(mock.request_count_for("whisper-1"), 2);
+        assert_eq!(mock.request_count_for("dall-e-2"), 1);
+        assert_eq!(mock.request_count_for("dall-e-3"), 1);
+        let whisper = mock.requests_for("whisper-1");
+        assert_eq!(whisper.len(), 2);
+        assert!(whisper.iter().all(|r| r.path == transcriptions));
+        assert_eq!(
+            mock.requests_for("dall-e-2")[0].path,
+            "/v1/images/variations"
+        );
+    }
 }
 
 #[tokio::test]
@@ -1383,4 +1567,231 @@ async fn only_the_latest_requests_are_kept() {
     post(&none, "/v1/embeddings", json!({"model": "m", "input": "x"})).await;
     assert_eq!(none.request_count(), 1);
     assert!(none.requests().is_empty() && none.last_request().is_none());
+}
+
+/// Scripts and records per upstream model.
+mod per_model {
+    use super::*;
+
+    /// Sends a chat completion for `model` with `key`; returns the status and the error
+    /// message, if any.
+    async fn chat(mock: &MockUpstream, model: &str, key: &str) -> (StatusCode, String) {
+        let body = json!({"model": model, "messages": []}).to_string();
+        let answer = call_with(
+            &client(),
+            mock,
+            Method::POST,
+            "/v1/chat/completions",
+            Some(key),
+            body,
+        )
+        .await;
+        let message = answer.json()["error"]["message"]
+            .as_str()
+            .unwrap_or("")
+            .to_owned();
+        (answer.status, message)
+    }
+
+    fn error(status: u16, message: &str) -> ScriptedResponse {
+        ScriptedResponse::openai_error(status, message, "server_error", None)
+    }
+
+    #[tokio::test]
+    async fn model_scripts_answer_only_their_model_then_the_global_queue() {
+        let mock = MockUpstream::start().await.unwrap();
+        mock.script_for("a", error(500, "a1"));
+        mock.script_for("b", error(503, "b1"));
+        mock.script_for("a", error(429, "a2"));
+        mock.script(error(502, "global1"));
+        mock.script(error(504, "global2"));
+
+        // Interleaved: each model gets its own queue in order; the credential is not
+        // checked for a scripted answer.
+        assert_eq!(
+            chat(&mock, "b", "bad").await,
+            (StatusCode::SERVICE_UNAVAILABLE, "b1".into())
+        );
+        assert_eq!(
+            chat(&mock, "a", "bad").await,
+            (StatusCode::INTERNAL_SERVER_ERROR, "a1".into())
+        );
+        // A model with no script of its own takes the global queue.
+        assert_eq!(
+            chat(&mock, "c", KEY).await,
+            (StatusCode::BAD_GATEWAY, "global1".into())
+        );
+        assert_eq!(
+            chat(&mock, "a", KEY).await,
+            (StatusCode::TOO_MANY_REQUESTS, "a2".into())
+        );
+        // Its own queue empty, `b` falls back to the global queue, then to the normal answer.
+        assert_eq!(
+            chat(&mock, "b", KEY).await,
+            (StatusCode::GATEWAY_TIMEOUT, "global2".into())
+        );
+        assert_eq!(chat(&mock, "b", KEY).await, (StatusCode::OK, String::new()));
+        // Not scripted: the credential is checked again.
+        assert_eq!(chat(&mock, "a", "bad").await.0, StatusCode::UNAUTHORIZED);
+
+        // A per-model script never answers a request for another model, nor one without a
+        // model.
+        mock.script_for("a", error(500, "a3"));
+        let models = call_with(&client(), &mock, Method::GET, "/v1/models", Some(KEY), "").await;
+        assert_eq!(models.status, StatusCode::OK);
+        assert_eq!(chat(&mock, "A", KEY).await.0, StatusCode::OK);
+        assert_eq!(chat(&mock, "a ", KEY).await.0, StatusCode::OK);
+        assert_eq!(
+            chat(&mock, "a", KEY).await,
+            (StatusCode::INTERNAL_SERVER_ERROR, "a3".into())
+        );
+
+        // Every request was recorded, scripted or not.
+        assert_eq!(mock.request_count(), 11);
+        assert_eq!(mock.request_count_for("a"), 4);
+        assert_eq!(mock.request_count_for("b"), 3);
+        assert_eq!(mock.request_count_for("c"), 1);
+        assert_eq!(mock.request_count_for("A"), 1);
+        assert_eq!(mock.request_count_for("nobody"), 0);
+        let keys: Vec<String> = mock
+            .requests_for("a")
+            .iter()
+            .map(|r| r.header("authorization").unwrap_or("").to_owned())
+            .collect();
+        assert_eq!(
+            keys,
+            [
+                "Bearer bad",
+                format!("Bearer {KEY}").as_str(),
+                "Bearer bad",
+                format!("Bearer {KEY}").as_str()
+            ]
+        );
+        assert!(
+            mock.requests_for("b")
+                .iter()
+                .all(|r| r.json().unwrap()["model"] == "b")
+        );
+    }
+
+    #[tokio::test]
+    async fn only_a_top_level_model_string_counts() {
+        let mock = MockUpstream::start().await.unwrap();
+        mock.script_for("m", error(500, "m"));
+        for body in [
+            json!({"model": 7, "messages": []}),
+            json!({"input": {"model": "m"}}),
+            json!([{"model": "m"}]),
+            json!({"model": null}),
+        ] {
+            let answer = post(&mock, "/v1/chat/completions", body.clone()).await;
+            assert_ne!(answer.status, StatusCode::INTERNAL_SERVER_ERROR, "{body}");
+        }
+        assert_eq!(mock.request_count_for("m"), 0);
+        assert!(mock.requests_for("m").is_empty());
+        // Escapes are decoded: this is model `m`.
+        let answer = call_with(
+            &client(),
+            &mock,
+            Method::POST,
+            "/v1/embeddings",
+            Some(KEY),
+            r#"{"input": "x", "model": "\u006d"}"#,
+        )
+        .await;
+        assert_eq!(answer.status, StatusCode::INTERNAL_SERVER_ERROR);
+        assert_eq!(mock.request_count_for("m"), 1);
+    }
+
+    #[tokio::test]
+    async fn per_model_counts_are_kept_beyond_the_kept_requests() {
+        let mock = MockUpstream::builder()
+            .keep_requests(2)
+            .start()
+            .await
+            .unwrap();
+        for (model, input) in [("a", 1), ("b", 2), ("a", 3), ("a", 4)] {
+            post(
+                &mock,
+                "/v1/embeddings",
+                json!({"model": model, "input": input}),
+            )
+            .await;
+        }
+        assert_eq!(mock.request_count_for("a"), 3);
+        assert_eq!(mock.request_count_for("b"), 1);
+        let kept: Vec<Value> = mock
+            .requests_for("a")
+            .iter()
+            .map(|r| r.json().unwrap()["input"].clone())
+            .collect();
+        assert_eq!(kept, [json!(3), json!(4)]);
+        assert!(mock.requests_for("b").is_empty());
+
+        let none = MockUpstream::builder()
+            .keep_requests(0)
+            .start()
+            .await
+            .unwrap();
+        none.script_for("a", error(500, "a"));
+        for model in ["a", "a", "b"] {
+            post(
+                &none,
+                "/v1/embeddings",
+                json!({"model": model, "input": "x"}),
+            )
+            .await;
+        }
+        assert_eq!(none.request_count(), 3);
+        assert_eq!(none.request_count_for("a"), 2);
+        assert_eq!(none.request_count_for("b"), 1);
+        assert!(none.requests_for("a").is_empty());
+    }
+
+    #[tokio::test]
+    async fn per_model_counts_stop_at_ten_thousand_models() {
+        let mock = MockUpstream::builder()
+            .keep_requests(0)
+            .start()
+            .await
+            .unwrap();
+        let request = || super::super::RecordedRequest {
+            method: Method::POST,
+            path: "/v1/embeddings".to_owned(),
+            headers: HeaderMap::new(),
+            body: Bytes::new(),
+        };
+        for n in 0..super::super::MAX_COUNTED_MODELS {
+            mock.shared.record(request(), Some(&format!("model-{n}")));
+        }
+        // A new model is not counted apart; the models already seen still are.
+        mock.shared.record(request(), Some("one-too-many"));
+        mock.shared.record(request(), Some("model-0"));
+        assert_eq!(mock.request_count_for("one-too-many"), 0);
+        assert_eq!(mock.request_count_for("model-0"), 2);
+        assert_eq!(mock.request_count_for("model-9999"), 1);
+        assert_eq!(mock.request_count(), 10_002);
+        assert_eq!(mock.shared.recorded().per_model.len(), 10_000);
+    }
+
+    #[tokio::test]
+    async fn a_model_can_be_reset_before_the_head() {
+        let mock = MockUpstream::start().await.unwrap();
+        mock.script_for("primary", ScriptedResponse::reset_before_head());
+        let client = client();
+        let send = |model: &str| {
+            let request = Request::post(format!("http://{}/v1/chat/completions", mock.addr()))
+                .header("authorization", format!("Bearer {KEY}"))
+                .body(Full::new(Bytes::from(
+                    json!({"model": model, "messages": []}).to_string(),
+                )))
+                .unwrap();
+            client.request(request)
+        };
+        assert!(send("primary").await.is_err());
+        assert_eq!(send("fallback").await.unwrap().status(), StatusCode::OK);
+        assert_eq!(send("primary").await.unwrap().status(), StatusCode::OK);
+        assert_eq!(mock.request_count_for("primary"), 2);
+        assert_eq!(mock.request_count_for("fallback"), 1);
+    }
 }
