@@ -35,7 +35,11 @@ pub(crate) fn members(json: &[u8], names: &[&str]) -> Option<Vec<Member>> {
 /// `json` (an object whose `members` these are) without the members `drop` selects: every other
 /// member keeps its bytes, and the separators before them; the object's opening and its tail
 /// (`}` and what follows) are kept too. `None` if the bytes are not as `members` says.
-pub(crate) fn without(json: &[u8], members: &[Member], drop: impl Fn(&Member) -> bool) -> Option<Bytes> {
+pub(crate) fn without(
+    json: &[u8],
+    members: &[Member],
+    drop: impl Fn(&Member) -> bool,
+) -> Option<Bytes> {
     let open = json.iter().position(|&b| b == b'{')?;
     let mut out = BytesMut::with_capacity(json.len());
     out.extend_from_slice(&json[..=open]);
@@ -44,11 +48,15 @@ pub(crate) fn without(json: &[u8], members: &[Member], drop: impl Fn(&Member) ->
     for member in members {
         // Between the previous value (or `{`) and this key: whitespace, and a comma unless it
         // is the first member.
+        // The comma, when there is one, is the first byte after the spacing (a key may hold
+        // commas of its own: never look past its opening quote).
         let gap = json.get(previous_end..member.value.start)?;
-        let comma = gap.iter().position(|&b| b == b',');
+        let first = gap.iter().position(|b| !b.is_ascii_whitespace())?;
+        let comma = (gap[first] == b',').then_some(first);
+        let after_comma = comma.map_or(0, |c| c + 1);
         let key_start = previous_end
-            + comma.map_or(0, |c| c + 1)
-            + gap[comma.map_or(0, |c| c + 1)..]
+            + after_comma
+            + gap[after_comma..]
                 .iter()
                 .position(|b| !b.is_ascii_whitespace())?;
         if !drop(member) {
@@ -107,7 +115,10 @@ struct KeyName<'n>(&'n [&'n str]);
 impl<'de> DeserializeSeed<'de> for KeyName<'_> {
     type Value = Option<usize>;
 
-    fn deserialize<D: de::Deserializer<'de>>(self, deserializer: D) -> Result<Self::Value, D::Error> {
+    fn deserialize<D: de::Deserializer<'de>>(
+        self,
+        deserializer: D,
+    ) -> Result<Self::Value, D::Error> {
         struct KeyVisitor<'n>(&'n [&'n str]);
         impl Visitor<'_> for KeyVisitor<'_> {
             type Value = Option<usize>;
@@ -153,10 +164,25 @@ mod tests {
         assert_eq!(strip(r#"{"a":1,"x":2,"b":3}"#, &["x"]), r#"{"a":1,"b":3}"#);
         // The first member kept keeps the spacing that led to it.
         assert_eq!(strip(r#"{"x":2, "a":1}"#, &["x"]), r#"{ "a":1}"#);
-        assert_eq!(strip(r#"{ "x" : 2 , "y":{}, "a" : 1 }"#, &["x", "y"]), r#"{ "a" : 1 }"#);
+        assert_eq!(
+            strip(r#"{ "x" : 2 , "y":{}, "a" : 1 }"#, &["x", "y"]),
+            r#"{ "a" : 1 }"#
+        );
         assert_eq!(strip(r#"{"a":1, "x":2}"#, &["x"]), r#"{"a":1}"#);
         assert_eq!(strip(r#"{"x":2}"#, &["x"]), r#"{}"#);
-        assert_eq!(strip("{\n  \"a\": 1,\n  \"x\": 2,\n  \"b\": 3\n}\n", &["x"]), "{\n  \"a\": 1,\n  \"b\": 3\n}\n");
-        assert_eq!(strip(r#"{"a":"x,\"y\"","x":1}"#, &["x"]), r#"{"a":"x,\"y\""}"#);
+        assert_eq!(
+            strip("{\n  \"a\": 1,\n  \"x\": 2,\n  \"b\": 3\n}\n", &["x"]),
+            "{\n  \"a\": 1,\n  \"b\": 3\n}\n"
+        );
+        assert_eq!(
+            strip(r#"{"a":"x,\"y\"","x":1}"#, &["x"]),
+            r#"{"a":"x,\"y\""}"#
+        );
+        // Commas inside keys are not separators.
+        assert_eq!(
+            strip(r#"{"a,b":1,"x":{"c":2},"d,e" : 3}"#, &["x"]),
+            r#"{"a,b":1,"d,e" : 3}"#
+        );
+        assert_eq!(strip(r#"{"x":1,",":2}"#, &["x"]), r#"{",":2}"#);
     }
 }

@@ -8,8 +8,11 @@ use std::path::Path;
 use std::time::Duration;
 
 use ai_router::auth::{ApiKeyDigest, MemoryKeyStore, Principal};
+use ai_router::extensions::{MAX_RETRIES, Retry};
 use ai_router::provider::{HttpProvider, ProviderAuth};
+use ai_router::resilience::Cooldown;
 use ai_router::route::Endpoint;
+use ai_router::route::{AliasPolicy, Strategy};
 use ai_router::sse::StreamSettings;
 use http::HeaderName;
 use serde::Deserialize;
@@ -186,14 +189,124 @@ pub(crate) struct ProviderConfig {
     pub(crate) allow_any_model: bool,
     /// The provider's rerank path below `base_url` (default `/rerank`).
     pub(crate) rerank_path: Option<String>,
+    /// Skip this provider's targets for a while after consecutive failures.
+    pub(crate) cooldown: Option<CooldownConfig>,
 }
 
 /// One `[models."NAME"]` table.
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub(crate) struct AliasConfig {
-    /// Ordered `provider/model` targets.
+    /// Ordered `provider/model` targets: the fallback order.
     pub(crate) targets: Vec<String>,
+    /// How the first target is picked.
+    #[serde(default)]
+    pub(crate) strategy: StrategyConfig,
+    /// One weight per target (`strategy = "weighted"` only).
+    pub(crate) weights: Option<Vec<f64>>,
+    /// Retries of each target.
+    pub(crate) retry: Option<RetryConfig>,
+    /// Milliseconds an attempt has to get its response head.
+    pub(crate) timeout_ms: Option<u64>,
+    /// Milliseconds a stream attempt has to send its first event.
+    pub(crate) first_byte_timeout_ms: Option<u64>,
+}
+
+/// `strategy` of a `[models."NAME"]` table.
+#[derive(Clone, Copy, Debug, Default, Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "snake_case")]
+pub(crate) enum StrategyConfig {
+    /// The configured order, every time.
+    #[default]
+    Fallback,
+    /// The first target picked at random by `weights`.
+    Weighted,
+    /// The first target taken in turn.
+    RoundRobin,
+}
+
+/// `retry = { count, on_codes }`.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct RetryConfig {
+    /// More attempts at one target, 0 to 5.
+    pub(crate) count: u8,
+    /// The statuses retried (default: 429 and 5xx the usual ones).
+    #[serde(default = "default_retry_codes")]
+    pub(crate) on_codes: Vec<u16>,
+}
+
+/// `cooldown = { failures, secs }` of a provider.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct CooldownConfig {
+    /// Consecutive failed attempts that cool a target down (at least 1).
+    pub(crate) failures: u32,
+    /// How long it is skipped.
+    pub(crate) secs: u64,
+}
+
+fn default_retry_codes() -> Vec<u16> {
+    vec![429, 500, 502, 503, 504]
+}
+
+impl AliasConfig {
+    /// The alias's policy, or a message saying which key is wrong.
+    pub(crate) fn policy(&self) -> Result<AliasPolicy, String> {
+        let strategy = match (self.strategy, &self.weights) {
+            (StrategyConfig::Weighted, Some(weights)) => {
+                if weights.len() != self.targets.len() {
+                    return Err(format!(
+                        "weights: {} weights for {} targets",
+                        weights.len(),
+                        self.targets.len()
+                    ));
+                }
+                Strategy::Weighted(weights.clone())
+            }
+            (StrategyConfig::Weighted, None) => {
+                return Err("weights: required by strategy = \"weighted\"".into());
+            }
+            (_, Some(_)) => return Err("weights: only for strategy = \"weighted\"".into()),
+            (StrategyConfig::Fallback, None) => Strategy::Fallback,
+            (StrategyConfig::RoundRobin, None) => Strategy::RoundRobin,
+        };
+        let mut policy = AliasPolicy::new().strategy(strategy);
+        if let Some(retry) = &self.retry {
+            if retry.count > MAX_RETRIES {
+                return Err(format!("retry.count: at most {MAX_RETRIES}"));
+            }
+            if let Some(code) = retry.on_codes.iter().find(|c| !(100..=599).contains(*c)) {
+                return Err(format!("retry.on_codes: {code} is not an HTTP status"));
+            }
+            policy = policy.retry(Retry::new(retry.count, retry.on_codes.iter().copied()));
+        }
+        for (key, value) in [
+            ("timeout_ms", self.timeout_ms),
+            ("first_byte_timeout_ms", self.first_byte_timeout_ms),
+        ] {
+            if value == Some(0) {
+                return Err(format!("{key}: must be at least 1"));
+            }
+        }
+        if let Some(ms) = self.timeout_ms {
+            policy = policy.timeout(Duration::from_millis(ms));
+        }
+        if let Some(ms) = self.first_byte_timeout_ms {
+            policy = policy.first_byte_timeout(Duration::from_millis(ms));
+        }
+        Ok(policy)
+    }
+}
+
+impl CooldownConfig {
+    /// The cooldown, or a message saying which key is wrong.
+    pub(crate) fn cooldown(&self) -> Result<Cooldown, String> {
+        if self.failures == 0 || self.secs == 0 {
+            return Err("cooldown: failures and secs must be at least 1".into());
+        }
+        Ok(Cooldown::new(self.failures, Duration::from_secs(self.secs)))
+    }
 }
 
 fn default_listen() -> SocketAddr {
@@ -323,6 +436,16 @@ impl Config {
                     "providers.{name}: `base_url` is required (or `mock = true`)"
                 )));
             }
+            if let Some(cooldown) = &provider.cooldown {
+                cooldown
+                    .cooldown()
+                    .map_err(|e| ConfigError(format!("providers.{name}.{e}")))?;
+            }
+        }
+        for (name, alias) in &self.models {
+            if let Err(e) = alias.policy() {
+                return Err(ConfigError(format!("models.\"{name}\".{e}")));
+            }
         }
         Ok(())
     }
@@ -449,6 +572,81 @@ mod tests {
             .unwrap_err()
             .to_string();
         assert!(error.contains("providers.x"), "{error}");
+    }
+
+    #[test]
+    fn resilience_settings_are_read_and_checked() {
+        let text = r#"
+            [providers.a]
+            base_url = "http://127.0.0.1:1/v1"
+            cooldown = { failures = 3, secs = 30 }
+            [providers.b]
+            base_url = "http://127.0.0.1:2/v1"
+            [models."smart"]
+            targets = ["a/m", "b/m"]
+            strategy = "weighted"
+            weights = [0.7, 0.3]
+            retry = { count = 2, on_codes = [429, 503] }
+            timeout_ms = 30000
+            first_byte_timeout_ms = 5000
+            [models."turns"]
+            targets = ["a/m", "b/m"]
+            strategy = "round_robin"
+        "#;
+        let config = Config::parse(text).unwrap();
+        let policy = config.models["smart"].policy().unwrap();
+        assert_eq!(
+            policy,
+            AliasPolicy::new()
+                .strategy(Strategy::Weighted(vec![0.7, 0.3]))
+                .retry(Retry::new(2, [429, 503]))
+                .timeout(Duration::from_secs(30))
+                .first_byte_timeout(Duration::from_secs(5))
+        );
+        assert_eq!(
+            config.models["turns"].policy().unwrap(),
+            AliasPolicy::new().strategy(Strategy::RoundRobin)
+        );
+        let cooldown = config.providers["a"].cooldown.as_ref().unwrap();
+        assert_eq!(
+            cooldown.cooldown().unwrap(),
+            Cooldown::new(3, Duration::from_secs(30))
+        );
+        // The default retry codes.
+        let config =
+            Config::parse("[models.\"x\"]\ntargets = [\"a/m\"]\nretry = { count = 1 }").unwrap();
+        let retry = Retry::new(1, [429, 500, 502, 503, 504]);
+        assert_eq!(
+            config.models["x"].policy().unwrap(),
+            AliasPolicy::new().retry(retry)
+        );
+
+        for (bad, names) in [
+            ("strategy = \"weighted\"", "models.\"x\".weights"),
+            (
+                "strategy = \"weighted\"\nweights = [1.0, 2.0]",
+                "models.\"x\".weights",
+            ),
+            ("weights = [1.0]", "models.\"x\".weights"),
+            ("retry = { count = 6 }", "models.\"x\".retry.count"),
+            (
+                "retry = { count = 1, on_codes = [42] }",
+                "models.\"x\".retry.on_codes",
+            ),
+            ("timeout_ms = 0", "models.\"x\".timeout_ms"),
+            ("strategy = \"random\"", "strategy"),
+            ("retry = { count = 1, on = [503] }", "on"),
+        ] {
+            let text = format!("[models.\"x\"]\ntargets = [\"a/m\"]\n{bad}");
+            let error = Config::parse(&text).unwrap_err().to_string();
+            assert!(error.contains(names), "{bad}: {error}");
+        }
+        let error = Config::parse(
+            "[providers.a]\nbase_url = \"http://h\"\ncooldown = { failures = 0, secs = 5 }",
+        )
+        .unwrap_err()
+        .to_string();
+        assert!(error.contains("providers.a.cooldown"), "{error}");
     }
 
     #[test]

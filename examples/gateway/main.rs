@@ -177,6 +177,11 @@ impl Gateway {
             let service = config
                 .http_provider(name, provider, mock, env)
                 .map_err(|e| invalid(&e))?;
+            if let Some(cooldown) = &provider.cooldown {
+                // Checked when the config was read.
+                let cooldown = cooldown.cooldown().map_err(ConfigError)?;
+                builder = builder.cooldown(name.as_str(), cooldown);
+            }
             builder = builder
                 .provider(name.as_str(), service)
                 .stream_settings(name.as_str(), Config::stream_settings(provider))
@@ -191,7 +196,11 @@ impl Gateway {
             builder = builder.endpoint_body_limit(config::endpoint("body_limits", key)?, *limit);
         }
         for (name, alias) in &config.models {
-            builder = builder.alias(name.as_str(), alias.targets.iter().cloned());
+            // Checked when the config was read.
+            let policy = alias.policy().map_err(ConfigError)?;
+            builder = builder
+                .alias(name.as_str(), alias.targets.iter().cloned())
+                .alias_policy(name.as_str(), policy);
         }
         if let Some(limit) = config.body_limit {
             builder = builder.body_limit(limit);

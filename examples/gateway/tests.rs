@@ -343,3 +343,56 @@ async fn ready_answers_503_once_draining() {
         .unwrap();
     assert_eq!(health.status(), 200, "alive while draining");
 }
+
+#[tokio::test]
+async fn a_configured_alias_falls_back_and_cools_the_failing_provider_down() {
+    let port = {
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        listener.local_addr().unwrap().port()
+    };
+    let gateway = start(&format!(
+        r#"
+[telemetry]
+access_log = "json"
+[providers.down]
+base_url = "http://127.0.0.1:{port}/v1"
+auth = "none"
+cooldown = {{ failures = 1, secs = 60 }}
+[models."smart"]
+targets = ["down/gpt-4o-mini", "demo/gpt-4o-mini"]
+retry = {{ count = 1, on_codes = [503] }}
+timeout_ms = 2000
+first_byte_timeout_ms = 2000
+"#
+    ))
+    .await;
+    let mut attempts = Vec::new();
+    for stream in [false, true] {
+        let answer = exchange(
+            gateway.addr,
+            &post("/v3/router/chat/completions", &chat("smart", stream)),
+        )
+        .await;
+        assert!(answer.starts_with("HTTP/1.1 200"), "{answer}");
+        assert!(
+            answer.contains("\r\nx-ai-router-model: demo/gpt-4o-mini\r\n"),
+            "{answer}"
+        );
+        let n = answer
+            .split("\r\nx-ai-router-attempts: ")
+            .nth(1)
+            .and_then(|rest| rest.split("\r\n").next())
+            .unwrap()
+            .to_owned();
+        attempts.push(n);
+    }
+    // The refused connection, retried once, then the demo; then `down` is cooling: skipped.
+    assert_eq!(attempts, ["3", "1"]);
+    let text = gateway.log.text();
+    let lines: Vec<serde_json::Value> = text
+        .lines()
+        .map(|line| serde_json::from_str(line).unwrap())
+        .collect();
+    assert_eq!(lines[0]["attempts"], 3, "{text}");
+    assert_eq!(lines[0]["provider"], "demo", "{text}");
+}

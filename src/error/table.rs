@@ -324,4 +324,13 @@ impl Error {
                 | Kind::ProviderUnavailable
         ) || matches!(self.kind, Kind::UpstreamStatus { status } if retryable_status(status))
     }
+
+    /// Whether the same target may do better a moment later: it could not be reached, broke
+    /// the exchange or timed out. A missing or refused credential stays so: next target.
+    pub(crate) fn is_transient(&self) -> bool {
+        matches!(
+            self.kind,
+            Kind::UpstreamUnreachable | Kind::UpstreamTimeout | Kind::UpstreamProtocol
+        )
+    }
 }

@@ -17,7 +17,8 @@ pub const MAX_RETRIES: u8 = 5;
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Retry {
     count: u8,
-    on_codes: Arc<[u16]>,
+    /// `None` for none: no retries must cost no allocation.
+    on_codes: Option<Arc<[u16]>>,
 }
 
 impl Retry {
@@ -25,7 +26,7 @@ impl Retry {
     pub fn none() -> Self {
         Self {
             count: 0,
-            on_codes: Arc::from([] as [u16; 0]),
+            on_codes: None,
         }
     }
 
@@ -34,7 +35,7 @@ impl Retry {
     pub fn new(count: u8, on_codes: impl IntoIterator<Item = u16>) -> Self {
         Self {
             count: count.min(MAX_RETRIES),
-            on_codes: on_codes.into_iter().collect(),
+            on_codes: Some(on_codes.into_iter().collect()),
         }
     }
 
@@ -45,12 +46,12 @@ impl Retry {
 
     /// Whether an answer of `status` is tried again at the same target.
     pub fn on(&self, status: u16) -> bool {
-        self.on_codes.contains(&status)
+        self.on_codes().contains(&status)
     }
 
     /// The statuses tried again.
     pub fn on_codes(&self) -> &[u16] {
-        &self.on_codes
+        self.on_codes.as_deref().unwrap_or_default()
     }
 }
 

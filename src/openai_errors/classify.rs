@@ -15,6 +15,8 @@ fn keep_on_replace(name: &str) -> bool {
         || name == "x-should-retry"
         || name == "x-upstream-request-id"
         || name.starts_with("x-ratelimit-")
+        // The router's own: which target answered, after how many attempts.
+        || name.starts_with("x-ai-router-")
 }
 
 /// What an upstream error body is.

@@ -6,12 +6,13 @@ use std::pin::Pin;
 use std::sync::Arc;
 use std::task::{Context, Poll, ready};
 
-use http::Response;
+use http::{Response, StatusCode};
 use pin_project_lite::pin_project;
 
 use super::body::ResponseBody;
 use super::health::Health;
-use super::{answered, failed_response};
+use super::walk::retry_after_of;
+use super::{answered, failed_response, unanswered};
 use crate::error::{Error, retryable_status};
 use crate::extensions::RouteTarget;
 
@@ -79,13 +80,17 @@ where
             } => {
                 let outcome = ready!(future.poll(cx));
                 let Some(target) = target.take() else {
-                    return Poll::Ready(Ok(failed_response(Error::internal(), &RouteTarget::new("", "", crate::extensions::Endpoint::ChatCompletions), 1)));
+                    // Polled again after it finished.
+                    return Poll::Ready(Ok(unanswered(Error::internal())));
                 };
                 let response = match outcome {
                     Ok(response) => {
                         if let Some(health) = health {
                             if retryable_status(response.status()) {
-                                health.failed(&target, None);
+                                let wait = (response.status() == StatusCode::TOO_MANY_REQUESTS)
+                                    .then(|| retry_after_of(response.headers()))
+                                    .flatten();
+                                health.failed(&target, wait);
                             } else {
                                 health.succeeded(&target);
                             }
@@ -106,8 +111,7 @@ where
             StateProj::Planned { walk } => walk.as_mut().poll(cx).map(Ok),
             StateProj::Failed { error } => {
                 let error = error.take().unwrap_or_else(Error::internal);
-                let target = RouteTarget::new("", "", crate::extensions::Endpoint::ChatCompletions);
-                Poll::Ready(Ok(failed_response(error, &target, 0)))
+                Poll::Ready(Ok(unanswered(error)))
             }
         }
     }

@@ -29,6 +29,9 @@ impl Cooldown {
     }
 }
 
+/// A target as `(provider, upstream model)`.
+type TargetKey = (Arc<str>, Arc<str>);
+
 /// One target's recent record.
 #[derive(Debug, Default)]
 struct TargetHealth {
@@ -45,11 +48,14 @@ struct TargetHealth {
 #[derive(Debug)]
 pub(super) struct Health {
     cooldowns: HashMap<Arc<str>, Cooldown>,
-    targets: RwLock<HashMap<(Arc<str>, Arc<str>), Arc<TargetHealth>>>,
+    targets: RwLock<HashMap<TargetKey, Arc<TargetHealth>>>,
     epoch: Instant,
 }
 
-/// The most targets tracked: beyond it, new ones are not (a client can name any model of a
+/// The longest a 429's `retry-after` cools a target down.
+const MAX_RETRY_AFTER_COOLDOWN: Duration = Duration::from_secs(3600);
+
+/// The most targets tracked: beyond it (and once the healthy ones are forgotten), new ones are not (a client can name any model of a
 /// provider that routes any model; memory must stay bounded).
 const MAX_TRACKED: usize = 10_000;
 
@@ -60,6 +66,11 @@ impl Health {
             targets: RwLock::new(HashMap::new()),
             epoch: Instant::now(),
         }
+    }
+
+    /// The cooldown of each provider that has one.
+    pub(super) fn cooldowns(&self) -> &HashMap<Arc<str>, Cooldown> {
+        &self.cooldowns
     }
 
     /// Whether any provider has a cooldown (if not, nothing here is ever consulted).
@@ -80,19 +91,31 @@ impl Health {
             target.provider_shared().clone(),
             target.upstream_model_shared().clone(),
         );
-        if let Some(found) = self
-            .targets
-            .read()
-            .unwrap_or_else(PoisonError::into_inner)
-            .get(&key)
-        {
-            return Some(found.clone());
+        if let Some(found) = self.find(&key) {
+            return Some(found);
         }
         let mut targets = self.targets.write().unwrap_or_else(PoisonError::into_inner);
         if targets.len() >= MAX_TRACKED && !targets.contains_key(&key) {
-            return None;
+            // Forget the targets with nothing to remember; if none, track no more.
+            let now = self.now_ms();
+            targets.retain(|_, t| {
+                t.failures.load(Ordering::Relaxed) != 0
+                    || t.cooled_until.load(Ordering::Relaxed) > now
+            });
+            if targets.len() >= MAX_TRACKED {
+                return None;
+            }
         }
         Some(targets.entry(key).or_default().clone())
+    }
+
+    /// `key`'s record, if it has one.
+    fn find(&self, key: &TargetKey) -> Option<Arc<TargetHealth>> {
+        self.targets
+            .read()
+            .unwrap_or_else(PoisonError::into_inner)
+            .get(key)
+            .cloned()
     }
 
     /// Whether `target` is cooling down now.
@@ -127,7 +150,8 @@ impl Health {
             until = now + cooldown.duration.as_millis() as u64;
         }
         if let Some(wait) = wait {
-            until = until.max(now + wait.as_millis() as u64);
+            let wait = wait.min(MAX_RETRY_AFTER_COOLDOWN).as_millis() as u64;
+            until = until.max(now.saturating_add(wait));
         }
         if until > 0 {
             record.cooled_until.fetch_max(until, Ordering::Relaxed);
@@ -145,7 +169,13 @@ impl Health {
         if !self.cooldowns.contains_key(target.provider()) {
             return;
         }
-        if let Some(record) = self.record(target) {
+        // Only a target that has failed has a record worth resetting: successes never add
+        // one (an endless variety of models answering well must not fill the table).
+        let key = (
+            target.provider_shared().clone(),
+            target.upstream_model_shared().clone(),
+        );
+        if let Some(record) = self.find(&key) {
             if record.failures.load(Ordering::Relaxed) != 0 {
                 record.failures.store(0, Ordering::Relaxed);
             }
@@ -199,9 +229,12 @@ mod tests {
             health.failed(&b, None);
         }
         assert!(!health.is_cooling(&b));
-        assert_eq!(health.order(vec![a.clone(), b.clone()]), [b.clone()]);
+        assert_eq!(
+            health.order(vec![a.clone(), b.clone()]),
+            std::slice::from_ref(&b)
+        );
         // Every candidate cooling: all are tried anyway, in order.
-        assert_eq!(health.order(vec![a.clone()]), [a.clone()]);
+        assert_eq!(health.order(vec![a.clone()]), std::slice::from_ref(&a));
         tokio::time::advance(Duration::from_secs(31)).await;
         assert!(!health.is_cooling(&a));
     }

@@ -9,39 +9,35 @@ use super::health::{Cooldown, Health};
 use super::service::Resilience;
 
 /// Adds [`Resilience`]. See the [module docs](super).
-#[derive(Clone, Debug, Default)]
+///
+/// Every service this layer makes shares one cooldown table (and so do clones of them).
+#[derive(Clone, Debug)]
 pub struct ResilienceLayer {
-    cooldowns: HashMap<Arc<str>, Cooldown>,
-    /// Made when the first service is, and shared by every service this layer makes.
-    health: Option<Arc<Health>>,
+    health: Arc<Health>,
+}
+
+impl Default for ResilienceLayer {
+    fn default() -> Self {
+        Self::new()
+    }
 }
 
 impl ResilienceLayer {
     /// No cooldowns.
     pub fn new() -> Self {
-        Self::default()
+        Self {
+            health: Arc::new(Health::new(HashMap::new())),
+        }
     }
 
     /// Cools down the targets of `provider` that keep failing (see [`Cooldown`]).
     #[must_use]
-    pub fn cooldown(mut self, provider: impl Into<Arc<str>>, cooldown: Cooldown) -> Self {
-        self.cooldowns.insert(provider.into(), cooldown);
-        self.health = None;
-        self
-    }
-
-    fn health(&self) -> Arc<Health> {
-        match &self.health {
-            Some(health) => health.clone(),
-            None => Arc::new(Health::new(self.cooldowns.clone())),
+    pub fn cooldown(self, provider: impl Into<Arc<str>>, cooldown: Cooldown) -> Self {
+        let mut cooldowns = self.health.cooldowns().clone();
+        cooldowns.insert(provider.into(), cooldown);
+        Self {
+            health: Arc::new(Health::new(cooldowns)),
         }
-    }
-
-    /// Freezes the cooldown table so that every service made from this layer shares it.
-    #[must_use]
-    pub(crate) fn shared(mut self) -> Self {
-        self.health = Some(self.health());
-        self
     }
 }
 
@@ -49,6 +45,6 @@ impl<S> Layer<S> for ResilienceLayer {
     type Service = Resilience<S>;
 
     fn layer(&self, inner: S) -> Self::Service {
-        Resilience::from_parts(inner, self.health())
+        Resilience::from_parts(inner, self.health.clone())
     }
 }

@@ -59,7 +59,7 @@ pub use self::future::ResponseFuture;
 pub use self::health::Cooldown;
 pub use self::layer::ResilienceLayer;
 pub use self::service::Resilience;
-pub use self::walk::{BACKOFF_BASE, RETRY_AFTER_CAP};
+pub use self::walk::{BACKOFF_BASE, FIRST_EVENT_HOLD, RETRY_AFTER_CAP};
 pub use crate::extensions::{Retry, RoutePlan};
 
 /// The `provider/model` that answered.
@@ -77,8 +77,18 @@ fn answered(headers: &mut HeaderMap, target: &RouteTarget, attempts: u32) {
     headers.insert(X_AI_ROUTER_ATTEMPTS, attempts);
 }
 
+/// The layer's own answer for a request that never had a target (no answer headers).
+fn unanswered<B>(error: Error) -> Response<ResponseBody<B>> {
+    let (parts, body) = error.into_response().into_parts();
+    Response::from_parts(parts, ResponseBody::full(body))
+}
+
 /// The layer's own answer for a failure: the error table's, with the answer headers.
-fn failed_response<B>(error: Error, target: &RouteTarget, attempts: u32) -> Response<ResponseBody<B>> {
+fn failed_response<B>(
+    error: Error,
+    target: &RouteTarget,
+    attempts: u32,
+) -> Response<ResponseBody<B>> {
     let status = error.status();
     if status.is_server_error() {
         tracing::warn!(%status, code = error.code(), cause = ?std::error::Error::source(&error), "request failed");

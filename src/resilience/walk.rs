@@ -7,7 +7,7 @@ use std::time::Duration;
 
 use bytes::Bytes;
 use http::{HeaderMap, HeaderValue, Request, Response, StatusCode, header};
-use http_body::Body;
+use http_body::{Body, Frame};
 use http_body_util::BodyExt as _;
 use tokio::time::Instant;
 use tower::ServiceExt as _;
@@ -25,6 +25,12 @@ use crate::observe::RequestLog;
 /// The longest `retry-after` the router waits out before retrying the same target; past it,
 /// it moves on to the next target instead.
 pub const RETRY_AFTER_CAP: Duration = Duration::from_secs(10);
+/// The longest `retry-after` read (a day); longer ones read as this.
+const RETRY_AFTER_LIMIT: Duration = Duration::from_secs(86_400);
+/// How long a stream's response head is held for its first event when no
+/// `first_byte_timeout` is set: a failure before the first event within it still falls back;
+/// past it, the stream goes to the client as it is.
+pub const FIRST_EVENT_HOLD: Duration = Duration::from_secs(10);
 /// The first backoff between retries of one target (doubled each time, with jitter).
 pub const BACKOFF_BASE: Duration = Duration::from_millis(250);
 
@@ -108,12 +114,24 @@ where
                     health.failed(&target, wait.filter(|_| is_429));
                     let again = match &failure {
                         Failure::Answer(response) => plan.retry.on(response.status().as_u16()),
-                        // Not reached, broken or too slow: worth a retry when retries are asked for.
-                        Failure::Error(_) => true,
+                        // Not reached, broken or too slow: worth a retry when retries are
+                        // asked for (a missing or refused credential is not).
+                        Failure::Error(error) => error.is_transient(),
+                    };
+                    let (status, code) = match &failure {
+                        Failure::Answer(response) => {
+                            (response.status().as_u16(), "upstream_status")
+                        }
+                        Failure::Error(error) => (
+                            error.status().as_u16(),
+                            error.code().unwrap_or("upstream_error"),
+                        ),
                     };
                     tracing::warn!(
                         n = attempts,
                         target = %target.label().to_str().unwrap_or_default(),
+                        status,
+                        code,
                         "attempt failed; {}",
                         if again && retry < plan.retry.count() { "retrying" } else { "trying the next target" }
                     );
@@ -185,33 +203,74 @@ where
         // The request itself is wrong (400, 404, 422...): another upstream would say so too.
         return Attempt::Done(response.map(ResponseBody::direct));
     }
-    let is_stream = target.stream() && content_type_is(response.headers(), "text/event-stream");
-    if !is_stream {
+    if !target.stream() {
         return Attempt::Done(response.map(ResponseBody::direct));
+    }
+    if !content_type_is(response.headers(), "text/event-stream") {
+        // A stream was asked for and something else came: another upstream may do better
+        // (if none does, the client gets this as `upstream_error`).
+        tracing::debug!("a stream was answered without an event stream");
+        return Attempt::Failed(Failure::Error(Error::upstream_protocol()), None);
     }
     // A stream: its head waits for its first event, so a failure before it can still fall
     // back (after it, the streaming failure contract stands).
     let (parts, mut body) = response.into_parts();
-    let first_event = async {
-        loop {
-            match body.frame().await {
-                Some(Ok(frame)) if frame.data_ref().is_some_and(Bytes::is_empty) => continue,
-                Some(Ok(frame)) => return Some(frame),
-                Some(Err(_)) | None => return None,
-            }
+    let deadline = Instant::now() + plan.first_byte_timeout.unwrap_or(FIRST_EVENT_HOLD);
+    // What came before the first event (comments, keep-alives) and the event itself.
+    let mut held: Option<Bytes> = None;
+    let first = loop {
+        match tokio::time::timeout_at(deadline, body.frame()).await {
+            Err(_) => break FirstEvent::Late,
+            Ok(Some(Ok(frame))) => match frame.into_data() {
+                Ok(data) if data.is_empty() => {}
+                Ok(data) => {
+                    let joined = match held.take() {
+                        None => data,
+                        Some(before) => [before, data].concat().into(),
+                    };
+                    if has_data_line(held.insert(joined)) {
+                        break FirstEvent::Arrived;
+                    }
+                }
+                // Trailers before any event: no answer.
+                Err(_) => break FirstEvent::Broken,
+            },
+            Ok(Some(Err(_)) | None) => break FirstEvent::Broken,
         }
     };
-    let first = match plan.first_byte_timeout {
-        Some(limit) => tokio::time::timeout(limit, first_event).await.ok().flatten(),
-        None => first_event.await,
+    let handed_over = |body| match held {
+        Some(held) => ResponseBody::prefixed(Frame::data(held), body),
+        None => ResponseBody::direct(body),
     };
     match first {
-        Some(frame) => Attempt::Done(Response::from_parts(parts, ResponseBody::prefixed(frame, body))),
-        None => {
-            tracing::debug!("the stream failed or stayed silent before its first event");
+        FirstEvent::Arrived => Attempt::Done(Response::from_parts(parts, handed_over(body))),
+        // Slow, but no `first_byte_timeout` asked to give up on it: the client gets it as is.
+        FirstEvent::Late if plan.first_byte_timeout.is_none() => {
+            Attempt::Done(Response::from_parts(parts, handed_over(body)))
+        }
+        FirstEvent::Late => {
+            tracing::debug!("no first event within first_byte_timeout");
             Attempt::Failed(Failure::Error(Error::upstream_timeout()), None)
         }
+        FirstEvent::Broken => {
+            tracing::debug!("the stream failed before its first event");
+            Attempt::Failed(Failure::Error(Error::upstream_protocol()), None)
+        }
     }
+}
+
+/// How the wait for a stream's first event ended.
+enum FirstEvent {
+    Arrived,
+    Late,
+    Broken,
+}
+
+/// Whether `bytes` hold the start of an SSE `data:` line (comments and other fields do not
+/// make an event).
+fn has_data_line(bytes: &[u8]) -> bool {
+    memchr::memmem::find_iter(bytes, b"data:")
+        .any(|at| at == 0 || matches!(bytes[at - 1], b'\n' | b'\r'))
 }
 
 /// The request of one attempt: the client's head (its extensions too), `body`, and `target`.
@@ -259,7 +318,10 @@ fn retry_after<B>(failure: &Failure<B>) -> Option<Duration> {
 pub(super) fn retry_after_of(headers: &HeaderMap) -> Option<Duration> {
     let read = |name: &str| headers.get(name)?.to_str().ok()?.trim().parse::<f64>().ok();
     let millis = read("retry-after-ms").or_else(|| read("retry-after").map(|s| s * 1000.0))?;
-    (millis.is_finite() && millis >= 0.0).then(|| Duration::from_secs_f64(millis / 1000.0))
+    // Any value the upstream sends, however large, reads as a duration (never a panic).
+    Duration::try_from_secs_f64(millis / 1000.0)
+        .ok()
+        .map(|wait| wait.min(RETRY_AFTER_LIMIT))
 }
 
 #[cfg(test)]
@@ -270,11 +332,20 @@ mod tests {
     fn backoff_grows_with_jitter_and_honours_retry_after_up_to_the_cap() {
         for _ in 0..100 {
             let first = backoff(1, None).unwrap_or_default();
-            assert!(first >= BACKOFF_BASE / 2 && first < BACKOFF_BASE * 3 / 2, "{first:?}");
+            assert!(
+                first >= BACKOFF_BASE / 2 && first < BACKOFF_BASE * 3 / 2,
+                "{first:?}"
+            );
             let third = backoff(3, None).unwrap_or_default();
-            assert!(third >= BACKOFF_BASE * 2 && third < BACKOFF_BASE * 6, "{third:?}");
+            assert!(
+                third >= BACKOFF_BASE * 2 && third < BACKOFF_BASE * 6,
+                "{third:?}"
+            );
         }
-        assert_eq!(backoff(1, Some(Duration::from_secs(3))), Some(Duration::from_secs(3)));
+        assert_eq!(
+            backoff(1, Some(Duration::from_secs(3))),
+            Some(Duration::from_secs(3))
+        );
         assert_eq!(backoff(1, Some(Duration::from_secs(11))), None);
     }
 
@@ -286,7 +357,10 @@ mod tests {
         headers.insert("retry-after-ms", HeaderValue::from_static("150"));
         assert_eq!(retry_after_of(&headers), Some(Duration::from_millis(150)));
         headers.clear();
-        headers.insert("retry-after", HeaderValue::from_static("Wed, 21 Oct 2015 07:28:00 GMT"));
+        headers.insert(
+            "retry-after",
+            HeaderValue::from_static("Wed, 21 Oct 2015 07:28:00 GMT"),
+        );
         assert_eq!(retry_after_of(&headers), None);
     }
 }

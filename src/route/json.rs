@@ -32,8 +32,7 @@ impl Peeked {
         let span = self.model_span.clone()?;
         let inner = span.start + 1..span.end.checked_sub(1)?;
         let raw = body.get(inner.clone())?;
-        (!raw.contains(&b'\\') && self.model.is_some())
-            .then(|| body.slice(inner))
+        (!raw.contains(&b'\\') && self.model.is_some()).then(|| body.slice(inner))
     }
 }
 

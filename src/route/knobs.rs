@@ -30,6 +30,8 @@ pub(super) const NAMES: [&str; 6] = [
     "thread",
 ];
 
+/// The largest knob, in bytes of JSON.
+const MAX_KNOB_BYTES: usize = 64 * 1024;
 /// The most fallbacks a request may name.
 const MAX_FALLBACKS: usize = 5;
 /// The most models a request's load balancer may name.
@@ -58,7 +60,7 @@ pub(super) struct LoadBalancer {
 impl LoadBalancer {
     /// The models in the order to try them: the one picked first (by weight, or by `turn`
     /// for round robin), then the others in the order the request gave.
-    pub(super) fn order(&self, turn: usize) -> Vec<&str> {
+    pub(super) fn order(&self, turn: usize) -> Vec<(usize, &str)> {
         let n = self.models.len();
         let first = if self.round_robin {
             turn % n
@@ -75,7 +77,7 @@ impl LoadBalancer {
         };
         std::iter::once(first)
             .chain((0..n).filter(|&i| i != first))
-            .map(|i| self.models[i].0.as_str())
+            .map(|i| (i, self.models[i].0.as_str()))
             .collect()
     }
 }
@@ -88,18 +90,32 @@ pub(super) fn take(body: &Bytes) -> Result<(Knobs, Bytes), Error> {
     for member in found.iter() {
         let Some(name) = member.name else { continue };
         let raw = body.get(member.value.clone()).ok_or_else(Error::internal)?;
-        let value: Value = serde_json::from_slice(raw).map_err(|e| Error::invalid_json().with_source(e))?;
-        match NAMES[name] {
+        let knob = NAMES[name];
+        if raw == b"null" {
+            // As if absent (and stripped all the same).
+            continue;
+        }
+        if raw.len() > MAX_KNOB_BYTES {
+            // Read into a tree, a huge knob would cost many times its size.
+            return Err(Error::invalid_param(
+                knob,
+                format!("must be at most {MAX_KNOB_BYTES} bytes of JSON"),
+            ));
+        }
+        if matches!(knob, "identity" | "thread") {
+            // Recorded by telemetry, never forwarded; valid JSON already (the body parsed).
+            if raw.first() != Some(&b'{') {
+                return Err(Error::invalid_param(knob, "must be an object"));
+            }
+            continue;
+        }
+        let value: Value =
+            serde_json::from_slice(raw).map_err(|e| Error::invalid_json().with_source(e))?;
+        match knob {
             "fallbacks" => knobs.fallbacks = fallbacks(&value)?,
             "retry" => knobs.retry = Some(retry(&value)?),
             "timeout" => knobs.call_timeout = Some(call_timeout(&value)?),
-            "load_balancer" => knobs.load_balancer = Some(load_balancer(&value)?),
-            other => {
-                // `identity`, `thread`: recorded by telemetry, never forwarded.
-                if !value.is_object() {
-                    return Err(Error::invalid_param(other, "must be an object"));
-                }
-            }
+            _ => knobs.load_balancer = Some(load_balancer(&value)?),
         }
     }
     let stripped = without(body, &found, |m| m.name.is_some()).ok_or_else(Error::internal)?;
@@ -116,7 +132,10 @@ fn object<'v>(value: &'v Value, param: &str) -> Result<&'v Map<String, Value>, E
 fn model_at(value: Option<&Value>, param: String) -> Result<String, Error> {
     match value.and_then(Value::as_str) {
         Some(model) if !model.is_empty() => Ok(model.to_owned()),
-        _ => Err(Error::invalid_param(param, "must be a model id (a non-empty string)")),
+        _ => Err(Error::invalid_param(
+            param,
+            "must be a model id (a non-empty string)",
+        )),
     }
 }
 
@@ -146,25 +165,30 @@ fn retry(value: &Value) -> Result<Retry, Error> {
         .and_then(Value::as_u64)
         .filter(|count| (1..=u64::from(MAX_RETRIES)).contains(count))
         .ok_or_else(|| {
-            Error::invalid_param("retry.count", format!("must be an integer from 1 to {MAX_RETRIES}"))
+            Error::invalid_param(
+                "retry.count",
+                format!("must be an integer from 1 to {MAX_RETRIES}"),
+            )
         })?;
     let on_codes = match retry.get("on_codes") {
         None => vec![429],
         Some(codes) => {
-            let invalid = || {
-                Error::invalid_param(
-                    "retry.on_codes",
-                    "must be an array of HTTP status codes (100 to 599)",
-                )
-            };
-            let codes = codes.as_array().ok_or_else(invalid)?;
+            let codes = codes.as_array().ok_or_else(|| {
+                Error::invalid_param("retry.on_codes", "must be an array of HTTP status codes")
+            })?;
             codes
                 .iter()
-                .map(|code| {
+                .enumerate()
+                .map(|(i, code)| {
                     code.as_u64()
                         .filter(|code| (100..=599).contains(code))
                         .and_then(|code| u16::try_from(code).ok())
-                        .ok_or_else(invalid)
+                        .ok_or_else(|| {
+                            Error::invalid_param(
+                                format!("retry.on_codes[{i}]"),
+                                "must be an HTTP status code (100 to 599)",
+                            )
+                        })
                 })
                 .collect::<Result<Vec<u16>, Error>>()?
         }
@@ -215,7 +239,10 @@ fn load_balancer(value: &Value) -> Result<LoadBalancer, Error> {
         .enumerate()
         .map(|(i, item)| {
             let item = object(item, &format!("load_balancer.models[{i}]"))?;
-            let model = model_at(item.get("model"), format!("load_balancer.models[{i}].model"))?;
+            let model = model_at(
+                item.get("model"),
+                format!("load_balancer.models[{i}].model"),
+            )?;
             let weight = match item.get("weight") {
                 None => 0.5,
                 Some(weight) => weight
@@ -279,13 +306,25 @@ mod tests {
         for (body, expected) in [
             (r#"{"retry":{"count":0}}"#, "retry.count"),
             (r#"{"retry":{"count":6}}"#, "retry.count"),
-            (r#"{"retry":{"count":1,"on_codes":[99]}}"#, "retry.on_codes"),
+            (
+                r#"{"retry":{"count":1,"on_codes":[99]}}"#,
+                "retry.on_codes[0]",
+            ),
             (r#"{"retry":3}"#, "retry"),
-            (r#"{"fallbacks":[{"model":"a/b"},{"model":""}]}"#, "fallbacks[1].model"),
+            (
+                r#"{"fallbacks":[{"model":"a/b"},{"model":""}]}"#,
+                "fallbacks[1].model",
+            ),
             (r#"{"fallbacks":[{},{},{},{},{},{}]}"#, "fallbacks"),
             (r#"{"timeout":{"call_timeout":0}}"#, "timeout.call_timeout"),
-            (r#"{"load_balancer":{"type":"random","models":[{"model":"a/b"}]}}"#, "load_balancer.type"),
-            (r#"{"load_balancer":{"type":"round_robin","models":[]}}"#, "load_balancer.models"),
+            (
+                r#"{"load_balancer":{"type":"random","models":[{"model":"a/b"}]}}"#,
+                "load_balancer.type",
+            ),
+            (
+                r#"{"load_balancer":{"type":"round_robin","models":[]}}"#,
+                "load_balancer.models",
+            ),
             (
                 r#"{"load_balancer":{"type":"weight_based","models":[{"model":"a/b","weight":2}]}}"#,
                 "load_balancer.models[0].weight",
@@ -303,14 +342,26 @@ mod tests {
         )
         .unwrap();
         let balancer = knobs.load_balancer.unwrap();
-        assert_eq!(balancer.order(0), ["a/1", "b/2", "c/3"]);
-        assert_eq!(balancer.order(1), ["b/2", "a/1", "c/3"]);
-        assert_eq!(balancer.order(5), ["c/3", "a/1", "b/2"]);
+        let models = |turn| {
+            balancer
+                .order(turn)
+                .into_iter()
+                .map(|(_, m)| m)
+                .collect::<Vec<_>>()
+        };
+        assert_eq!(models(0), ["a/1", "b/2", "c/3"]);
+        assert_eq!(models(1), ["b/2", "a/1", "c/3"]);
+        assert_eq!(models(5), ["c/3", "a/1", "b/2"]);
+        assert_eq!(
+            balancer.order(1)[1],
+            (0, "a/1"),
+            "indices are the request's"
+        );
         let weighted = LoadBalancer {
             round_robin: false,
             models: vec![("a".into(), 0.001), ("b".into(), 1.0)],
         };
-        let firsts = (0..200).filter(|_| weighted.order(0)[0] == "b").count();
+        let firsts = (0..200).filter(|_| weighted.order(0)[0].1 == "b").count();
         assert!(firsts > 180, "{firsts}");
     }
 }

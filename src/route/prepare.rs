@@ -7,11 +7,11 @@ use std::sync::Arc;
 use bytes::Bytes;
 use http::{HeaderValue, Request, header};
 
+use super::json;
 use super::knobs::{self, Knobs};
 use super::layer::Settings;
 use super::multipart::{self, Form};
 use super::table::{Resolved, check_model_id};
-use super::json;
 use crate::error::Error;
 use crate::extensions::{BodyForModel, Endpoint, Principal, RoutePlan, RouteTarget};
 use crate::media::ContentType;
@@ -75,8 +75,21 @@ pub(super) fn prepare(
         .load_balancer
         .as_ref()
         .map(|balancer| balancer.order(settings.turn()));
+    // A model the balancer picked is named by its place in the request's list when wrong.
+    let balanced_param = |i: usize, model: &str| {
+        Error::invalid_param(
+            format!("load_balancer.models[{i}].model"),
+            format!(
+                "the model `{model}` is not an alias or `provider/model` of a configured provider"
+            ),
+        )
+    };
     let model = match (&balanced, sent) {
-        (Some(order), _) => order.first().copied().ok_or_else(Error::internal)?,
+        (Some(order), _) => {
+            let &(i, model) = order.first().ok_or_else(Error::internal)?;
+            check_model_id(model).map_err(|_| balanced_param(i, model))?;
+            model
+        }
         (None, Some(model)) => model,
         (None, None) if endpoint.model_optional() => settings
             .default_models
@@ -95,23 +108,37 @@ pub(super) fn prepare(
             (targets.next(), targets.collect(), Some(policy))
         }
         // Not allowed: its fallbacks may be; if none is, the refusal names this model.
-        Err(refusal) if refusal.status() == http::StatusCode::FORBIDDEN => {
-            (None, Vec::new(), None)
+        Err(refusal) if refusal.status() == http::StatusCode::FORBIDDEN => (None, Vec::new(), None),
+        Err(_) if balanced.is_some() => {
+            let i = balanced
+                .as_ref()
+                .and_then(|o| o.first())
+                .map_or(0, |&(i, _)| i);
+            return Err(balanced_param(i, model));
         }
         Err(error) => return Err(error),
     };
     // The balancer's other models, then the request's fallbacks, each resolved (an unknown one
     // is a 400 naming it) and filtered by the allow-list.
-    let balanced_rest = balanced.iter().flatten().skip(1).enumerate().map(|(i, m)| {
-        (*m, format!("load_balancer.models[{i}].model"))
-    });
+    let balanced_rest = balanced
+        .iter()
+        .flatten()
+        .skip(1)
+        .map(|&(i, m)| (m, format!("load_balancer.models[{i}].model")));
     let fallbacks = knobs
         .fallbacks
         .iter()
         .enumerate()
         .map(|(i, m)| (m.as_str(), format!("fallbacks[{i}].model")));
     for (fallback, param) in balanced_rest.chain(fallbacks) {
-        let unknown = || Error::invalid_param(param.as_str(), format!("the model `{fallback}` is not an alias or `provider/model` of a configured provider"));
+        let unknown = || {
+            Error::invalid_param(
+                param.as_str(),
+                format!(
+                    "the model `{fallback}` is not an alias or `provider/model` of a configured provider"
+                ),
+            )
+        };
         check_model_id(fallback).map_err(|_| unknown())?;
         match settings.table.resolve_for(fallback, endpoint, principal) {
             Ok(Resolved::One(target)) => rest.push(target),
@@ -157,27 +184,31 @@ pub(super) fn prepare(
         .retry
         .or_else(|| policy.map(|p| p.retry.clone()))
         .unwrap_or_default();
-    let attempt_timeout = knobs.call_timeout.or_else(|| policy.and_then(|p| p.timeout));
+    let attempt_timeout = knobs
+        .call_timeout
+        .or_else(|| policy.and_then(|p| p.timeout));
     let first_byte_timeout = policy.and_then(|p| p.first_byte_timeout);
     let needs_plan = !rest.is_empty()
         || retry.count() > 0
         || attempt_timeout.is_some()
         || first_byte_timeout.is_some();
-    let respell: Arc<dyn BodyForModel>;
-    let body = match parsed {
+    // What makes the other targets' bodies: built only for a plan (a single target costs
+    // no allocation here).
+    let (body, respell): (Bytes, Option<Arc<dyn BodyForModel>>) = match parsed {
         Parsed::Json(peeked) => {
             let rewritten = for_target(&body, &peeked, &target)?;
-            respell = Arc::new(JsonBody { body, peeked });
-            rewritten
+            let respell =
+                needs_plan.then(|| Arc::new(JsonBody { body, peeked }) as Arc<dyn BodyForModel>);
+            (rewritten, respell)
         }
         Parsed::Form(form) => {
             let (encoded, content_type) = form.encoded_with_model(target.upstream_model());
             parts.headers.insert(header::CONTENT_TYPE, content_type);
-            respell = Arc::new(FormBody { form });
-            encoded
+            let respell = needs_plan.then(|| Arc::new(FormBody { form }) as Arc<dyn BodyForModel>);
+            (encoded, respell)
         }
     };
-    if needs_plan {
+    if let Some(respell) = respell {
         parts.extensions.insert(
             RoutePlan::new(rest, respell)
                 .with_retry(retry)
@@ -210,7 +241,10 @@ fn for_target(body: &Bytes, peeked: &json::Peeked, target: &RouteTarget) -> Resu
     if !target.usage_injected() {
         return Ok(body);
     }
-    Ok(json::insert_first_member(&body, br#""stream_options":{"include_usage":true}"#).unwrap_or(body))
+    Ok(
+        json::insert_first_member(&body, br#""stream_options":{"include_usage":true}"#)
+            .unwrap_or(body),
+    )
 }
 
 /// Makes a JSON body for another target from the client's (knobs stripped).

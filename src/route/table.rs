@@ -415,7 +415,9 @@ impl RouteTableBuilder {
         }
         for (name, policy) in self.policies {
             let alias = aliases.get_mut(name.as_str()).ok_or_else(|| {
-                BuildError::new(format!("a policy is set for alias `{name}`, which is not configured"))
+                BuildError::new(format!(
+                    "a policy is set for alias `{name}`, which is not configured"
+                ))
             })?;
             alias.cumulative = cumulative_weights(&name, &policy.strategy, alias.targets.len())?;
             check_timeouts(&name, &policy)?;

@@ -279,13 +279,10 @@ impl<K: KeyStore, L: KeyLimiter> AiRouterBuilder<K, L> {
         if let Some(deadline) = self.check_deadline {
             auth = auth.deadline(deadline);
         }
-        let resilient = self.resilience.shared().layer(self.providers);
-        let stack = self.observe.layer(
-            self.in_flight.layer(
-                OpenAiErrorsLayer::new()
-                    .layer(auth.layer(route.layer(self.streams.layer(resilient)))),
-            ),
-        );
+        let resilient = self.resilience.layer(self.providers);
+        let stack = self.observe.layer(self.in_flight.layer(
+            OpenAiErrorsLayer::new().layer(auth.layer(route.layer(self.streams.layer(resilient)))),
+        ));
         Ok(AiRouter { stack })
     }
 }

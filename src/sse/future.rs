@@ -52,6 +52,9 @@ where
         // the one to read.
         if let Some(answered) = response.extensions().get::<RouteTarget>() {
             context.strip_injected_usage = answered.usage_injected();
+            if let Some(settings) = &context.per_provider {
+                context.idle_timeout = settings.idle_timeout(Some(answered.provider()));
+            }
             context.target = Some(answered.clone());
         }
         // Error answers pass as they are: `OpenAiErrors` reads them (bounded).

@@ -27,7 +27,8 @@ pub(super) fn without_null_usage(event: &[u8]) -> Option<Bytes> {
     let data = single_data_line(event)?;
     let json = &event[data.clone()];
     let found = members(json, &["usage"])?;
-    let is_null_usage = |m: &Member| m.name == Some(0) && json.get(m.value.clone()) == Some(b"null");
+    let is_null_usage =
+        |m: &Member| m.name == Some(0) && json.get(m.value.clone()) == Some(b"null");
     if !found.iter().any(is_null_usage) {
         return None;
     }

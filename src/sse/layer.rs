@@ -66,6 +66,11 @@ pub(super) struct Settings {
 }
 
 impl Settings {
+    /// Whether some provider has an idle timeout of its own.
+    pub(super) fn varies_by_provider(&self) -> bool {
+        !self.providers.is_empty()
+    }
+
     pub(super) fn idle_timeout(&self, provider: Option<&str>) -> Duration {
         if self.providers.is_empty() {
             return self.idle_timeout;

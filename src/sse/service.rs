@@ -88,6 +88,10 @@ where
             target,
             start: Instant::now(),
             idle_timeout,
+            per_provider: self
+                .settings
+                .varies_by_provider()
+                .then(|| self.settings.clone()),
         };
         ResponseFuture::new(self.inner.call(request), context)
     }

@@ -28,6 +28,8 @@ pub(crate) struct StreamContext {
     pub(crate) target: Option<RouteTarget>,
     pub(crate) start: Instant,
     pub(crate) idle_timeout: Duration,
+    /// The settings, when idle timeouts differ by provider: a fallback's stream gets its own.
+    pub(super) per_provider: Option<Arc<super::layer::Settings>>,
     pub(crate) strip_injected_usage: bool,
 }
 
@@ -288,6 +290,7 @@ mod tests {
             target: Some(RouteTarget::new("p", "m", endpoint)),
             start: Instant::now(),
             idle_timeout: Duration::from_secs(5),
+            per_provider: None,
             strip_injected_usage: false,
         }
     }

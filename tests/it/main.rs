@@ -16,5 +16,6 @@ mod hardening;
 mod mounts;
 mod multipart;
 mod policy;
+mod resilience;
 mod standalone;
 mod streaming;

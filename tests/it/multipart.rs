@@ -24,8 +24,9 @@ use sha2::{Digest as _, Sha256};
 
 use crate::support::{
     EXCHANGE_TIMEOUT, Harness, PROVIDER_KEY, ROUTER_KEY, RawResponse, assert_forwarded,
-    assert_provider_key_only, client_for, collect_stream, send, with_model,
+    assert_provider_key_only, client_for, collect_stream, mock_provider, send, with_model,
 };
+use ai_router::mock::ScriptedResponse;
 
 /// The boundary of the forms the tests write by hand.
 const CLIENT_BOUNDARY: &str = "client-boundary-7MA4YWxkTrZu0gW";
@@ -1074,4 +1075,51 @@ async fn every_part_header_is_kept() {
     assert!(text.contains("\r\n\r\nwhisper-1\r\n"));
     assert!(text.contains("\r\n\r\nRIFF....WAVE\r\n"));
     assert!(text.ends_with(&format!("--{boundary}--\r\n")));
+}
+
+// ------------------------------------------------------------------- fallback
+
+#[tokio::test]
+async fn a_form_falls_back_to_the_next_target_with_the_same_file_bytes() {
+    let harness = Harness::with_upstream(|builder, upstream| {
+        builder
+            .provider("backup", mock_provider(upstream))
+            .alias("ears", ["mock/whisper-a", "backup/whisper-b"])
+    })
+    .await;
+    harness.upstream.script_for(
+        "whisper-a",
+        ScriptedResponse::openai_error(503, "busy", "server_error", Some("overloaded")),
+    );
+    // Bytes that look like boundaries and line ends inside the file.
+    let mut audio = audio_bytes(200_000);
+    audio.extend_from_slice(b"\r\n--client-boundary\r\n\r\n");
+    let response = harness
+        .client()
+        .audio()
+        .transcription()
+        .create(transcription_request("ears", &audio))
+        .await
+        .unwrap();
+    assert_eq!(
+        response.text,
+        format!("mock transcript of speech.wav ({} bytes)", audio.len())
+    );
+    let first = harness.upstream.requests_for("whisper-a");
+    let second = harness.upstream.requests_for("whisper-b");
+    assert_eq!((first.len(), second.len()), (1, 1));
+    let first_parts = parse_form(
+        first[0].header("content-type").unwrap(),
+        first[0].body.clone(),
+    )
+    .await;
+    assert_forwarded_form(
+        &second[0],
+        "/v1/audio/transcriptions",
+        &boundary_of(&first[0]),
+        &with_model_part(&first_parts, "whisper-b"),
+    )
+    .await;
+    let file = first_parts.iter().find(|p| p.is("file")).unwrap();
+    assert_eq!(sha256_hex(&file.data), sha256_hex(&audio));
 }

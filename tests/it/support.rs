@@ -246,6 +246,11 @@ impl RawResponse {
 
 /// Sends one request with a fresh hyper client (HTTP/1.1) and reads the whole answer.
 pub async fn send(request: Request<Full<Bytes>>) -> RawResponse {
+    send_within(request, EXCHANGE_TIMEOUT).await
+}
+
+/// [`send`], for an exchange that may take up to `limit` (on a paused clock, say).
+pub async fn send_within(request: Request<Full<Bytes>>, limit: Duration) -> RawResponse {
     let client = HyperClient::builder(TokioExecutor::new()).build_http::<Full<Bytes>>();
     let exchange = async {
         let response = client.request(request).await.unwrap();
@@ -257,7 +262,7 @@ pub async fn send(request: Request<Full<Bytes>>) -> RawResponse {
             body,
         }
     };
-    tokio::time::timeout(EXCHANGE_TIMEOUT, exchange)
+    tokio::time::timeout(limit, exchange)
         .await
         .expect("the exchange timed out")
 }
