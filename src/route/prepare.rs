@@ -196,10 +196,12 @@ pub(super) fn prepare(
     // no allocation here).
     let (body, respell): (Bytes, Option<Arc<dyn BodyForModel>>) = match parsed {
         Parsed::Json(peeked) => {
-            let rewritten = for_target(&body, &peeked, &target)?;
-            let respell =
-                needs_plan.then(|| Arc::new(JsonBody { body, peeked }) as Arc<dyn BodyForModel>);
-            (rewritten, respell)
+            if needs_plan {
+                let rewritten = for_target(body.clone(), &peeked, &target)?;
+                (rewritten, Some(Arc::new(JsonBody { body, peeked }) as Arc<dyn BodyForModel>))
+            } else {
+                (for_target(body, &peeked, &target)?, None)
+            }
         }
         Parsed::Form(form) => {
             let (encoded, content_type) = form.encoded_with_model(target.upstream_model());
@@ -236,8 +238,8 @@ pub(super) fn prepare(
 
 /// The JSON body for `target`: `model` set to its upstream id, and usage asked for when the
 /// router injects it for that provider.
-fn for_target(body: &Bytes, peeked: &json::Peeked, target: &RouteTarget) -> Result<Bytes, Error> {
-    let body = json::rewrite_model(body.clone(), peeked, target.upstream_model())?;
+fn for_target(body: Bytes, peeked: &json::Peeked, target: &RouteTarget) -> Result<Bytes, Error> {
+    let body = json::rewrite_model(body, peeked, target.upstream_model())?;
     if !target.usage_injected() {
         return Ok(body);
     }
@@ -255,7 +257,7 @@ struct JsonBody {
 
 impl BodyForModel for JsonBody {
     fn body_for(&self, target: &RouteTarget) -> Result<(Bytes, Option<HeaderValue>), Error> {
-        Ok((for_target(&self.body, &self.peeked, target)?, None))
+        Ok((for_target(self.body.clone(), &self.peeked, target)?, None))
     }
 }
 
