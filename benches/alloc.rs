@@ -33,7 +33,7 @@ use http_body_util::{BodyExt as _, Full};
 use stats_alloc::{INSTRUMENTED_SYSTEM, Region, StatsAlloc};
 use tower::{Service, ServiceBuilder, ServiceExt as _};
 
-use common::{Frames, KIB, MOUNT, chat_body, chat_request, keys, ok_answer, table};
+use common::{Frames, KIB, MOUNT, chat_body, chat_request, keys, ok_answer, router_request, table};
 
 #[global_allocator]
 static GLOBAL: &StatsAlloc<System> = &INSTRUMENTED_SYSTEM;
@@ -181,6 +181,26 @@ async fn measure(n: usize) -> Vec<(&'static str, &'static str, Count)> {
     })
     .await;
     rows.push(("router", "AiRouter, unknown key (401)", c));
+    let c = count(&router, n, StatusCode::OK, || {
+        router_request(
+            "/v3/router/chat/completions",
+            chat_body("resilient", KIB, false),
+        )
+    })
+    .await;
+    rows.push(("router", "AiRouter, 1 KiB chat, alias with a fallback", c));
+    let c = count(&router, n, StatusCode::OK, || {
+        router_request(
+            "/v3/router/chat/completions",
+            chat_body("resilient", KIB, true),
+        )
+    })
+    .await;
+    rows.push((
+        "router",
+        "AiRouter, 1 KiB chat, stream (25 frames), alias with a fallback",
+        c,
+    ));
 
     // The provider alone, with the request as the router hands it over: the floor of the
     // router rows.

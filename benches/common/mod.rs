@@ -188,5 +188,7 @@ pub(crate) fn in_memory_router() -> Result<AiRouter<MemoryKeyStore>, BuildError>
         .keys(keys())
         .provider("mock", in_memory_provider())
         .models("mock", ["gpt-4o-mini"])
+        // A plan: two targets, the first answering (what a fallback costs when unused).
+        .alias("resilient", ["mock/gpt-4o-mini", "mock/gpt-4o"])
         .build()
 }

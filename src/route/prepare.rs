@@ -198,7 +198,10 @@ pub(super) fn prepare(
         Parsed::Json(peeked) => {
             if needs_plan {
                 let rewritten = for_target(body.clone(), &peeked, &target)?;
-                (rewritten, Some(Arc::new(JsonBody { body, peeked }) as Arc<dyn BodyForModel>))
+                (
+                    rewritten,
+                    Some(Arc::new(JsonBody { body, peeked }) as Arc<dyn BodyForModel>),
+                )
             } else {
                 (for_target(body, &peeked, &target)?, None)
             }
