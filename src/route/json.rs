@@ -511,8 +511,71 @@ mod proptests {
         (value, model)
     }
 
+    /// An object with `identity` / `thread` knobs among members whose keys look like JSON
+    /// syntax (commas, colons, braces, quotes): the rendered body.
+    fn body_with_knobs() -> impl Strategy<Value = String> {
+        let tricky_key = prop_oneof!["[a-z,:{}\\[\\]\" ]{0,6}", key()];
+        (
+            prop::collection::vec((tricky_key, node()), 0..6),
+            prop::collection::vec(
+                (
+                    prop_oneof![Just("identity"), Just("thread")],
+                    prop::collection::vec((key(), node()), 0..3),
+                    any::<prop::sample::Index>(),
+                ),
+                1..3,
+            ),
+            any::<u64>(),
+        )
+            .prop_map(|(members, knobs, seed)| {
+                let mut members: Vec<(String, Node)> = dedup(members)
+                    .into_iter()
+                    .filter(|(key, _)| !crate::route::knobs::NAMES.contains(&key.as_str()))
+                    .collect();
+                for (name, value, at) in knobs {
+                    if members.iter().all(|(key, _)| key != name) {
+                        let at = at.index(members.len() + 1);
+                        members.insert(at, (name.to_owned(), Node::Object(dedup(value))));
+                    }
+                }
+                let mut out = String::new();
+                let mut choices = Choices(seed | 1);
+                choices.space(&mut out);
+                render(&Node::Object(members), &mut choices, &mut out);
+                choices.space(&mut out);
+                out
+            })
+    }
+
     proptest! {
         #![proptest_config(ProptestConfig::with_cases(256))]
+
+        #[test]
+        fn knobs_are_stripped_and_nothing_else_changes(body in body_with_knobs()) {
+            let (_, stripped) = crate::route::knobs::take(&Bytes::from(body.clone())).unwrap();
+            let mut expected: Value = serde_json::from_str(&body).unwrap();
+            let object = expected.as_object_mut().unwrap();
+            object.remove("identity");
+            object.remove("thread");
+            let got: Value = serde_json::from_slice(&stripped).unwrap();
+            prop_assert_eq!(got, expected);
+            // The other members keep their order and their bytes (serde_json's map is
+            // sorted: compare the raw values as they appear).
+            let values = |bytes: &[u8]| {
+                crate::members::members(bytes, &[])
+                    .unwrap()
+                    .iter()
+                    .map(|m| bytes[m.value.clone()].to_vec())
+                    .collect::<Vec<_>>()
+            };
+            let kept: Vec<Vec<u8>> = values(body.as_bytes())
+                .into_iter()
+                .zip(crate::members::members(body.as_bytes(), &crate::route::knobs::NAMES).unwrap())
+                .filter(|(_, m)| m.name.is_none())
+                .map(|(value, _)| value)
+                .collect();
+            prop_assert_eq!(values(&stripped), kept);
+        }
 
         #[test]
         fn only_the_top_level_model_changes((body, model) in body(), new_model in text()) {
