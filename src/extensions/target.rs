@@ -46,6 +46,11 @@ impl RouteTarget {
         self
     }
 
+    /// Whether the label was given ahead.
+    pub(crate) fn has_label(&self) -> bool {
+        self.label.is_some()
+    }
+
     /// `provider/model`, as the `x-ai-router-model` header of an answer shows it.
     pub fn label(&self) -> HeaderValue {
         match &self.label {

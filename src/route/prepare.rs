@@ -147,6 +147,8 @@ pub(super) fn prepare(
             Err(_) => return Err(unknown()),
         }
     }
+    // Whether the first target is the model's own (not a fallback standing in for it).
+    let first_is_model = first.is_some();
     if first.is_none() && !rest.is_empty() {
         first = Some(rest.remove(0));
     }
@@ -169,8 +171,9 @@ pub(super) fn prepare(
             .with_usage_injected(injected)
     };
     let mut target = with_details(first);
-    // A `provider/model` the client sent names the target as is: label it without a copy.
-    if sent.is_some_and(|sent| sent == model && !settings.table.is_alias(model)) {
+    // A `provider/model` the client sent names the target as is: label it without a copy
+    // (an alias's targets come labelled).
+    if first_is_model && !target.has_label() && sent.is_some_and(|sent| sent == model) {
         let label = match &parsed {
             Parsed::Json(peeked) => peeked.model_bytes(&body),
             Parsed::Form(form) => form.value("model").cloned(),

@@ -174,11 +174,6 @@ impl RouteTable {
         })
     }
 
-    /// Whether `model` is an alias.
-    pub(crate) fn is_alias(&self, model: &str) -> bool {
-        self.aliases.contains_key(model)
-    }
-
     /// Resolves a `provider/model` id.
     fn resolve_direct(&self, model: &str, endpoint: Endpoint) -> Result<RouteTarget, Error> {
         let (provider, upstream_model) = model

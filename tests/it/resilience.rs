@@ -637,6 +637,12 @@ async fn targets_the_key_may_not_use_are_skipped() {
     let response = send(post(body)).await;
     assert_eq!(answered_by(&response), ("backup/gpt-c".into(), 2));
     assert_eq!(counts(&harness), [0, 2, 1]);
+    // The model itself not allowed, its fallback allowed: the fallback answers, and says so.
+    let mut body = chat_body("mock/gpt-a");
+    body["fallbacks"] = json!([{"model": "backup/gpt-c"}]);
+    let response = send(post(body)).await;
+    assert_eq!(answered_by(&response), ("backup/gpt-c".into(), 1));
+    assert_eq!(counts(&harness), [0, 2, 2]);
     // None allowed: 403 as before, naming the model.
     let mut body = chat_body("mock/gpt-a");
     body["fallbacks"] = json!([{"model": "mock/gpt-c"}]);
@@ -646,7 +652,7 @@ async fn targets_the_key_may_not_use_are_skipped() {
         error["message"].as_str().unwrap().contains("mock/gpt-a"),
         "{error}"
     );
-    assert_eq!(counts(&harness), [0, 2, 1]);
+    assert_eq!(counts(&harness), [0, 2, 2]);
 }
 
 #[tokio::test]
