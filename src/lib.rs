@@ -78,8 +78,10 @@ pub mod __fuzz;
 
 pub use crate::auth::AuthLayer;
 pub use crate::error::{BoxError, Error};
+pub use crate::in_flight::InFlightLimitLayer;
 pub use crate::openai_errors::OpenAiErrorsLayer;
 pub use crate::request_id::SetRequestIdLayer;
+pub use crate::resilience::ResilienceLayer;
 pub use crate::route::RouteLayer;
 pub use crate::router::{AiRouter, AiRouterBuilder, BuildError, RouterBody};
 pub use crate::sse::SseLayer;
