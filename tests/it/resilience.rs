@@ -80,6 +80,14 @@ fn counts(harness: &Harness) -> [usize; 3] {
     [A, B, C].map(|m| harness.upstream.request_count_for(m))
 }
 
+/// A provider at `port`, where nothing listens: every connection is refused.
+fn refusing_provider(port: u16) -> HttpProvider {
+    HttpProvider::builder(format!("http://127.0.0.1:{port}/v1"))
+        .api_key("sk-down")
+        .build()
+        .unwrap()
+}
+
 fn openai_error(status: u16, code: &str) -> ScriptedResponse {
     ScriptedResponse::openai_error(status, "scripted failure", "server_error", Some(code))
 }
@@ -128,13 +136,7 @@ async fn a_refused_connection_falls_back() {
     let port = closed_port().await;
     let harness = harness_with(|builder| {
         builder
-            .provider(
-                "down",
-                HttpProvider::builder(format!("http://127.0.0.1:{port}/v1"))
-                    .api_key("sk-down")
-                    .build()
-                    .unwrap(),
-            )
+            .provider("down", refusing_provider(port))
             .alias("resilient", ["down/gpt-a", "backup/gpt-b"])
     })
     .await;
@@ -203,13 +205,7 @@ async fn when_every_attempt_fails_the_client_gets_the_last_error() {
     let port = closed_port().await;
     let harness = harness_with(|builder| {
         builder
-            .provider(
-                "down",
-                HttpProvider::builder(format!("http://127.0.0.1:{port}/v1"))
-                    .api_key("sk-down")
-                    .build()
-                    .unwrap(),
-            )
+            .provider("down", refusing_provider(port))
             .alias("doomed", ["mock/gpt-a", "down/gpt-b"])
     })
     .await;
