@@ -1126,6 +1126,11 @@ async fn a_line_logged_mid_stream_carries_the_request_id() {
     // The test runtime has one thread: the router's tasks log through this subscriber.
     let _guard = tracing::subscriber::set_default(subscriber);
     let harness = Harness::start().await;
+    // Tests on other threads may have registered the router's callsites while this
+    // subscriber was being set (tracing caches each callsite's interest once, globally): a
+    // registration that read the subscriber list just before this one joined would stay
+    // "never". Rebuilding the cache now, after the fact, closes that window.
+    tracing::callsite::rebuild_interest_cache();
     harness.upstream.script(
         ScriptedResponse::stream([content_chunk("partial"), content_chunk(" lost")]).reset_after(1),
     );
