@@ -182,3 +182,68 @@ mod tests {
         assert_send::<InnerOrFull<hyper::body::Incoming>>();
     }
 }
+
+pin_project! {
+    /// A layer's answer that holds a guard (a concurrency permit, an in-flight slot) until
+    /// its body ends: the inner service's body, or the layer's own bytes (which hold none).
+    /// Dropped early, the guard goes with it; ended, it is released at once even if the body
+    /// is kept around. `auth::ResponseBody` and `in_flight::ResponseBody` are this.
+    pub struct Guarded<B, G> {
+        #[pin]
+        inner: InnerOrFull<B>,
+        guard: Option<G>,
+    }
+}
+
+impl<B, G> Guarded<B, G> {
+    /// The inner service's body, holding `guard` (if any) until it ends.
+    pub(crate) fn inner(body: B, guard: Option<G>) -> Self {
+        Self {
+            inner: InnerOrFull::inner(body),
+            guard,
+        }
+    }
+
+    /// The layer's own answer: nothing to hold.
+    pub(crate) fn full(body: Full) -> Self {
+        Self {
+            inner: InnerOrFull::full(body),
+            guard: None,
+        }
+    }
+}
+
+impl<B, G> std::fmt::Debug for Guarded<B, G> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Guarded")
+            .field("inner", &self.inner)
+            .field("holds_guard", &self.guard.is_some())
+            .finish()
+    }
+}
+
+impl<B: Body<Data = Bytes>, G> Body for Guarded<B, G> {
+    type Data = Bytes;
+    type Error = B::Error;
+
+    fn poll_frame(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, B::Error>>> {
+        let this = self.project();
+        let frame = this.inner.poll_frame(cx);
+        if let Poll::Ready(None) = frame {
+            // Done: the slot is free for the next request, even if the body is kept around.
+            this.guard.take();
+        }
+        frame
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.inner.is_end_stream()
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        self.inner.size_hint()
+    }
+}

@@ -33,15 +33,12 @@ use std::pin::Pin;
 use std::sync::Arc;
 use std::task::{Context, Poll, ready};
 
-use bytes::Bytes;
 use http::{Request, Response};
-use http_body::{Body, Frame, SizeHint};
 use pin_project_lite::pin_project;
 use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 use tower_layer::Layer;
 use tower_service::Service;
 
-use crate::body::{Full, InnerOrFull};
 use crate::error::Error;
 
 /// Adds [`InFlightLimit`]. See the module docs.
@@ -184,69 +181,25 @@ where
             StateProj::Inner { future, permit } => {
                 let response = ready!(future.poll(cx))?;
                 let permit = permit.take();
-                Poll::Ready(Ok(response.map(|body| ResponseBody {
-                    inner: InnerOrFull::inner(body),
-                    permit,
-                })))
+                Poll::Ready(Ok(response.map(|body| ResponseBody::inner(body, permit))))
             }
             StateProj::Shed => {
                 let response = Error::overloaded().into_response();
-                Poll::Ready(Ok(response.map(|body: Full| ResponseBody {
-                    inner: InnerOrFull::full(body),
-                    permit: None,
-                })))
+                Poll::Ready(Ok(response.map(ResponseBody::full)))
             }
         }
     }
 }
 
-pin_project! {
-    /// Response body of [`InFlightLimit`]: the inner body holding its slot until it ends, or
-    /// the 503. See the module docs.
-    pub struct ResponseBody<B> {
-        #[pin]
-        inner: InnerOrFull<B>,
-        permit: Option<OwnedSemaphorePermit>,
-    }
-}
-
-impl<B> fmt::Debug for ResponseBody<B> {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("ResponseBody")
-            .field("holds_slot", &self.permit.is_some())
-            .finish()
-    }
-}
-
-impl<B: Body<Data = Bytes>> Body for ResponseBody<B> {
-    type Data = Bytes;
-    type Error = B::Error;
-
-    fn poll_frame(
-        self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-    ) -> Poll<Option<Result<Frame<Bytes>, B::Error>>> {
-        let this = self.project();
-        let frame = this.inner.poll_frame(cx);
-        if let Poll::Ready(None) = frame {
-            this.permit.take();
-        }
-        frame
-    }
-
-    fn is_end_stream(&self) -> bool {
-        self.inner.is_end_stream()
-    }
-
-    fn size_hint(&self) -> SizeHint {
-        self.inner.size_hint()
-    }
-}
+/// Response body of [`InFlightLimit`]: the inner body holding its slot until it ends, or the
+/// 503. See the module docs.
+pub type ResponseBody<B> = crate::body::Guarded<B, OwnedSemaphorePermit>;
 
 #[cfg(test)]
 #[allow(clippy::unwrap_used)]
 mod tests {
     use super::*;
+    use bytes::Bytes;
     use http_body_util::BodyExt as _;
     use std::convert::Infallible;
     use tower::{ServiceBuilder, ServiceExt};

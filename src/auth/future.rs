@@ -117,7 +117,7 @@ where
             match this.state.as_mut().project() {
                 StateProj::Refused { error } => {
                     let error = error.take().unwrap_or_else(Error::internal);
-                    let response = error.into_response().map(ResponseBody::refusal);
+                    let response = error.into_response().map(ResponseBody::full);
                     return Poll::Ready(Ok(response));
                 }
                 StateProj::Lookup {

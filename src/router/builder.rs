@@ -28,6 +28,13 @@ use crate::sse::{OnUsage, SseLayer, StreamSettings};
 pub struct AiRouterBuilder<K, L = InProcessLimiter> {
     keys: K,
     limiter: L,
+    /// Everything that does not change the builder's type.
+    rest: Rest,
+}
+
+/// The builder's settings besides the key store and the limiter (so the methods that change
+/// those carry the rest over in one move).
+struct Rest {
     check_deadline: Option<Duration>,
     providers: Providers,
     table: RouteTableBuilder,
@@ -48,19 +55,21 @@ impl AiRouterBuilder<(), InProcessLimiter> {
         Self {
             keys: (),
             limiter: InProcessLimiter::new(),
-            check_deadline: None,
-            providers: Providers::new(),
-            table: RouteTable::builder(),
-            default_models: Vec::new(),
-            endpoint_limits: Vec::new(),
-            inject_usage: Vec::new(),
-            body_limit: None,
-            body_timeout: None,
-            mount_path: None,
-            streams: SseLayer::new(),
-            observe: SetRequestIdLayer::new(),
-            in_flight: InFlightLimitLayer::unlimited(),
-            resilience: ResilienceLayer::new(),
+            rest: Rest {
+                check_deadline: None,
+                providers: Providers::new(),
+                table: RouteTable::builder(),
+                default_models: Vec::new(),
+                endpoint_limits: Vec::new(),
+                inject_usage: Vec::new(),
+                body_limit: None,
+                body_timeout: None,
+                mount_path: None,
+                streams: SseLayer::new(),
+                observe: SetRequestIdLayer::new(),
+                in_flight: InFlightLimitLayer::unlimited(),
+                resilience: ResilienceLayer::new(),
+            },
         }
     }
 }
@@ -71,19 +80,7 @@ impl<K, L> AiRouterBuilder<K, L> {
         AiRouterBuilder {
             keys,
             limiter: self.limiter,
-            check_deadline: self.check_deadline,
-            providers: self.providers,
-            table: self.table,
-            default_models: self.default_models,
-            endpoint_limits: self.endpoint_limits,
-            inject_usage: self.inject_usage,
-            body_limit: self.body_limit,
-            body_timeout: self.body_timeout,
-            mount_path: self.mount_path,
-            streams: self.streams,
-            observe: self.observe,
-            in_flight: self.in_flight,
-            resilience: self.resilience,
+            rest: self.rest,
         }
     }
 
@@ -93,26 +90,14 @@ impl<K, L> AiRouterBuilder<K, L> {
         AiRouterBuilder {
             keys: self.keys,
             limiter,
-            check_deadline: self.check_deadline,
-            providers: self.providers,
-            table: self.table,
-            default_models: self.default_models,
-            endpoint_limits: self.endpoint_limits,
-            inject_usage: self.inject_usage,
-            body_limit: self.body_limit,
-            body_timeout: self.body_timeout,
-            mount_path: self.mount_path,
-            streams: self.streams,
-            observe: self.observe,
-            in_flight: self.in_flight,
-            resilience: self.resilience,
+            rest: self.rest,
         }
     }
 
     /// How long the key lookup and the limit check may take together (default 5 s); past it,
     /// 503.
     pub fn check_deadline(mut self, deadline: Duration) -> Self {
-        self.check_deadline = Some(deadline);
+        self.rest.check_deadline = Some(deadline);
         self
     }
 
@@ -128,8 +113,8 @@ impl<K, L> AiRouterBuilder<K, L> {
         S::Future: Send + 'static,
     {
         let name = name.into();
-        self.providers = self.providers.with(name.as_str(), service);
-        self.table = self.table.provider(name, [] as [String; 0]);
+        self.rest.providers = self.rest.providers.with(name.as_str(), service);
+        self.rest.table = self.rest.table.provider(name, [] as [String; 0]);
         self
     }
 
@@ -139,7 +124,7 @@ impl<K, L> AiRouterBuilder<K, L> {
         I: IntoIterator<Item = M>,
         M: Into<String>,
     {
-        self.table = self.table.models(provider, models);
+        self.rest.table = self.rest.table.models(provider, models);
         self
     }
 
@@ -149,14 +134,14 @@ impl<K, L> AiRouterBuilder<K, L> {
         I: IntoIterator<Item = M>,
         M: Into<String>,
     {
-        self.table = self.table.alias(name, targets);
+        self.rest.table = self.rest.table.alias(name, targets);
         self
     }
 
     /// Whether provider `name` routes any model id (the default) or only its listed
     /// [`models`](Self::models); unlisted ids are then 404 `model_not_found`.
     pub fn allow_any_model(mut self, provider: impl Into<String>, allow: bool) -> Self {
-        self.table = self.table.allow_any_model(provider, allow);
+        self.rest.table = self.rest.table.allow_any_model(provider, allow);
         self
     }
 
@@ -164,34 +149,34 @@ impl<K, L> AiRouterBuilder<K, L> {
     /// only for endpoints where OpenAI makes `model` optional (images, moderations,
     /// responses). Without one, such a request is a 400 naming `model`.
     pub fn default_model(mut self, endpoint: Endpoint, model: impl Into<String>) -> Self {
-        self.default_models.push((endpoint, model.into()));
+        self.rest.default_models.push((endpoint, model.into()));
         self
     }
 
     /// The largest request body read, in bytes, for every endpoint without its own limit
     /// (defaults: 32 MiB, 64 MiB for image uploads); larger ones get 413.
     pub fn body_limit(mut self, limit: usize) -> Self {
-        self.body_limit = Some(limit);
+        self.rest.body_limit = Some(limit);
         self
     }
 
     /// How long a client has to send its whole request body (default 5 minutes); past it,
     /// 408 `request_timeout`.
     pub fn body_timeout(mut self, timeout: Duration) -> Self {
-        self.body_timeout = Some(timeout);
+        self.rest.body_timeout = Some(timeout);
         self
     }
 
     /// The largest request body read for one endpoint.
     pub fn endpoint_body_limit(mut self, endpoint: Endpoint, limit: usize) -> Self {
-        self.endpoint_limits.push((endpoint, limit));
+        self.rest.endpoint_limits.push((endpoint, limit));
         self
     }
 
     /// How long a stream may send nothing before the router ends it with an error frame
     /// (default 5 minutes), for providers without their own [`StreamSettings`].
     pub fn idle_timeout(mut self, timeout: Duration) -> Self {
-        self.streams = self.streams.idle_timeout(timeout);
+        self.rest.streams = self.rest.streams.idle_timeout(timeout);
         self
     }
 
@@ -199,16 +184,17 @@ impl<K, L> AiRouterBuilder<K, L> {
     /// on its chat streams.
     pub fn stream_settings(mut self, name: impl Into<String>, settings: StreamSettings) -> Self {
         let name = name.into();
-        self.inject_usage
+        self.rest
+            .inject_usage
             .push((name.clone(), settings.injects_usage()));
-        self.streams = self.streams.provider(name, settings);
+        self.rest.streams = self.rest.streams.provider(name, settings);
         self
     }
 
     /// The policy of alias `name`: how its targets are ordered (fallback, weighted, round
     /// robin), retries of each, timeouts per attempt and to a stream's first event.
     pub fn alias_policy(mut self, name: impl Into<String>, policy: AliasPolicy) -> Self {
-        self.table = self.table.alias_policy(name, policy);
+        self.rest.table = self.rest.table.alias_policy(name, policy);
         self
     }
 
@@ -216,7 +202,7 @@ impl<K, L> AiRouterBuilder<K, L> {
     /// `cooldown.failures` failures in a row, or for a 429's `retry-after` (see
     /// [`resilience`](crate::resilience)). Default: no cooldown.
     pub fn cooldown(mut self, name: impl Into<String>, cooldown: Cooldown) -> Self {
-        self.resilience = self.resilience.cooldown(name.into(), cooldown);
+        self.rest.resilience = self.rest.resilience.cooldown(name.into(), cooldown);
         self
     }
 
@@ -224,7 +210,7 @@ impl<K, L> AiRouterBuilder<K, L> {
     /// requests are shed at once with 503 `overloaded` and `retry-after` (see
     /// [`in_flight`](mod@crate::in_flight)). Default: no cap.
     pub fn max_in_flight(mut self, max: usize) -> Self {
-        self.in_flight = InFlightLimitLayer::new(max);
+        self.rest.in_flight = InFlightLimitLayer::new(max);
         self
     }
 
@@ -232,14 +218,14 @@ impl<K, L> AiRouterBuilder<K, L> {
     /// it is over (default: [`LogRequests`](crate::observe::LogRequests), a `tracing` event):
     /// an [`AccessLog`](crate::observe::AccessLog), metrics, usage records.
     pub fn observer(mut self, observer: impl Observer) -> Self {
-        self.observe = self.observe.observer(observer);
+        self.rest.observe = self.rest.observe.observer(observer);
         self
     }
 
     /// The hook called once per finished stream with its usage and outcome (default: a log
     /// line).
     pub fn on_usage(mut self, hook: impl OnUsage) -> Self {
-        self.streams = self.streams.on_usage(hook);
+        self.rest.streams = self.rest.streams.on_usage(hook);
         self
     }
 
@@ -247,7 +233,7 @@ impl<K, L> AiRouterBuilder<K, L> {
     /// starts with it (plain hyper), and still right when the host strips it (axum
     /// `nest_service`).
     pub fn mount_path(mut self, mount: impl Into<String>) -> Self {
-        self.mount_path = Some(mount.into());
+        self.rest.mount_path = Some(mount.into());
         self
     }
 }
@@ -255,34 +241,37 @@ impl<K, L> AiRouterBuilder<K, L> {
 impl<K: KeyStore, L: KeyLimiter> AiRouterBuilder<K, L> {
     /// Checks the configuration and composes the stack.
     pub fn build(self) -> Result<AiRouter<K, L>, BuildError> {
-        let table = self.table.build()?;
+        let table = self.rest.table.build()?;
         let mut route = RouteLayer::new(table);
-        if let Some(limit) = self.body_limit {
+        if let Some(limit) = self.rest.body_limit {
             route = route.body_limit(limit);
         }
-        if let Some(timeout) = self.body_timeout {
+        if let Some(timeout) = self.rest.body_timeout {
             route = route.body_timeout(timeout);
         }
-        for (endpoint, limit) in self.endpoint_limits {
+        for (endpoint, limit) in self.rest.endpoint_limits {
             route = route.endpoint_body_limit(endpoint, limit);
         }
-        for (endpoint, model) in self.default_models {
+        for (endpoint, model) in self.rest.default_models {
             route = route.default_model(endpoint, model)?;
         }
-        if let Some(mount) = self.mount_path {
+        if let Some(mount) = self.rest.mount_path {
             route = route.mount_path(mount);
         }
-        for (provider, inject) in self.inject_usage {
+        for (provider, inject) in self.rest.inject_usage {
             route = route.inject_usage(provider, inject);
         }
         let mut auth = AuthLayer::new(self.keys).limiter(self.limiter);
-        if let Some(deadline) = self.check_deadline {
+        if let Some(deadline) = self.rest.check_deadline {
             auth = auth.deadline(deadline);
         }
-        let resilient = self.resilience.layer(self.providers);
-        let stack = self.observe.layer(self.in_flight.layer(
-            OpenAiErrorsLayer::new().layer(auth.layer(route.layer(self.streams.layer(resilient)))),
-        ));
+        let resilient = self.rest.resilience.layer(self.rest.providers);
+        let stack = self.rest.observe.layer(
+            self.rest.in_flight.layer(
+                OpenAiErrorsLayer::new()
+                    .layer(auth.layer(route.layer(self.rest.streams.layer(resilient)))),
+            ),
+        );
         Ok(AiRouter { stack })
     }
 }
@@ -290,9 +279,9 @@ impl<K: KeyStore, L: KeyLimiter> AiRouterBuilder<K, L> {
 impl<K, L> fmt::Debug for AiRouterBuilder<K, L> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("AiRouterBuilder")
-            .field("providers", &self.providers)
-            .field("body_limit", &self.body_limit)
-            .field("mount_path", &self.mount_path)
+            .field("providers", &self.rest.providers)
+            .field("body_limit", &self.rest.body_limit)
+            .field("mount_path", &self.rest.mount_path)
             .finish_non_exhaustive()
     }
 }
