@@ -239,6 +239,37 @@ mod tests {
         assert!(!health.is_cooling(&a));
     }
 
+    #[test]
+    fn successes_add_nothing_and_a_full_table_forgets_the_healthy() {
+        let health = Health::new(HashMap::from([(
+            Arc::from("a"),
+            Cooldown::new(2, Duration::from_secs(30)),
+        )]));
+        let len = || health.targets.read().unwrap().len();
+        let model = |i: usize| RouteTarget::new("a", format!("m{i}"), Endpoint::ChatCompletions);
+        for i in 0..100 {
+            health.succeeded(&model(i));
+        }
+        assert_eq!(len(), 0, "a success never makes a record");
+        // Full of targets that failed once (not cooling, but remembered).
+        for i in 0..MAX_TRACKED {
+            health.failed(&model(i), None);
+        }
+        assert_eq!(len(), MAX_TRACKED);
+        let newcomer = model(MAX_TRACKED);
+        health.failed(&newcomer, None);
+        health.failed(&newcomer, None);
+        assert!(!health.is_cooling(&newcomer), "no room: not tracked");
+        // Once they have succeeded, they have nothing to remember: room is made.
+        for i in 0..MAX_TRACKED {
+            health.succeeded(&model(i));
+        }
+        health.failed(&newcomer, None);
+        health.failed(&newcomer, None);
+        assert!(health.is_cooling(&newcomer));
+        assert_eq!(len(), 1);
+    }
+
     #[tokio::test(start_paused = true)]
     async fn a_retry_after_cools_for_that_long() {
         let health = Health::new(HashMap::from([(

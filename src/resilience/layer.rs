@@ -48,3 +48,16 @@ impl<S> Layer<S> for ResilienceLayer {
         Resilience::from_parts(inner, self.health.clone())
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::time::Duration;
+
+    #[test]
+    fn every_service_of_a_layer_shares_one_cooldown_table() {
+        let layer = ResilienceLayer::new().cooldown("a", Cooldown::new(1, Duration::from_secs(1)));
+        let (one, two) = (layer.layer(()), layer.clone().layer(()));
+        assert!(Arc::ptr_eq(one.health(), two.health()));
+    }
+}

@@ -27,6 +27,11 @@ impl<S> Resilience<S> {
         Self { inner, health }
     }
 
+    #[cfg(test)]
+    pub(super) fn health(&self) -> &Arc<Health> {
+        &self.health
+    }
+
     /// The inner service.
     pub fn get_ref(&self) -> &S {
         &self.inner

@@ -15,6 +15,7 @@ use ai_router::mock::ScriptedResponse;
 use ai_router::provider::HttpProvider;
 use ai_router::resilience::Cooldown;
 use ai_router::route::{AliasPolicy, Strategy};
+use ai_router::sse::StreamSettings;
 use async_openai::types::chat::{
     ChatCompletionRequestUserMessageArgs, CreateChatCompletionRequestArgs,
 };
@@ -798,6 +799,65 @@ async fn without_first_byte_timeout_a_slow_stream_is_handed_over_whole() {
         ": PROCESSING\n\ndata: {\"slow\":true}\n\ndata: [DONE]\n\n"
     );
     assert_eq!(counts(&harness), [1, 0, 0]);
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_fallback_s_stream_keeps_its_own_provider_s_idle_timeout() {
+    // `mock` keeps the default idle timeout (5 minutes); `backup` ends a silent stream after 2 s.
+    let harness = harness_with(|builder| {
+        builder.stream_settings(
+            "backup",
+            StreamSettings::new().idle_timeout(Duration::from_secs(2)),
+        )
+    })
+    .await;
+    harness.upstream.script_for(A, openai_error(503, "busy"));
+    harness.upstream.script_for(
+        B,
+        ScriptedResponse::stream([
+            "data: {\"model\":\"gpt-b\",\"choices\":[]}\n\n",
+            "data: [DONE]\n\n",
+        ])
+        .stall_after(1),
+    );
+    let request = Request::post(harness.url("/chat/completions"))
+        .header("authorization", format!("Bearer {ROUTER_KEY}"))
+        .header("content-type", "application/json")
+        .body(Full::new(Bytes::from(stream_body("smart").to_string())))
+        .unwrap();
+    let start = Instant::now();
+    let response = send_within(request, Duration::from_secs(900)).await;
+    let waited = start.elapsed();
+    assert_eq!(answered_by(&response), ("backup/gpt-b".into(), 2));
+    let text = response.text();
+    let events = events(&text);
+    assert_openai_error(events[1].as_bytes(), Some("upstream_idle_timeout"));
+    assert!(
+        waited >= Duration::from_secs(2) && waited < Duration::from_secs(3),
+        "the answering provider's 2 s, not the first one's 5 minutes: {waited:?}"
+    );
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_429_with_retry_after_cools_a_target_asked_for_directly_too() {
+    let harness = harness_with(|builder| {
+        builder.cooldown("mock", Cooldown::new(100, Duration::from_secs(300)))
+    })
+    .await;
+    // No plan: one target, one attempt, and the client gets the 429.
+    harness.upstream.script_for(
+        A,
+        openai_error(429, "rate_limit_exceeded").header("retry-after", "5"),
+    );
+    let response = chat(&harness, &chat_body("mock/gpt-a")).await;
+    response.assert_error(429, Some("rate_limit_exceeded"));
+    assert_eq!(answered_by(&response), ("mock/gpt-a".into(), 1));
+    // The alias then skips it while it cools.
+    let response = chat(&harness, &chat_body("smart")).await;
+    assert_eq!(answered_by(&response), ("backup/gpt-b".into(), 1));
+    tokio::time::advance(Duration::from_millis(5100)).await;
+    let response = chat(&harness, &chat_body("smart")).await;
+    assert_eq!(answered_by(&response), ("mock/gpt-a".into(), 1));
 }
 
 #[tokio::test]
