@@ -9,7 +9,7 @@ use std::time::Duration;
 
 use ai_router::auth::{ApiKeyDigest, MemoryKeyStore, Principal};
 use ai_router::extensions::{MAX_RETRIES, Retry};
-use ai_router::provider::{HttpProvider, ProviderAuth};
+use ai_router::provider::{AnthropicProvider, GeminiProvider, HttpProvider, ProviderAuth};
 use ai_router::resilience::Cooldown;
 use ai_router::route::Endpoint;
 use ai_router::route::{AliasPolicy, Strategy};
@@ -157,10 +157,32 @@ pub(crate) enum AuthConfig {
     None,
 }
 
+/// The API a provider speaks.
+#[derive(Debug, Deserialize, Default, Clone, Copy, PartialEq, Eq)]
+#[serde(rename_all = "lowercase")]
+pub(crate) enum ProviderKind {
+    /// OpenAI's (and every OpenAI-compatible server's): passed through.
+    #[default]
+    Openai,
+    /// Anthropic's Messages API, translated.
+    Anthropic,
+    /// Google's Gemini API, translated.
+    Gemini,
+}
+
 /// One `[providers.NAME]` table.
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub(crate) struct ProviderConfig {
+    /// The API the provider speaks (default `openai`).
+    #[serde(default)]
+    pub(crate) kind: ProviderKind,
+    /// Anthropic and Gemini: `max_tokens` sent when the client set none (default 4096).
+    pub(crate) default_max_tokens: Option<u32>,
+    /// Anthropic and Gemini: drop OpenAI parameters the provider cannot honour instead of
+    /// answering 400 `unsupported_parameter`.
+    #[serde(default)]
+    pub(crate) drop_params: bool,
     /// The provider's base URL, which may carry a path.
     pub(crate) base_url: Option<String>,
     /// The environment variable holding the provider key.
@@ -441,6 +463,32 @@ impl Config {
                     .cooldown()
                     .map_err(|e| ConfigError(format!("providers.{name}.{e}")))?;
             }
+            let translated = provider.kind != ProviderKind::Openai;
+            let only = |field: &str, kinds: &str| {
+                ConfigError(format!(
+                    "providers.{name}: `{field}` applies only to kind = {kinds}"
+                ))
+            };
+            if translated && provider.auth != AuthConfig::Bearer {
+                return Err(only(
+                    "auth",
+                    "\"openai\" (anthropic and gemini send their own key header)",
+                ));
+            }
+            if translated && provider.rerank_path.is_some() {
+                return Err(only("rerank_path", "\"openai\""));
+            }
+            if !translated && (provider.default_max_tokens.is_some() || provider.drop_params) {
+                return Err(only(
+                    "default_max_tokens` / `drop_params",
+                    "\"anthropic\" or \"gemini\"",
+                ));
+            }
+            if provider.default_max_tokens == Some(0) {
+                return Err(ConfigError(format!(
+                    "providers.{name}.default_max_tokens must be at least 1"
+                )));
+            }
         }
         for (name, alias) in &self.models {
             if let Err(e) = alias.policy() {
@@ -486,7 +534,40 @@ impl Config {
         Ok(store)
     }
 
-    /// Builds the provider `name`, with `mock_base_url` standing in for `mock = true`.
+    /// The base URL and key of provider `name`; `mock` (the demo mock's origin and key)
+    /// stands in for `mock = true`.
+    fn upstream(
+        name: &str,
+        provider: &ProviderConfig,
+        mock: Option<(&str, &str)>,
+        env: impl Fn(&str) -> Option<String>,
+    ) -> (String, Option<String>) {
+        if let (true, Some((origin, key))) = (provider.mock, mock) {
+            // The mock speaks each API at its real paths: OpenAI's below `/v1`, Anthropic's
+            // and Gemini's below the origin.
+            let url = match provider.kind {
+                ProviderKind::Openai => format!("{origin}/v1"),
+                ProviderKind::Anthropic | ProviderKind::Gemini => origin.to_owned(),
+            };
+            return (url, Some(key.to_owned()));
+        }
+        let url = provider.base_url.clone().unwrap_or_default();
+        let key = provider
+            .api_key_env
+            .as_deref()
+            .and_then(&env)
+            .filter(|k| !k.is_empty());
+        if key.is_none() && provider.auth != AuthConfig::None {
+            tracing::warn!(
+                provider = %name,
+                env = provider.api_key_env.as_deref().unwrap_or("(api_key_env not set)"),
+                "provider key is not set; its models will answer 503 provider_unavailable"
+            );
+        }
+        (url, key)
+    }
+
+    /// Builds the OpenAI-compatible provider `name` (see [`Config::upstream`] for `mock`).
     pub(crate) fn http_provider(
         &self,
         name: &str,
@@ -494,25 +575,7 @@ impl Config {
         mock: Option<(&str, &str)>,
         env: impl Fn(&str) -> Option<String>,
     ) -> Result<HttpProvider, ConfigError> {
-        let (base_url, key) = match (provider.mock, mock) {
-            (true, Some((url, key))) => (url.to_owned(), Some(key.to_owned())),
-            _ => {
-                let url = provider.base_url.clone().unwrap_or_default();
-                let key = provider
-                    .api_key_env
-                    .as_deref()
-                    .and_then(&env)
-                    .filter(|k| !k.is_empty());
-                if key.is_none() && provider.auth != AuthConfig::None {
-                    tracing::warn!(
-                        provider = %name,
-                        env = provider.api_key_env.as_deref().unwrap_or("(api_key_env not set)"),
-                        "provider key is not set; its models will answer 503 provider_unavailable"
-                    );
-                }
-                (url, key)
-            }
-        };
+        let (base_url, key) = Self::upstream(name, provider, mock, env);
         let auth = match provider.auth {
             AuthConfig::Bearer => ProviderAuth::Bearer,
             AuthConfig::ApiKey => ProviderAuth::Header(HeaderName::from_static("api-key")),
@@ -536,6 +599,43 @@ impl Config {
             .map_err(|e| ConfigError(format!("providers.{name}: {e}")))
     }
 }
+
+/// Applies a provider table's settings to a translating provider's builder.
+macro_rules! translating_provider {
+    ($fn_name:ident, $provider:ty) => {
+        impl Config {
+            /// Builds the translating provider `name` (see [`Config::upstream`] for `mock`).
+            pub(crate) fn $fn_name(
+                &self,
+                name: &str,
+                provider: &ProviderConfig,
+                mock: Option<(&str, &str)>,
+                env: impl Fn(&str) -> Option<String>,
+            ) -> Result<$provider, ConfigError> {
+                let (base_url, key) = Self::upstream(name, provider, mock, env);
+                let mut builder = <$provider>::builder(base_url).drop_params(provider.drop_params);
+                if let Some(key) = key {
+                    builder = builder.api_key(key);
+                }
+                for (header, value) in &provider.headers {
+                    builder = builder.header(header.as_str(), value.as_str());
+                }
+                if let Some(secs) = provider.timeout_secs {
+                    builder = builder.timeout(Duration::from_secs(secs));
+                }
+                if let Some(max_tokens) = provider.default_max_tokens {
+                    builder = builder.default_max_tokens(max_tokens);
+                }
+                builder
+                    .build()
+                    .map_err(|e| ConfigError(format!("providers.{name}: {e}")))
+            }
+        }
+    };
+}
+
+translating_provider!(anthropic_provider, AnthropicProvider);
+translating_provider!(gemini_provider, GeminiProvider);
 
 #[cfg(test)]
 #[allow(clippy::unwrap_used)]

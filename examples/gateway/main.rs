@@ -34,7 +34,7 @@ use ai_router::request_id::SetRequestIdLayer;
 use tokio::net::TcpListener;
 use tracing_subscriber::EnvFilter;
 
-use crate::config::{AccessLogConfig, Config, ConfigError};
+use crate::config::{AccessLogConfig, Config, ConfigError, ProviderKind};
 use crate::serve::{App, ServerState};
 
 /// The key the in-process mock upstream expects: the router swaps it in, as it would a real
@@ -153,7 +153,7 @@ impl Gateway {
         } else {
             None
         };
-        let mock_url = mock.as_ref().map(MockUpstream::base_url);
+        let mock_origin = mock.as_ref().map(MockUpstream::origin);
 
         // One access log for the router and for the answers outside its mount.
         let access_log: Option<Arc<dyn Observer>> = match config.telemetry.access_log {
@@ -173,17 +173,33 @@ impl Gateway {
             .max_in_flight(config.server.max_in_flight)
             .observer(on_end.clone());
         for (name, provider) in &config.providers {
-            let mock = mock_url.as_deref().map(|url| (url, DEMO_UPSTREAM_KEY));
-            let service = config
-                .http_provider(name, provider, mock, env)
-                .map_err(|e| invalid(&e))?;
+            let mock = mock_origin.as_deref().map(|url| (url, DEMO_UPSTREAM_KEY));
+            builder = match provider.kind {
+                ProviderKind::Openai => builder.provider(
+                    name.as_str(),
+                    config
+                        .http_provider(name, provider, mock, env)
+                        .map_err(|e| invalid(&e))?,
+                ),
+                ProviderKind::Anthropic => builder.provider(
+                    name.as_str(),
+                    config
+                        .anthropic_provider(name, provider, mock, env)
+                        .map_err(|e| invalid(&e))?,
+                ),
+                ProviderKind::Gemini => builder.provider(
+                    name.as_str(),
+                    config
+                        .gemini_provider(name, provider, mock, env)
+                        .map_err(|e| invalid(&e))?,
+                ),
+            };
             if let Some(cooldown) = &provider.cooldown {
                 // Checked when the config was read.
                 let cooldown = cooldown.cooldown().map_err(ConfigError)?;
                 builder = builder.cooldown(name.as_str(), cooldown);
             }
             builder = builder
-                .provider(name.as_str(), service)
                 .stream_settings(name.as_str(), Config::stream_settings(provider))
                 .allow_any_model(name.as_str(), provider.allow_any_model)
                 .models(name.as_str(), provider.models.iter().cloned());

@@ -49,6 +49,8 @@ enum Kind {
     InvalidBody(&'static str),
     MissingParam(&'static str),
     InvalidParam { param: String, message: String },
+    UnsupportedParam(String, String),
+    UnsupportedEndpoint(String, &'static str),
     InvalidModel,
     UnsupportedContentType { expected: &'static str },
     UnsupportedContentEncoding,
@@ -111,6 +113,19 @@ impl Error {
             param: param.into(),
             message: message.into(),
         })
+    }
+
+    /// The request sets a parameter the answering provider cannot honour (400
+    /// `unsupported_parameter`, `param` names it); a provider set to drop such parameters
+    /// never returns this.
+    pub fn unsupported_param(param: impl Into<String>, provider: impl Into<String>) -> Self {
+        Self::new(Kind::UnsupportedParam(param.into(), provider.into()))
+    }
+
+    /// The model's provider has no such endpoint, e.g. images on Anthropic (400
+    /// `unsupported_endpoint`, naming the model and the endpoint).
+    pub fn unsupported_endpoint(model: impl Into<String>, endpoint: &'static str) -> Self {
+        Self::new(Kind::UnsupportedEndpoint(model.into(), endpoint))
     }
 
     /// The `model` value is not a usable model id (400).

@@ -60,6 +60,24 @@ impl Error {
                     format!("Invalid `{param}`: {message}."),
                 )
             },
+            UnsupportedParam(param, provider) => Parts {
+                param: Some(param.as_str()),
+                ..row(
+                    StatusCode::BAD_REQUEST,
+                    INVALID_REQUEST,
+                    Some("unsupported_parameter"),
+                    format!(
+                        "Unsupported parameter: `{param}` is not supported by the {provider} \
+                         API this model is served by."
+                    ),
+                )
+            },
+            UnsupportedEndpoint(model, endpoint) => row(
+                StatusCode::BAD_REQUEST,
+                INVALID_REQUEST,
+                Some("unsupported_endpoint"),
+                format!("The model `{model}` does not support the `{endpoint}` endpoint."),
+            ),
             InvalidModel => Parts {
                 param: Some("model"),
                 ..row(

@@ -575,7 +575,7 @@ fn json_seed(value: &Value) -> Cow<'static, [u8]> {
 }
 
 /// A deterministic unit vector derived from `seed` (FNV-1a + splitmix64).
-fn embedding_values(seed: &[u8], dims: usize) -> Vec<f32> {
+pub(super) fn embedding_values(seed: &[u8], dims: usize) -> Vec<f32> {
     let mut state = fnv1a(seed);
     let mut values: Vec<f32> = (0..dims)
         .map(|_| {

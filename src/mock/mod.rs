@@ -16,12 +16,28 @@
 //! a connection closed before any answer, and event streams sent chunk by
 //! chunk, paced, gated, reset or stalled).
 //!
+//! It also speaks the two APIs the router translates to (their exact rules are documented at
+//! the top of `src/mock/anthropic.rs` and `src/mock/gemini.rs`):
+//! - the Anthropic Messages API, `POST /v1/messages` (plain and SSE): the key is expected as
+//!   `x-api-key` (401 `authentication_error` otherwise) beside an `anthropic-version` header;
+//! - the Gemini API (`v1beta`), `POST /v1beta/models/{model}:generateContent`,
+//!   `:streamGenerateContent` (`?alt=sse`: SSE; without: a JSON array), `:embedContent` and
+//!   `:batchEmbedContents`: the key is expected as `x-goog-api-key` or `?key=` (a wrong one is
+//!   Google's 400 `API_KEY_INVALID`).
+//!
+//! Both validate requests the way the real APIs do (required fields, roles and their order,
+//! unknown fields, tool call / result pairing, …) and answer in their own error shapes; their
+//! deterministic answers call the declared tools (two in parallel when the last user text says
+//! `parallel`), answer tool results, honour JSON schemas, token limits and stop sequences,
+//! report cached tokens, and stream realistic event sequences one event per body frame. Point an
+//! Anthropic or Gemini provider at [`MockUpstream::origin`].
+//!
 //! Scripts can also target one model ([`MockUpstream::script_for`]), so a test of
 //! fallbacks can fail the primary model and let the next one answer; the requests
 //! received for a model are listed and counted apart
 //! ([`MockUpstream::requests_for`], [`MockUpstream::request_count_for`]). A request's
 //! model is the top-level `"model"` string of its JSON body, or the `model` part of its
-//! `multipart/form-data` body.
+//! `multipart/form-data` body; for Gemini, the `{model}` of its path.
 //!
 //! Dropping the [`MockUpstream`] stops the server and its connections.
 //!
@@ -55,9 +71,13 @@
 //! # }
 //! ```
 
+mod anthropic;
 mod body;
 mod endpoints;
 mod forms;
+mod gemini;
+#[cfg(test)]
+mod provider_tests;
 mod server;
 #[cfg(test)]
 mod tests;
@@ -76,7 +96,8 @@ use sha2::{Digest, Sha256};
 /// The API key the mock expects unless [`MockUpstreamBuilder::api_key`] says otherwise.
 const DEFAULT_API_KEY: &str = "sk-mock-upstream";
 
-/// A running mock OpenAI-compatible upstream.
+/// A running mock upstream: OpenAI-compatible, and also Anthropic and Gemini (see the
+/// [module docs](self)).
 ///
 /// Created with [`MockUpstream::start`] or [`MockUpstream::builder`]; must be
 /// started from within a Tokio runtime. Dropping it stops the accept loop and
@@ -104,10 +125,20 @@ impl MockUpstream {
         self.addr
     }
 
-    /// The OpenAI base URL of this server, e.g. `http://127.0.0.1:41234/v1`.
+    /// The OpenAI base URL of this server, e.g. `http://127.0.0.1:41234/v1`: the
+    /// [`origin`](Self::origin) followed by `/v1`.
     ///
     /// An unspecified bind address (`0.0.0.0` / `::`) is reported as loopback.
     pub fn base_url(&self) -> String {
+        format!("{}/v1", self.origin())
+    }
+
+    /// The origin of this server, without any path, e.g. `http://127.0.0.1:41234`: the base
+    /// URL of an Anthropic provider (which calls `{origin}/v1/messages`) or a Gemini one
+    /// (`{origin}/v1beta/models/…`).
+    ///
+    /// An unspecified bind address (`0.0.0.0` / `::`) is reported as loopback.
+    pub fn origin(&self) -> String {
         let mut addr = self.addr;
         if addr.ip().is_unspecified() {
             addr.set_ip(match addr.ip() {
@@ -115,7 +146,7 @@ impl MockUpstream {
                 IpAddr::V6(_) => IpAddr::V6(Ipv6Addr::LOCALHOST),
             });
         }
-        format!("http://{addr}/v1")
+        format!("http://{addr}")
     }
 
     /// The requests received so far, in arrival order (including rejected and scripted
@@ -186,8 +217,9 @@ impl MockUpstream {
     /// exactly `model`. For failing one upstream model while the others answer (retries,
     /// fallbacks).
     ///
-    /// A request's model is the top-level `"model"` string of its JSON body, or the text of
-    /// the first `model` part of its `multipart/form-data` body; other requests have none.
+    /// A request's model is the `{model}` of a Gemini path (`/v1beta/models/{model}:…`), else
+    /// the top-level `"model"` string of its JSON body, or the text of the first `model` part
+    /// of its `multipart/form-data` body; other requests have none.
     /// Each request gets the first script queued for its model, else the first of the
     /// [`script`](Self::script) queue, else the normal answer. As with
     /// [`script`](Self::script), the request is still recorded and the credential is not
@@ -550,6 +582,29 @@ impl ScriptedResponse {
     pub fn openai_error(status: u16, message: &str, kind: &str, code: Option<&str>) -> Self {
         Self::new(status).json(serde_json::json!({
             "error": {"message": message, "type": kind, "param": null, "code": code}
+        }))
+    }
+
+    /// An Anthropic-shaped error: `{"type":"error","error":{"type":…,"message":…}}`, e.g.
+    /// `anthropic_error(529, "overloaded_error", "Overloaded")` or
+    /// `anthropic_error(429, "rate_limit_error", …)` (add a `retry-after` with
+    /// [`header`](Self::header)).
+    pub fn anthropic_error(status: u16, kind: &str, message: &str) -> Self {
+        Self::new(status).json(serde_json::json!({
+            "type": "error",
+            "error": {"type": kind, "message": message},
+        }))
+    }
+
+    /// A Google-shaped error: `{"error":{"code":…,"message":…,"status":…}}` with the status
+    /// name Google pairs with the HTTP status (`429` → `RESOURCE_EXHAUSTED`, `503` →
+    /// `UNAVAILABLE`, …).
+    pub fn gemini_error(status: u16, message: &str) -> Self {
+        let response = Self::new(status);
+        let name = gemini::status_name(response.status);
+        let code = response.status.as_u16();
+        response.json(serde_json::json!({
+            "error": {"code": code, "message": message, "status": name}
         }))
     }
 }

@@ -1,5 +1,6 @@
 //! Accept loop, per-connection serving and the request pipeline
-//! (read → record → script / auth → route).
+//! (read → record → script / auth → route). The path picks the API: Anthropic's
+//! `POST /v1/messages`, Gemini's `POST /v1beta/models/{model}:{method}`, else OpenAI's.
 
 use std::borrow::Cow;
 use std::sync::Arc;
@@ -7,7 +8,7 @@ use std::time::Duration;
 
 use bytes::Bytes;
 use http::header::{CONTENT_TYPE, HeaderName, HeaderValue};
-use http::{HeaderMap, Request, Response, StatusCode};
+use http::{HeaderMap, Method, Request, Response, StatusCode};
 use http_body_util::{BodyExt, LengthLimitError, Limited};
 use hyper::body::Incoming;
 use hyper::service::service_fn;
@@ -18,8 +19,8 @@ use tokio::task::JoinSet;
 
 use super::body::{MockBody, ScriptedReset};
 use super::endpoints::{self, Reply};
-use super::forms;
 use super::{RecordedRequest, ScriptedResponse, Shared};
+use super::{anthropic, forms, gemini};
 
 /// Request bodies larger than this are answered with 413.
 const MAX_BODY: usize = 64 * 1024 * 1024;
@@ -81,12 +82,15 @@ async fn handle(
         }
         Err(_) => (Bytes::new(), Some(StatusCode::BAD_REQUEST)),
     };
-    let auth = shared.auth.check(&parts.headers);
+    let api = Api::of(&parts.method, parts.uri.path());
     let content_type = parts
         .headers
         .get(CONTENT_TYPE)
         .and_then(|v| v.to_str().ok());
-    let model = request_model(content_type, &body);
+    let model = match &api {
+        Api::Gemini(call) => Some(Cow::Borrowed(call.model.as_ref())),
+        _ => request_model(content_type, &body),
+    };
     let path = parts
         .uri
         .path_and_query()
@@ -102,34 +106,79 @@ async fn handle(
     );
 
     let reply = match body_error {
-        Some(StatusCode::PAYLOAD_TOO_LARGE) => endpoints::error(
-            StatusCode::PAYLOAD_TOO_LARGE,
-            "Request body too large: the limit is 64 MiB.",
-            "invalid_request_error",
-            None,
-        ),
-        Some(status) => endpoints::error(
-            status,
-            "The request body could not be read.",
-            "invalid_request_error",
-            None,
-        ),
+        Some(status) => body_error_reply(&api, status, n),
         None => {
             if let Some(scripted) = shared.next_script(model.as_deref()) {
                 return scripted_response(scripted, n).await;
             }
-            match auth {
-                Ok(()) => endpoints::route(&parts.method, parts.uri.path(), content_type, &body, n),
-                Err(message) => endpoints::error(
-                    StatusCode::UNAUTHORIZED,
-                    &message,
-                    "invalid_request_error",
-                    Some("invalid_api_key"),
+            match &api {
+                Api::OpenAi => match shared.auth.check(&parts.headers) {
+                    Ok(()) => {
+                        endpoints::route(&parts.method, parts.uri.path(), content_type, &body, n)
+                    }
+                    Err(message) => endpoints::error(
+                        StatusCode::UNAUTHORIZED,
+                        &message,
+                        "invalid_request_error",
+                        Some("invalid_api_key"),
+                    ),
+                },
+                Api::Anthropic => anthropic::messages(&shared.auth, &parts.headers, &body, n),
+                Api::Gemini(call) => gemini::handle(
+                    &shared.auth,
+                    &parts.headers,
+                    parts.uri.query(),
+                    call,
+                    &body,
+                    n,
                 ),
             }
         }
     };
     Ok(finish(reply, n))
+}
+
+/// The API a request speaks, by its method and path.
+enum Api<'a> {
+    /// Everything but the two below.
+    OpenAi,
+    /// `POST /v1/messages`.
+    Anthropic,
+    /// `POST /v1beta/models/{model}:{method}`.
+    Gemini(gemini::Call<'a>),
+}
+
+impl<'a> Api<'a> {
+    fn of(method: &Method, path: &'a str) -> Self {
+        if method != Method::POST {
+            return Api::OpenAi;
+        }
+        if path == "/v1/messages" {
+            return Api::Anthropic;
+        }
+        gemini::Call::parse(path).map_or(Api::OpenAi, Api::Gemini)
+    }
+}
+
+/// The answer to a body that could not be read (too large, or broken), in the API's shape.
+fn body_error_reply(api: &Api<'_>, status: StatusCode, n: u64) -> Reply {
+    let message = if status == StatusCode::PAYLOAD_TOO_LARGE {
+        "Request body too large: the limit is 64 MiB."
+    } else {
+        "The request body could not be read."
+    };
+    match api {
+        Api::OpenAi => endpoints::error(status, message, "invalid_request_error", None),
+        Api::Anthropic => {
+            let kind = if status == StatusCode::PAYLOAD_TOO_LARGE {
+                "request_too_large"
+            } else {
+                "invalid_request_error"
+            };
+            anthropic::error(status, kind, message, n)
+        }
+        Api::Gemini(_) => gemini::error(status, message),
+    }
 }
 
 /// The model a request is for: the `model` part of a `multipart/form-data` body, or the

@@ -10,6 +10,7 @@ use http_body_util::BodyExt as _;
 use http_body_util::combinators::UnsyncBoxBody;
 use pin_project_lite::pin_project;
 
+use super::translating::TranslatedStream;
 use crate::body::Full;
 use crate::error::BoxError;
 
@@ -29,6 +30,7 @@ pin_project! {
         Incoming { #[pin] body: hyper::body::Incoming },
         Full { body: Full },
         Boxed { #[pin] body: UnsyncBoxBody<Bytes, BoxError> },
+        Translated { #[pin] body: TranslatedStream },
     }
 }
 
@@ -44,6 +46,13 @@ impl UpstreamBody {
             kind: Kind::Boxed {
                 body: body.map_err(Into::into).boxed_unsync(),
             },
+        }
+    }
+
+    /// A translated provider stream (no box).
+    pub(crate) fn translated(body: TranslatedStream) -> Self {
+        Self {
+            kind: Kind::Translated { body },
         }
     }
 
@@ -71,6 +80,7 @@ impl fmt::Debug for UpstreamBody {
             Kind::Incoming { .. } => "Incoming",
             Kind::Full { .. } => "Full",
             Kind::Boxed { .. } => "Boxed",
+            Kind::Translated { .. } => "Translated",
         };
         f.debug_tuple("UpstreamBody").field(&kind).finish()
     }
@@ -90,6 +100,7 @@ impl Body for UpstreamBody {
                 .map(|frame| frame.map(|frame| frame.map_err(Into::into))),
             KindProj::Full { body } => body.poll_as(),
             KindProj::Boxed { body } => body.poll_frame(cx),
+            KindProj::Translated { body } => body.poll_frame(cx),
         }
     }
 
@@ -98,6 +109,7 @@ impl Body for UpstreamBody {
             Kind::Incoming { body } => body.is_end_stream(),
             Kind::Full { body } => body.is_end_stream(),
             Kind::Boxed { body } => body.is_end_stream(),
+            Kind::Translated { body } => body.is_end_stream(),
         }
     }
 
@@ -106,6 +118,7 @@ impl Body for UpstreamBody {
             Kind::Incoming { body } => body.size_hint(),
             Kind::Full { body } => body.size_hint(),
             Kind::Boxed { body } => body.size_hint(),
+            Kind::Translated { body } => body.size_hint(),
         }
     }
 }

@@ -25,8 +25,12 @@
 
 mod body;
 mod client;
+pub(crate) mod dialect;
+mod events;
 mod headers;
 mod http;
+mod translating;
+mod transport;
 
 use std::collections::HashMap;
 use std::fmt;
@@ -50,10 +54,12 @@ pub use self::client::{
     DEFAULT_CONNECT_TIMEOUT, DEFAULT_POOL_IDLE_TIMEOUT, DEFAULT_POOL_MAX_IDLE_PER_HOST, HttpClient,
     HttpClientBuilder,
 };
-pub use self::http::{
-    DEFAULT_TIMEOUT, HttpProvider, HttpProviderBuilder, ProviderAuth,
-    ResponseFuture as HttpResponseFuture,
+pub use self::http::{HttpProvider, HttpProviderBuilder, ResponseFuture as HttpResponseFuture};
+pub use self::translating::{
+    AnthropicProvider, AnthropicProviderBuilder, GeminiProvider, GeminiProviderBuilder,
+    ResponseFuture as TranslatedResponseFuture,
 };
+pub use self::transport::{DEFAULT_TIMEOUT, ProviderAuth};
 
 type BoxedProvider = BoxCloneSyncService<Request<Bytes>, Response<UpstreamBody>, Error>;
 
