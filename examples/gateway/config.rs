@@ -657,6 +657,48 @@ mod tests {
     }
 
     #[test]
+    fn provider_kinds_are_read_and_their_settings_checked() {
+        let config = Config::parse(
+            r#"
+            [providers.a]
+            kind = "anthropic"
+            base_url = "https://api.anthropic.com"
+            default_max_tokens = 1024
+            drop_params = true
+            [providers.g]
+            kind = "gemini"
+            base_url = "https://generativelanguage.googleapis.com"
+            [providers.o]
+            base_url = "https://api.openai.com/v1"
+            "#,
+        )
+        .unwrap();
+        assert_eq!(config.providers["a"].kind, ProviderKind::Anthropic);
+        assert_eq!(config.providers["a"].default_max_tokens, Some(1024));
+        assert!(config.providers["a"].drop_params);
+        assert_eq!(config.providers["g"].kind, ProviderKind::Gemini);
+        assert_eq!(config.providers["o"].kind, ProviderKind::Openai);
+        let shipped = Config::parse(include_str!("../gateway.toml")).unwrap();
+        assert_eq!(shipped.providers["anthropic"].kind, ProviderKind::Anthropic);
+        assert_eq!(shipped.providers["demo-gemini"].kind, ProviderKind::Gemini);
+        for (text, wanted) in [
+            ("kind = \"claude\"", "kind"),
+            ("kind = \"anthropic\"\nauth = \"none\"", "auth"),
+            ("kind = \"gemini\"\nrerank_path = \"/r\"", "rerank_path"),
+            ("default_max_tokens = 5", "default_max_tokens"),
+            ("drop_params = true", "drop_params"),
+            (
+                "kind = \"anthropic\"\ndefault_max_tokens = 0",
+                "default_max_tokens",
+            ),
+        ] {
+            let text = format!("[providers.p]\nbase_url = \"http://h\"\n{text}");
+            let error = Config::parse(&text).unwrap_err().to_string();
+            assert!(error.contains(wanted), "{text}: {error}");
+        }
+    }
+
+    #[test]
     fn errors_name_the_key() {
         let error = Config::parse("listen = 5").unwrap_err().to_string();
         assert!(error.contains("listen"), "{error}");

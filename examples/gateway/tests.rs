@@ -396,3 +396,71 @@ first_byte_timeout_ms = 2000
     assert_eq!(lines[0]["attempts"], 3, "{text}");
     assert_eq!(lines[0]["provider"], "demo", "{text}");
 }
+
+#[tokio::test]
+async fn demo_providers_of_each_kind_answer_in_openai_format() {
+    let gateway = start(
+        r#"
+[providers.claude]
+kind = "anthropic"
+mock = true
+default_max_tokens = 64
+[providers.gem]
+kind = "gemini"
+mock = true
+[models."across"]
+targets = ["claude/claude-haiku-4-5", "gem/gemini-2.5-flash"]
+"#,
+    )
+    .await;
+    for (model, stream) in [
+        ("claude/claude-haiku-4-5", false),
+        ("claude/claude-haiku-4-5", true),
+        ("gem/gemini-2.5-flash", false),
+        ("gem/gemini-2.5-flash", true),
+        ("across", true),
+    ] {
+        let answer = exchange(
+            gateway.addr,
+            &post("/v3/router/chat/completions", &chat(model, stream)),
+        )
+        .await;
+        assert!(answer.starts_with("HTTP/1.1 200"), "{model}: {answer}");
+        // The mock's answer echoes the question, whichever API it was asked in.
+        if stream {
+            assert!(answer.contains("text/event-stream"), "{answer}");
+            assert!(
+                answer.contains("\"object\":\"chat.completion.chunk\""),
+                "{answer}"
+            );
+            assert!(answer.contains("data: [DONE]"), "{answer}");
+        } else {
+            let body = answer.split("\r\n\r\n").nth(1).unwrap();
+            let json: serde_json::Value = serde_json::from_str(body).unwrap();
+            assert_eq!(json["object"], "chat.completion", "{body}");
+            assert!(json["id"].as_str().unwrap().starts_with("chatcmpl-"));
+            assert!(
+                json["choices"][0]["message"]["content"]
+                    .as_str()
+                    .unwrap()
+                    .contains("hi"),
+                "{body}"
+            );
+        }
+    }
+    // An endpoint Anthropic lacks: 400 naming the model and the endpoint.
+    let answer = exchange(
+        gateway.addr,
+        &post(
+            "/v3/router/embeddings",
+            r#"{"model":"claude/claude-haiku-4-5","input":"x"}"#,
+        ),
+    )
+    .await;
+    assert!(answer.starts_with("HTTP/1.1 400"), "{answer}");
+    assert!(
+        answer.contains("\"code\":\"unsupported_endpoint\""),
+        "{answer}"
+    );
+    assert!(answer.contains("claude/claude-haiku-4-5"), "{answer}");
+}
