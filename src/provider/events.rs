@@ -29,7 +29,9 @@ impl EventSplitter {
         mut chunk: &[u8],
         on_event: &mut impl FnMut(&str, &[u8]) -> Result<(), StreamError>,
     ) -> Result<(), StreamError> {
-        if self.pending_cr {
+        // An empty chunk (HTTP/2 allows empty DATA frames) says nothing about the byte after a
+        // `\r`: the pending `\r` waits for the next byte.
+        if self.pending_cr && !chunk.is_empty() {
             if let Some(rest) = chunk.strip_prefix(b"\n") {
                 chunk = rest;
             }
@@ -160,6 +162,12 @@ mod tests {
         }
         let bytes: Vec<&[u8]> = whole.chunks(1).collect();
         assert_eq!(split(&bytes), expected);
+    }
+
+    #[test]
+    fn an_empty_chunk_between_cr_and_lf_is_one_line_ending() {
+        let expected = vec![(String::new(), "a\nb".to_owned())];
+        assert_eq!(split(&[b"data: a\r", b"", b"\ndata: b\n\n"]), expected);
     }
 
     #[test]

@@ -19,3 +19,4 @@ mod policy;
 mod resilience;
 mod standalone;
 mod streaming;
+mod translation;

@@ -16,6 +16,8 @@ use crate::provider::events::EventSplitter;
 /// Sent for a provider's keep-alive event that translates to nothing, so the client's
 /// connection and the router's idle timeout see the stream is alive (SDKs skip comments).
 const KEEP_ALIVE: &[u8] = b": ping\n\n";
+/// The end of a translated stream (written once by its translator).
+const DONE: &[u8] = b"data: [DONE]\n\n";
 
 pin_project! {
     /// Each chunk of the provider's stream is split into events and each event translated
@@ -107,6 +109,11 @@ impl Body for TranslatedStream {
             if let Err(error) = result {
                 *this.flow = Flow::Failing(Some(error));
                 continue;
+            }
+            if this.out.ends_with(DONE) {
+                // The answer is whole: stop reading, even if the provider keeps the stream
+                // open (a client reading to the end would wait for the idle timeout).
+                *this.flow = Flow::Done;
             }
             if !this.out.is_empty() {
                 return Poll::Ready(Some(Ok(Frame::data(take(this.out)))));

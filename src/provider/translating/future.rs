@@ -15,13 +15,15 @@ use tokio::time::Timeout;
 
 use super::{APPLICATION_JSON, Api, EVENT_STREAM, Reply, TranslatedStream};
 use crate::error::Error;
+use crate::media::content_type_is;
 use crate::provider::body::UpstreamBody;
 use crate::provider::headers::X_UPSTREAM_REQUEST_ID;
 use crate::provider::transport::SendFuture;
 
 /// The largest JSON answer translated (a batch of embeddings is the big one).
 const MAX_ANSWER: usize = 64 * 1024 * 1024;
-/// The largest error answer read; longer ones are cut (the message is all we need).
+/// The largest error answer read; a longer one (or one that fails as it is read) is
+/// translated from its status alone.
 const MAX_ERROR: usize = 1024 * 1024;
 /// Anthropic's name for its request id header.
 const REQUEST_ID: HeaderName = HeaderName::from_static("request-id");
@@ -98,6 +100,12 @@ impl Future for ResponseFuture {
                     };
                     let limit = if parts.status.is_success() {
                         if let Reply::ChatStream(context) = reply {
+                            // A 2xx that is not an event stream is not the answer asked for:
+                            // refused before the first byte, as the `Sse` layer refuses it
+                            // from OpenAI-compatible providers.
+                            if !content_type_is(&parts.headers, "text/event-stream") {
+                                return Poll::Ready(Err(Error::upstream_protocol()));
+                            }
                             // Streams are translated event by event as they arrive.
                             let translator = api.stream_translator(context);
                             let headers = answer_headers(&parts.headers, EVENT_STREAM, None);
@@ -135,6 +143,9 @@ impl Future for ResponseFuture {
                                 Err(Error::upstream_timeout().with_source(elapsed)),
                             );
                         }
+                        // An error answer keeps its status (a 429 its retry-after) even when
+                        // its body cannot be read.
+                        Ok(Err(_)) if !parts.status.is_success() => bytes::Bytes::new(),
                         Ok(Err(error)) => {
                             return Poll::Ready(Err(Error::upstream_protocol().with_source(error)));
                         }

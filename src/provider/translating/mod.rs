@@ -30,19 +30,25 @@ pub use self::future::ResponseFuture;
 /// The API a translating provider speaks.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub(crate) enum Api {
+    /// Anthropic's Messages API.
     Anthropic,
+    /// Google's Gemini API.
     Gemini,
 }
 
 /// What the answer to a translated request is turned into.
 #[derive(Debug)]
 pub(crate) enum Reply {
+    /// A chat completion, translated once whole.
     Chat(ReplyContext),
+    /// A chat completion stream, translated event by event.
     ChatStream(ReplyContext),
+    /// Embeddings, translated once whole.
     Embeddings(ReplyContext),
 }
 
 impl Api {
+    /// The provider type's name, for `Debug`.
     fn name(self) -> &'static str {
         match self {
             Self::Anthropic => "AnthropicProvider",
@@ -123,7 +129,9 @@ fn chat_reply(stream: bool, context: ReplyContext) -> Reply {
 
 /// A chat stream translator of either API (an enum, not a box).
 pub(crate) enum ChatTranslator {
+    /// Anthropic's events.
     Anthropic(dialect::anthropic::ChatStream),
+    /// Gemini's chunks.
     Gemini(dialect::gemini::ChatStream),
 }
 
@@ -151,6 +159,7 @@ struct Translating {
     options: Arc<Options>,
 }
 
+/// Anthropic's API version header.
 const ANTHROPIC_VERSION: HeaderName = HeaderName::from_static("anthropic-version");
 const APPLICATION_JSON: HeaderValue = HeaderValue::from_static("application/json");
 const EVENT_STREAM: HeaderValue = HeaderValue::from_static("text/event-stream");
@@ -328,8 +337,9 @@ macro_rules! translating_provider {
                 self
             }
 
-            /// `max_tokens` sent when the client set neither `max_tokens` nor
-            /// `max_completion_tokens` (default 4096; Anthropic requires one).
+            /// Anthropic only: `max_tokens` sent when the client set neither `max_tokens` nor
+            /// `max_completion_tokens` (default 4096; Anthropic requires one). Gemini, which
+            /// has a default of its own per model, ignores it.
             pub fn default_max_tokens(mut self, max_tokens: u32) -> Self {
                 self.settings.options.default_max_tokens = max_tokens;
                 self

@@ -114,12 +114,13 @@ fn fallback(
         400..=599 => status,
         _ => StatusCode::BAD_GATEWAY,
     };
-    let kind = if status.is_client_error() {
-        INVALID_REQUEST
-    } else {
-        SERVER_ERROR
+    let (kind, code) = match status.as_u16() {
+        // A rate limit stays one for the SDKs (they retry it) whatever the body said.
+        429 => ("requests", Some("rate_limit_exceeded")),
+        400..=499 => (INVALID_REQUEST, None),
+        _ => (SERVER_ERROR, None),
     };
-    (status, kind, None, Cow::Owned(fixed_message(status)))
+    (status, kind, code, Cow::Owned(fixed_message(status)))
 }
 
 fn fixed_message(status: StatusCode) -> String {

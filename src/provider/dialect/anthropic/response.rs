@@ -159,15 +159,19 @@ impl Usage {
     }
 
     /// OpenAI's usage: prompt tokens include the cached ones, as OpenAI counts them.
+    /// Sums saturate: the counts are the upstream's, and must not overflow.
     pub(super) fn openai(self) -> OpenAiUsage {
         let cached = self.cache_read_input_tokens.unwrap_or(0);
-        let prompt =
-            self.input_tokens.unwrap_or(0) + cached + self.cache_creation_input_tokens.unwrap_or(0);
+        let prompt = self
+            .input_tokens
+            .unwrap_or(0)
+            .saturating_add(cached)
+            .saturating_add(self.cache_creation_input_tokens.unwrap_or(0));
         let completion = self.output_tokens.unwrap_or(0);
         OpenAiUsage {
             prompt_tokens: prompt,
             completion_tokens: completion,
-            total_tokens: prompt + completion,
+            total_tokens: prompt.saturating_add(completion),
             prompt_tokens_details: PromptTokensDetails {
                 cached_tokens: cached,
             },
@@ -404,6 +408,20 @@ mod tests {
         assert_eq!(got["choices"][0]["message"]["content"], "");
         assert_eq!(got["choices"][0]["finish_reason"], "length");
         assert_eq!(got["usage"]["total_tokens"], 0);
+    }
+
+    #[test]
+    fn huge_usage_counts_saturate() {
+        let mut answer = message(json!([{"type": "text", "text": "x"}]), "end_turn");
+        answer["usage"] = json!({
+            "input_tokens": u64::MAX,
+            "cache_read_input_tokens": u64::MAX,
+            "cache_creation_input_tokens": 1,
+            "output_tokens": u64::MAX,
+        });
+        let got = translate(answer, &context());
+        assert_eq!(got["usage"]["prompt_tokens"], u64::MAX);
+        assert_eq!(got["usage"]["total_tokens"], u64::MAX);
     }
 
     #[test]

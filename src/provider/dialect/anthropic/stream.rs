@@ -15,6 +15,9 @@ use crate::provider::dialect::{
     ReplyContext, StreamError, StreamTranslator, push_done, push_frame,
 };
 
+/// A tool input that streamed no piece: the empty object, as the whole answer has it.
+const EMPTY_INPUT: &str = "{}";
+
 /// Translates an Anthropic Messages stream into OpenAI chat completion chunks.
 #[derive(Debug)]
 pub(crate) struct ChatStream {
@@ -24,8 +27,8 @@ pub(crate) struct ChatStream {
     /// The answer's model, from `message_start` (else the model asked for).
     model: String,
     state: State,
-    /// The open content blocks: Anthropic's block index and what the block becomes.
-    blocks: Vec<(u64, BlockKind)>,
+    /// The open content blocks (at most [`MAX_OPEN_BLOCKS`]).
+    blocks: Vec<OpenBlock>,
     /// Client tool calls started so far: the next one's OpenAI `index`.
     tool_calls: u32,
     usage: Usage,
@@ -40,6 +43,21 @@ enum State {
     Open,
     /// After `message_stop`: `[DONE]` is written.
     Done,
+}
+
+/// The most content blocks open at once. Anthropic streams one block at a time; an upstream
+/// that opens blocks and never closes them must not grow our memory.
+const MAX_OPEN_BLOCKS: usize = 64;
+
+/// A content block between its start and its stop.
+#[derive(Debug)]
+struct OpenBlock {
+    /// Anthropic's block index.
+    index: u64,
+    kind: BlockKind,
+    /// A piece of a tool's input was sent: without one, the stop sends `{}` (the input of a
+    /// call without arguments streams no piece, and `""` is no JSON for the client to parse).
+    has_input: bool,
 }
 
 /// What an open content block turns into.
@@ -95,6 +113,17 @@ impl ChatStream {
     fn block_start(&mut self, data: &[u8], out: &mut Vec<u8>) -> Result<(), StreamError> {
         self.require_open("content_block_start")?;
         let event: BlockStart<'_> = parse("content_block_start", data)?;
+        if self.blocks.iter().any(|b| b.index == event.index) {
+            return Err(StreamError(format!(
+                "Anthropic started content block {} twice",
+                event.index
+            )));
+        }
+        if self.blocks.len() >= MAX_OPEN_BLOCKS {
+            return Err(StreamError(
+                "Anthropic opened too many content blocks at once".to_owned(),
+            ));
+        }
         let block = event.content_block;
         let kind = match block.kind.as_ref() {
             // With a forced response-format tool, its JSON is the content: text beside it
@@ -132,19 +161,29 @@ impl ChatStream {
             }
             _ => BlockKind::Ignored,
         };
-        self.blocks.push((event.index, kind));
+        self.blocks.push(OpenBlock {
+            index: event.index,
+            kind,
+            has_input: false,
+        });
         Ok(())
     }
 
     fn block_delta(&mut self, data: &[u8], out: &mut Vec<u8>) -> Result<(), StreamError> {
         self.require_open("content_block_delta")?;
         let event: BlockDelta<'_> = parse("content_block_delta", data)?;
-        let Some(&(_, kind)) = self.blocks.iter().find(|(i, _)| *i == event.index) else {
+        let Some(block) = self.blocks.iter_mut().find(|b| b.index == event.index) else {
             return Err(StreamError(
                 "Anthropic sent a delta for a content block it did not start".to_owned(),
             ));
         };
+        let kind = block.kind;
         let delta = event.delta;
+        if delta.kind == "input_json_delta"
+            && delta.partial_json.as_deref().is_some_and(|p| !p.is_empty())
+        {
+            block.has_input = true;
+        }
         match (delta.kind.as_ref(), kind) {
             ("text_delta", BlockKind::Text) => {
                 if let Some(text) = delta.text.as_deref().filter(|t| !t.is_empty()) {
@@ -176,10 +215,32 @@ impl ChatStream {
         Ok(())
     }
 
-    fn block_stop(&mut self, data: &[u8]) -> Result<(), StreamError> {
+    fn block_stop(&mut self, data: &[u8], out: &mut Vec<u8>) -> Result<(), StreamError> {
         self.require_open("content_block_stop")?;
         let event: BlockStop = parse("content_block_stop", data)?;
-        self.blocks.retain(|(i, _)| *i != event.index);
+        let Some(at) = self.blocks.iter().position(|b| b.index == event.index) else {
+            return Ok(());
+        };
+        let block = self.blocks.swap_remove(at);
+        if block.has_input {
+            return Ok(());
+        }
+        match block.kind {
+            BlockKind::Tool(index) => {
+                let call = ToolCallDelta {
+                    index,
+                    id: None,
+                    kind: None,
+                    function: FunctionDelta {
+                        name: None,
+                        arguments: EMPTY_INPUT,
+                    },
+                };
+                self.push_tool_call(out, call);
+            }
+            BlockKind::Json => self.push_content(out, EMPTY_INPUT),
+            BlockKind::Text | BlockKind::Ignored => {}
+        }
         Ok(())
     }
 
@@ -279,7 +340,7 @@ impl StreamTranslator for ChatStream {
             "message_start" => self.message_start(data, out),
             "content_block_start" => self.block_start(data, out),
             "content_block_delta" => self.block_delta(data, out),
-            "content_block_stop" => self.block_stop(data),
+            "content_block_stop" => self.block_stop(data, out),
             "message_delta" => self.message_delta(data, out),
             "message_stop" => self.message_stop(out),
             "error" => Err(error_event(data)),
@@ -894,5 +955,68 @@ mod tests {
             let (_, error) = run(&mut stream, &events);
             assert!(error.is_some(), "{events:?}");
         }
+    }
+
+    #[test]
+    fn a_tool_call_without_input_pieces_gets_empty_object_arguments() {
+        let mut stream = ChatStream::new(context(false, None));
+        let (frames, error) = run(
+            &mut stream,
+            &[
+                message_start(),
+                block_start(0, tool_use("toolu_1", "now")),
+                json_piece(0, ""),
+                block_stop(0),
+                block_start(1, tool_use("toolu_2", "weather")),
+                json_piece(1, "{\"city\": \"Paris\"}"),
+                block_stop(1),
+                message_delta("tool_use"),
+                message_stop(),
+            ],
+        );
+        assert!(error.is_none());
+        let arguments = |index: u64| -> String {
+            deltas(&frames)
+                .iter()
+                .filter_map(|d| d.get("tool_calls"))
+                .filter(|calls| calls[0]["index"] == index)
+                .filter_map(|calls| calls[0]["function"]["arguments"].as_str())
+                .collect()
+        };
+        assert_eq!(arguments(0), "{}");
+        assert_eq!(arguments(1), "{\"city\": \"Paris\"}");
+        // The same for the forced response-format tool: its content is `{}`.
+        let mut stream = ChatStream::new(context(false, Some("json_output")));
+        let (frames, _) = run(
+            &mut stream,
+            &[
+                message_start(),
+                block_start(0, tool_use("toolu_1", "json_output")),
+                block_stop(0),
+                message_delta("tool_use"),
+                message_stop(),
+            ],
+        );
+        let content: String = deltas(&frames)
+            .iter()
+            .filter_map(|d| d["content"].as_str())
+            .collect();
+        assert_eq!(content, "{}");
+    }
+
+    #[test]
+    fn open_blocks_are_bounded() {
+        let mut stream = ChatStream::new(context(false, None));
+        let twice = [
+            message_start(),
+            block_start(0, json!({"type": "text", "text": ""})),
+            block_start(0, json!({"type": "text", "text": ""})),
+        ];
+        assert!(run(&mut stream, &twice).1.is_some());
+        let mut stream = ChatStream::new(context(false, None));
+        let mut events = vec![message_start()];
+        events.extend((0..1000).map(|i| block_start(i, json!({"type": "thinking"}))));
+        assert!(run(&mut stream, &events).1.is_some());
+        assert!(stream.blocks.len() <= MAX_OPEN_BLOCKS);
     }
 }

@@ -79,7 +79,7 @@ fn parse_delay(delay: &str) -> Option<u64> {
         whole.parse().ok()?
     };
     let round_up = fraction.bytes().any(|b| b != b'0');
-    Some(whole + u64::from(round_up))
+    Some(whole.saturating_add(u64::from(round_up)))
 }
 
 /// Translates a Gemini error answer.
@@ -343,6 +343,11 @@ mod tests {
         assert_eq!(parse_delay("53.123s"), Some(54));
         assert_eq!(parse_delay(".5s"), Some(1));
         assert_eq!(parse_delay("5"), None);
+    }
+
+    #[test]
+    fn a_huge_retry_delay_saturates() {
+        assert_eq!(parse_delay("18446744073709551615.5s"), Some(u64::MAX));
     }
 
     #[test]

@@ -104,11 +104,14 @@ impl From<UsageMetadata> for Usage {
     fn from(usage: UsageMetadata) -> Self {
         // `promptTokenCount` already includes the cached tokens, as OpenAI's count does;
         // thinking tokens are billed as output, as OpenAI's reasoning tokens are.
-        let completion = usage.candidates_token_count + usage.thoughts_token_count;
+        // Sums saturate: the counts are the upstream's, and must not overflow.
+        let completion = usage
+            .candidates_token_count
+            .saturating_add(usage.thoughts_token_count);
         Self {
             prompt_tokens: usage.prompt_token_count,
             completion_tokens: completion,
-            total_tokens: usage.prompt_token_count + completion,
+            total_tokens: usage.prompt_token_count.saturating_add(completion),
             prompt_tokens_details: PromptDetails {
                 cached_tokens: usage.cached_content_token_count,
             },
@@ -351,6 +354,20 @@ mod tests {
                 },
             })
         );
+    }
+
+    #[test]
+    fn huge_usage_counts_saturate() {
+        let got = translate(json!({
+            "candidates": [{ "content": { "parts": [{ "text": "x" }] }, "finishReason": "STOP" }],
+            "usageMetadata": {
+                "promptTokenCount": u64::MAX,
+                "candidatesTokenCount": u64::MAX,
+                "thoughtsTokenCount": 1,
+            },
+        }));
+        assert_eq!(got["usage"]["completion_tokens"], u64::MAX);
+        assert_eq!(got["usage"]["total_tokens"], u64::MAX);
     }
 
     #[test]

@@ -9,12 +9,17 @@ use serde::Serialize;
 use super::super::{ReplyContext, StreamError, StreamTranslator, push_done, push_frame};
 use super::response::{Candidate, GenerateContentResponse, ToolCall, Usage, UsageMetadata};
 
+/// The most candidates a stream may have. Gemini allows `candidateCount` up to 8; an
+/// upstream that sends ever new candidate indices must not grow our memory.
+const MAX_CANDIDATES: usize = 64;
+
 /// Translates one Gemini stream, event by event.
 pub(crate) struct ChatStream {
     context: ReplyContext,
     /// `id` and `model` of every chunk, fixed by the first event.
     ids: Option<(String, String)>,
-    /// Per candidate index: tool calls sent so far (the OpenAI `index` of the next one).
+    /// Per candidate index: tool calls sent so far (the OpenAI `index` of the next one); at
+    /// most [`MAX_CANDIDATES`].
     candidates: Vec<(u32, u32)>,
     finished: bool,
     usage: Option<UsageMetadata>,
@@ -47,9 +52,17 @@ impl ChatStream {
 
     /// Sends a candidate's first chunk (the role) when it has not had one, and returns how
     /// many tool calls it has had.
-    fn start(&mut self, index: u32, ids: &(String, String), out: &mut Vec<u8>) -> u32 {
+    fn start(
+        &mut self,
+        index: u32,
+        ids: &(String, String),
+        out: &mut Vec<u8>,
+    ) -> Result<u32, StreamError> {
         if let Some((_, calls)) = self.candidates.iter().find(|(i, _)| *i == index) {
-            return *calls;
+            return Ok(*calls);
+        }
+        if self.candidates.len() >= MAX_CANDIDATES {
+            return Err(StreamError("Gemini sent too many candidates".into()));
         }
         self.candidates.push((index, 0));
         let delta = Delta {
@@ -61,12 +74,17 @@ impl ChatStream {
             out,
             &self.chunk(ids, vec![ChunkChoice::new(index, delta, None)]),
         );
-        0
+        Ok(0)
     }
 
-    fn candidate(&mut self, candidate: &Candidate, ids: &(String, String), out: &mut Vec<u8>) {
+    fn candidate(
+        &mut self,
+        candidate: &Candidate,
+        ids: &(String, String),
+        out: &mut Vec<u8>,
+    ) -> Result<(), StreamError> {
         let index = candidate.index.unwrap_or(0);
-        let mut calls = self.start(index, ids, out);
+        let mut calls = self.start(index, ids, out)?;
         let text = candidate.text();
         if !text.is_empty() {
             let delta = Delta {
@@ -98,10 +116,16 @@ impl ChatStream {
             push_frame(out, &self.chunk(ids, vec![choice]));
             self.finished = true;
         }
+        Ok(())
     }
 
-    fn blocked(&mut self, reason: &str, ids: &(String, String), out: &mut Vec<u8>) {
-        self.start(0, ids, out);
+    fn blocked(
+        &mut self,
+        reason: &str,
+        ids: &(String, String),
+        out: &mut Vec<u8>,
+    ) -> Result<(), StreamError> {
+        self.start(0, ids, out)?;
         let refusal = super::blocked_message(reason);
         let delta = Delta {
             refusal: Some(&refusal),
@@ -110,6 +134,23 @@ impl ChatStream {
         let choice = ChunkChoice::new(0, delta, Some("content_filter"));
         push_frame(out, &self.chunk(ids, vec![choice]));
         self.finished = true;
+        Ok(())
+    }
+
+    /// The event's blocked prompt and candidates.
+    fn candidates_of(
+        &mut self,
+        event: &GenerateContentResponse,
+        ids: &(String, String),
+        out: &mut Vec<u8>,
+    ) -> Result<(), StreamError> {
+        if let Some(reason) = event.blocked() {
+            self.blocked(reason, ids, out)?;
+        }
+        for candidate in &event.candidates {
+            self.candidate(candidate, ids, out)?;
+        }
+        Ok(())
     }
 }
 
@@ -134,14 +175,10 @@ impl StreamTranslator for ChatStream {
         if let Some(usage) = event.usage_metadata {
             self.usage = Some(usage);
         }
-        if let Some(reason) = event.blocked() {
-            self.blocked(reason, &ids, out);
-        }
-        for candidate in &event.candidates {
-            self.candidate(candidate, &ids, out);
-        }
+        // Kept before anything can fail: every chunk of the stream has the same id and model.
+        let result = self.candidates_of(&event, &ids, out);
         self.ids = Some(ids);
-        Ok(())
+        result
     }
 
     fn finish(&mut self, out: &mut Vec<u8>) -> Result<(), StreamError> {
@@ -441,5 +478,17 @@ mod tests {
         assert!(translator.event("", b"not json", &mut out).is_err());
         assert!(translator.event("", b"[1]", &mut out).is_err());
         assert!(out.is_empty());
+    }
+
+    #[test]
+    fn candidates_are_bounded() {
+        let mut translator = stream(false);
+        let mut out = Vec::new();
+        let candidates: Vec<Value> = (0..1000)
+            .map(|index| json!({ "index": index, "content": { "parts": [{ "text": "x" }] } }))
+            .collect();
+        let event = serde_json::to_vec(&json!({ "candidates": candidates })).unwrap();
+        assert!(translator.event("", &event, &mut out).is_err());
+        assert!(translator.candidates.len() <= MAX_CANDIDATES);
     }
 }
