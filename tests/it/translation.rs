@@ -2204,7 +2204,7 @@ async fn an_error_answer_too_large_to_read_keeps_its_status_and_retry_after() {
     let body = chat_body(CLAUDE, "hi");
     let huge = format!(
         r#"{{"type":"error","error":{{"type":"rate_limit_error","message":"{}"}}}}"#,
-        "x".repeat(2 * 1024 * 1024)
+        "x".repeat(1024 * 1024 + 1024)
     );
     harness.upstream.script_for(
         CLAUDE_MODEL,

@@ -15,16 +15,19 @@
 //! - an error translation: a provider error answer (status + body) into an [`ErrorAnswer`]
 //!   (OpenAI's error object and status).
 //!
+//! OpenAI's side (the answer, chunk and usage objects, frames, error bodies, and the request
+//! readers that do not depend on the provider) is written once, in [`openai`].
+//!
 //! [`AnthropicProvider`]: super::AnthropicProvider
 //! [`GeminiProvider`]: super::GeminiProvider
 
 pub(crate) mod anthropic;
 pub(crate) mod gemini;
+mod openai;
 
 use std::fmt;
 
 use http::StatusCode;
-use serde::Serialize;
 
 /// What a translating provider was configured with.
 #[derive(Clone, Debug)]
@@ -128,34 +131,4 @@ pub(crate) trait StreamTranslator: Send + 'static {
     /// `data: [DONE]\n\n` exactly once over the whole stream); an error if the stream ended
     /// before the provider's end of message.
     fn finish(&mut self, out: &mut Vec<u8>) -> Result<(), StreamError>;
-}
-
-/// Appends `data: {json}\n\n`.
-pub(crate) fn push_frame<T: Serialize + ?Sized>(out: &mut Vec<u8>, value: &T) {
-    out.extend_from_slice(b"data: ");
-    // Serializing plain structs and `Value`s into a Vec cannot fail.
-    let _ = serde_json::to_writer(&mut *out, value);
-    out.extend_from_slice(b"\n\n");
-}
-
-/// Appends `data: [DONE]\n\n`.
-pub(crate) fn push_done(out: &mut Vec<u8>) {
-    out.extend_from_slice(b"data: [DONE]\n\n");
-}
-
-/// An OpenAI error body with all four keys.
-pub(crate) fn error_body(message: &str, kind: &str, code: Option<&str>) -> Vec<u8> {
-    serde_json::to_vec(&serde_json::json!({
-        "error": {"message": message, "type": kind, "param": null, "code": code}
-    }))
-    .unwrap_or_default()
-}
-
-/// A fresh id suffix for ids the provider did not give (`call_...`, `chatcmpl-...`).
-pub(crate) fn random_id() -> String {
-    let mut id = String::with_capacity(24);
-    for _ in 0..24 {
-        id.push(fastrand::alphanumeric());
-    }
-    id
 }

@@ -22,7 +22,8 @@ use std::borrow::Cow;
 use http::StatusCode;
 use serde::Deserialize;
 
-use crate::provider::dialect::{ErrorAnswer, error_body};
+use crate::provider::dialect::ErrorAnswer;
+use crate::provider::dialect::openai::error_body;
 
 /// OpenAI's error types.
 const INVALID_REQUEST: &str = "invalid_request_error";

@@ -11,6 +11,9 @@ use serde_json::{Map, Number, Value};
 
 use super::PROVIDER;
 use crate::error::Error;
+use crate::provider::dialect::openai::{
+    boolean, data_url, is_http_url, number, tool_call_arguments,
+};
 use crate::provider::dialect::{Options, ReplyContext, UpstreamCall};
 
 /// The Messages endpoint, below the provider's base URL.
@@ -260,7 +263,7 @@ impl<'a> Parts<'a> {
             "parallel_tool_calls" => self.parallel_tool_calls = Some(boolean(key, value)?),
             "response_format" => self.response_format = Some(value),
             _ if is_harmless_default(key, value) || options.drop_params => {}
-            _ => return Err(Error::unsupported_param(key, PROVIDER)),
+            _ => return Err(unsupported(key)),
         }
         Ok(())
     }
@@ -310,6 +313,11 @@ impl<'a> Parts<'a> {
     }
 }
 
+/// `param` names a parameter Anthropic cannot honour.
+fn unsupported(param: impl Into<String>) -> Error {
+    Error::unsupported_param(param, PROVIDER)
+}
+
 /// Whether `value` for a parameter Anthropic lacks is the value that asks for nothing
 /// (`n: 1`, `logprobs: false`, a zero penalty, ...), so it is no reason to refuse.
 fn is_harmless_default(key: &str, value: &Value) -> bool {
@@ -332,19 +340,6 @@ fn end_user<'a>(key: &str, value: &'a Value) -> Result<Option<&'a str>, Error> {
         .as_str()
         .ok_or_else(|| Error::invalid_param(key, "must be a string"))?;
     Ok(Some(user).filter(|u| !u.is_empty()))
-}
-
-fn boolean(key: &str, value: &Value) -> Result<bool, Error> {
-    value
-        .as_bool()
-        .ok_or_else(|| Error::invalid_param(key, "must be a boolean"))
-}
-
-fn number<'a>(key: &str, value: &'a Value) -> Result<&'a Number, Error> {
-    match value {
-        Value::Number(n) => Ok(n),
-        _ => Err(Error::invalid_param(key, "must be a number")),
-    }
 }
 
 fn positive(key: &str, value: &Value) -> Result<u64, Error> {
@@ -436,10 +431,7 @@ fn translate_tools(tools: &Value) -> Result<Vec<Tool<'_>>, Error> {
             match tool.get("type").and_then(Value::as_str) {
                 None | Some("function") => {}
                 Some(_) => {
-                    return Err(Error::unsupported_param(
-                        format!("tools[{i}].type"),
-                        PROVIDER,
-                    ));
+                    return Err(unsupported(format!("tools[{i}].type")));
                 }
             }
             let function = tool
@@ -499,7 +491,7 @@ fn tool_choice(choice: &Value) -> Result<ToolChoice<'_>, Error> {
                     Error::invalid_param("tool_choice.function.name", "must be a string")
                 }),
             // `allowed_tools`, `custom`: no Anthropic equivalent.
-            _ => Err(Error::unsupported_param("tool_choice.type", PROVIDER)),
+            _ => Err(unsupported("tool_choice.type")),
         },
         _ => Err(Error::invalid_param(
             "tool_choice",
@@ -526,10 +518,7 @@ fn translate_messages(messages: &Value) -> Result<(Vec<Block<'_>>, Vec<Turn<'_>>
             "assistant" => turns.push("assistant", assistant_blocks(message, content, i)?),
             "tool" => turns.push_tool_result(tool_result(message, content, i)?),
             "function" => {
-                return Err(Error::unsupported_param(
-                    format!("messages[{i}].role"),
-                    PROVIDER,
-                ));
+                return Err(unsupported(format!("messages[{i}].role")));
             }
             _ => {
                 return Err(Error::invalid_param(
@@ -656,10 +645,9 @@ fn user_blocks(content: &Value, i: usize) -> Result<Vec<Block<'_>>, Error> {
             "image_url" => out.push(image(part, i, j)?),
             "file" => out.push(file(part, i, j)?),
             "input_audio" => {
-                return Err(Error::unsupported_param(
-                    format!("messages[{i}].content[{j}].input_audio"),
-                    PROVIDER,
-                ));
+                return Err(unsupported(format!(
+                    "messages[{i}].content[{j}].input_audio"
+                )));
             }
             _ => {
                 return Err(Error::invalid_param(
@@ -709,10 +697,9 @@ fn image(part: &Value, i: usize, j: usize) -> Result<Block<'_>, Error> {
 fn file(part: &Value, i: usize, j: usize) -> Result<Block<'_>, Error> {
     let file = part.get("file").unwrap_or(&Value::Null);
     if file.get("file_id").is_some_and(|id| !id.is_null()) {
-        return Err(Error::unsupported_param(
-            format!("messages[{i}].content[{j}].file.file_id"),
-            PROVIDER,
-        ));
+        return Err(unsupported(format!(
+            "messages[{i}].content[{j}].file.file_id"
+        )));
     }
     let param = || format!("messages[{i}].content[{j}].file.file_data");
     let data = file
@@ -738,22 +725,6 @@ fn file(part: &Value, i: usize, j: usize) -> Result<Block<'_>, Error> {
     }
 }
 
-/// `data:<media type>[;param]*;base64,<data>` into the media type and the base64 data.
-fn data_url(url: &str) -> Option<(&str, &str)> {
-    let rest = url.strip_prefix("data:")?;
-    let (meta, data) = rest.split_once(',')?;
-    let mut params = meta.split(';');
-    let media_type = params.next().filter(|m| !m.is_empty())?;
-    params
-        .any(|p| p.eq_ignore_ascii_case("base64"))
-        .then_some((media_type, data))
-}
-
-fn is_http_url(url: &str) -> bool {
-    let scheme = url.split_once("://").map(|(scheme, _)| scheme);
-    scheme.is_some_and(|s| s.eq_ignore_ascii_case("https") || s.eq_ignore_ascii_case("http"))
-}
-
 /// An assistant message: its text, then its tool calls as `tool_use` blocks.
 fn assistant_blocks<'a>(
     message: &'a Value,
@@ -763,10 +734,7 @@ fn assistant_blocks<'a>(
     let mut out = Vec::new();
     text_parts(content, i, &mut out)?;
     if message.get("function_call").is_some_and(|f| !f.is_null()) {
-        return Err(Error::unsupported_param(
-            format!("messages[{i}].function_call"),
-            PROVIDER,
-        ));
+        return Err(unsupported(format!("messages[{i}].function_call")));
     }
     let calls = match message.get("tool_calls") {
         None | Some(Value::Null) => return Ok(out),
@@ -789,7 +757,7 @@ fn tool_use(call: &Value, i: usize, j: usize) -> Result<Block<'_>, Error> {
     let param = |field: &str| format!("messages[{i}].tool_calls[{j}].{field}");
     match call.get("type").and_then(Value::as_str) {
         None | Some("function") => {}
-        Some(_) => return Err(Error::unsupported_param(param("type"), PROVIDER)),
+        Some(_) => return Err(unsupported(param("type"))),
     }
     let id = call
         .get("id")
@@ -799,24 +767,7 @@ fn tool_use(call: &Value, i: usize, j: usize) -> Result<Block<'_>, Error> {
         .pointer("/function/name")
         .and_then(Value::as_str)
         .ok_or_else(|| Error::invalid_param(param("function.name"), "must be a string"))?;
-    let arguments = call
-        .pointer("/function/arguments")
-        .and_then(Value::as_str)
-        .ok_or_else(|| Error::invalid_param(param("function.arguments"), "must be a string"))?;
-    // A call without arguments is sometimes sent as "": the empty object.
-    let input = if arguments.trim().is_empty() {
-        Value::Object(Map::new())
-    } else {
-        match serde_json::from_str(arguments) {
-            Ok(input @ Value::Object(_)) => input,
-            _ => {
-                return Err(Error::invalid_param(
-                    param("function.arguments"),
-                    "must be a JSON object",
-                ));
-            }
-        }
-    };
+    let input = Value::Object(tool_call_arguments(call, i, j)?);
     Ok(Block::ToolUse { id, name, input })
 }
 

@@ -3,18 +3,19 @@
 
 use std::borrow::Cow;
 
-use serde::{Deserialize, Serialize};
+use serde::Deserialize;
 use serde_json::value::RawValue;
 
 use crate::error::Error;
 use crate::provider::dialect::ReplyContext;
+use crate::provider::dialect::openai::{self, Choice, Message, ToolCall};
 
 /// Translates a 2xx Messages answer into an OpenAI `chat.completion` body.
 ///
 /// # Errors
 /// `upstream_protocol` when `body` is not a Message.
 pub(crate) fn chat_response(body: &[u8], context: &ReplyContext) -> Result<Vec<u8>, Error> {
-    let message: Message<'_> =
+    let message: Answer<'_> =
         serde_json::from_slice(body).map_err(|e| Error::upstream_protocol().with_source(e))?;
     let json_tool = context.json_tool.as_deref();
     let mut text: Option<Cow<'_, str>> = None;
@@ -22,7 +23,7 @@ pub(crate) fn chat_response(body: &[u8], context: &ReplyContext) -> Result<Vec<u
     let mut tool_calls = Vec::new();
     for block in &message.content {
         match block.kind.as_ref() {
-            "text" => append(&mut text, block.text.as_deref().unwrap_or_default()),
+            "text" => openai::append(&mut text, block.text.as_deref().unwrap_or_default()),
             "tool_use" => {
                 let (Some(id), Some(name)) = (block.id.as_deref(), block.name.as_deref()) else {
                     return Err(Error::upstream_protocol());
@@ -31,11 +32,7 @@ pub(crate) fn chat_response(body: &[u8], context: &ReplyContext) -> Result<Vec<u
                 if Some(name) == json_tool {
                     json = Some(arguments);
                 } else {
-                    tool_calls.push(ToolCall {
-                        id,
-                        kind: "function",
-                        function: Function { name, arguments },
-                    });
+                    tool_calls.push(ToolCall::function(id, name, arguments));
                 }
             }
             // Thinking, redacted thinking and blocks of later API additions say nothing the
@@ -43,51 +40,17 @@ pub(crate) fn chat_response(body: &[u8], context: &ReplyContext) -> Result<Vec<u
             _ => {}
         }
     }
-    // The forced tool's input is the answer the client asked for, in place of any text.
-    let content = match json {
-        Some(json) => Some(Cow::Borrowed(json)),
-        None if text.is_none() && tool_calls.is_empty() => Some(Cow::Borrowed("")),
-        None => text,
-    };
     let finish_reason = finish_reason(message.stop_reason.as_deref(), tool_calls.is_empty());
-    let completion = Completion {
-        id: completion_id(&message.id),
-        object: "chat.completion",
-        created: context.created,
-        model: message.model.as_deref().unwrap_or(&context.model),
-        choices: [Choice {
-            index: 0,
-            message: AssistantMessage {
-                role: "assistant",
-                content,
-                refusal: None,
-                tool_calls,
-            },
-            logprobs: None,
-            finish_reason,
-        }],
-        usage: message.usage.openai(),
-    };
-    serde_json::to_vec(&completion).map_err(|e| Error::internal().with_source(e))
-}
-
-/// Appends `piece` to the text so far (borrowing when there is one piece).
-fn append<'a>(text: &mut Option<Cow<'a, str>>, piece: &'a str) {
-    if piece.is_empty() {
-        return;
-    }
-    match text {
-        None => *text = Some(Cow::Borrowed(piece)),
-        Some(text) => text.to_mut().push_str(piece),
-    }
-}
-
-/// `chatcmpl-` and the Message id, so the two can be matched in logs.
-pub(super) fn completion_id(message_id: &str) -> String {
-    let mut id = String::with_capacity(9 + message_id.len());
-    id.push_str("chatcmpl-");
-    id.push_str(message_id);
-    id
+    // The forced tool's input is the answer the client asked for, in place of any text.
+    let content = json.map(Cow::Borrowed).or(text);
+    let choice = Choice::new(0, Message::answer(content, tool_calls), finish_reason);
+    openai::completion(
+        &openai::completion_id(Some(&message.id)),
+        context,
+        message.model.as_deref().unwrap_or(&context.model),
+        &[choice],
+        message.usage.openai(),
+    )
 }
 
 /// OpenAI's `finish_reason` for Anthropic's `stop_reason`. `tool_use` is `stop` when no
@@ -104,7 +67,7 @@ pub(super) fn finish_reason(stop_reason: Option<&str>, no_tool_calls: bool) -> &
 
 /// A Message (the fields translated).
 #[derive(Deserialize)]
-struct Message<'a> {
+struct Answer<'a> {
     #[serde(borrow)]
     id: Cow<'a, str>,
     #[serde(borrow, default)]
@@ -117,19 +80,22 @@ struct Message<'a> {
     usage: Usage,
 }
 
-/// A content block of any type: the fields of `text` and `tool_use` blocks.
+/// A content block of any type, or a stream's block delta of any type: the fields of `text`
+/// and `tool_use` blocks, and of `text_delta` and `input_json_delta` deltas.
 #[derive(Deserialize)]
-struct ContentBlock<'a> {
+pub(super) struct ContentBlock<'a> {
     #[serde(borrow, rename = "type")]
-    kind: Cow<'a, str>,
+    pub(super) kind: Cow<'a, str>,
     #[serde(borrow, default)]
-    text: Option<Cow<'a, str>>,
+    pub(super) text: Option<Cow<'a, str>>,
     #[serde(borrow, default)]
-    id: Option<Cow<'a, str>>,
+    pub(super) id: Option<Cow<'a, str>>,
     #[serde(borrow, default)]
-    name: Option<Cow<'a, str>>,
+    pub(super) name: Option<Cow<'a, str>>,
     #[serde(borrow, default)]
-    input: Option<&'a RawValue>,
+    pub(super) input: Option<&'a RawValue>,
+    #[serde(borrow, default)]
+    pub(super) partial_json: Option<Cow<'a, str>>,
 }
 
 /// Anthropic's `usage` (cache counts are apart from `input_tokens`; any may be null).
@@ -158,86 +124,18 @@ impl Usage {
             .or(self.cache_creation_input_tokens);
     }
 
-    /// OpenAI's usage: prompt tokens include the cached ones, as OpenAI counts them.
-    /// Sums saturate: the counts are the upstream's, and must not overflow.
-    pub(super) fn openai(self) -> OpenAiUsage {
+    /// OpenAI's usage: prompt tokens include the cached ones, as OpenAI counts them (sums
+    /// saturate: the counts are the upstream's). Thinking tokens are in `output_tokens`, not
+    /// counted apart, so there is no `completion_tokens_details`.
+    pub(super) fn openai(self) -> openai::Usage {
         let cached = self.cache_read_input_tokens.unwrap_or(0);
         let prompt = self
             .input_tokens
             .unwrap_or(0)
             .saturating_add(cached)
             .saturating_add(self.cache_creation_input_tokens.unwrap_or(0));
-        let completion = self.output_tokens.unwrap_or(0);
-        OpenAiUsage {
-            prompt_tokens: prompt,
-            completion_tokens: completion,
-            total_tokens: prompt.saturating_add(completion),
-            prompt_tokens_details: PromptTokensDetails {
-                cached_tokens: cached,
-            },
-        }
+        openai::Usage::new(prompt, cached, self.output_tokens.unwrap_or(0), None)
     }
-}
-
-/// OpenAI's `usage` object.
-#[derive(Debug, Serialize)]
-pub(super) struct OpenAiUsage {
-    prompt_tokens: u64,
-    completion_tokens: u64,
-    total_tokens: u64,
-    prompt_tokens_details: PromptTokensDetails,
-}
-
-/// `usage.prompt_tokens_details`.
-#[derive(Debug, Serialize)]
-struct PromptTokensDetails {
-    cached_tokens: u64,
-}
-
-/// A `chat.completion`.
-#[derive(Serialize)]
-struct Completion<'a> {
-    id: String,
-    object: &'static str,
-    created: u64,
-    model: &'a str,
-    choices: [Choice<'a>; 1],
-    usage: OpenAiUsage,
-}
-
-/// The one choice.
-#[derive(Serialize)]
-struct Choice<'a> {
-    index: u32,
-    message: AssistantMessage<'a>,
-    logprobs: Option<()>,
-    finish_reason: &'static str,
-}
-
-/// The answer's message.
-#[derive(Serialize)]
-struct AssistantMessage<'a> {
-    role: &'static str,
-    content: Option<Cow<'a, str>>,
-    refusal: Option<()>,
-    #[serde(skip_serializing_if = "Vec::is_empty")]
-    tool_calls: Vec<ToolCall<'a>>,
-}
-
-/// A tool call; `arguments` is the input's JSON text.
-#[derive(Serialize)]
-struct ToolCall<'a> {
-    id: &'a str,
-    #[serde(rename = "type")]
-    kind: &'static str,
-    function: Function<'a>,
-}
-
-/// A tool call's function.
-#[derive(Serialize)]
-struct Function<'a> {
-    name: &'a str,
-    arguments: &'a str,
 }
 
 #[cfg(test)]

@@ -8,12 +8,11 @@
 
 use std::borrow::Cow;
 
-use serde::{Deserialize, Serialize};
+use serde::Deserialize;
 
-use super::response::{OpenAiUsage, Usage, completion_id, finish_reason};
-use crate::provider::dialect::{
-    ReplyContext, StreamError, StreamTranslator, push_done, push_frame,
-};
+use super::response::{ContentBlock, Usage, finish_reason};
+use crate::provider::dialect::openai::{self, ChunkHead, Delta, ToolCallDelta};
+use crate::provider::dialect::{ReplyContext, StreamError, StreamTranslator};
 
 /// A tool input that streamed no piece: the empty object, as the whole answer has it.
 const EMPTY_INPUT: &str = "{}";
@@ -94,25 +93,23 @@ impl ChatStream {
             ));
         }
         let event: MessageStart<'_> = parse("message_start", data)?;
-        self.id = completion_id(&event.message.id);
+        self.id = openai::completion_id(Some(&event.message.id));
         self.model = match event.message.model {
             Some(model) => model.into_owned(),
             None => self.context.model.clone(),
         };
         self.usage = event.message.usage;
         self.state = State::Open;
-        let delta = Delta {
-            role: Some("assistant"),
-            content: Some(""),
-            ..Delta::default()
-        };
-        self.push(out, delta, None);
+        self.push(out, Delta::role(), None);
         Ok(())
     }
 
     fn block_start(&mut self, data: &[u8], out: &mut Vec<u8>) -> Result<(), StreamError> {
         self.require_open("content_block_start")?;
-        let event: BlockStart<'_> = parse("content_block_start", data)?;
+        let event: BlockEvent<'_> = parse("content_block_start", data)?;
+        let Some(block) = event.content_block else {
+            return Err(invalid("content_block_start"));
+        };
         if self.blocks.iter().any(|b| b.index == event.index) {
             return Err(StreamError(format!(
                 "Anthropic started content block {} twice",
@@ -124,7 +121,6 @@ impl ChatStream {
                 "Anthropic opened too many content blocks at once".to_owned(),
             ));
         }
-        let block = event.content_block;
         let kind = match block.kind.as_ref() {
             // With a forced response-format tool, its JSON is the content: text beside it
             // would break the JSON (the whole answer leaves it out too).
@@ -147,16 +143,7 @@ impl ChatStream {
                 };
                 let index = self.tool_calls;
                 self.tool_calls += 1;
-                let call = ToolCallDelta {
-                    index,
-                    id: Some(id),
-                    kind: Some("function"),
-                    function: FunctionDelta {
-                        name: Some(name),
-                        arguments: "",
-                    },
-                };
-                self.push_tool_call(out, call);
+                self.push_tool_call(out, ToolCallDelta::start(index, id, name, ""));
                 BlockKind::Tool(index)
             }
             _ => BlockKind::Ignored,
@@ -171,14 +158,16 @@ impl ChatStream {
 
     fn block_delta(&mut self, data: &[u8], out: &mut Vec<u8>) -> Result<(), StreamError> {
         self.require_open("content_block_delta")?;
-        let event: BlockDelta<'_> = parse("content_block_delta", data)?;
+        let event: BlockEvent<'_> = parse("content_block_delta", data)?;
+        let Some(delta) = event.delta else {
+            return Err(invalid("content_block_delta"));
+        };
         let Some(block) = self.blocks.iter_mut().find(|b| b.index == event.index) else {
             return Err(StreamError(
                 "Anthropic sent a delta for a content block it did not start".to_owned(),
             ));
         };
         let kind = block.kind;
-        let delta = event.delta;
         if delta.kind == "input_json_delta"
             && delta.partial_json.as_deref().is_some_and(|p| !p.is_empty())
         {
@@ -192,16 +181,7 @@ impl ChatStream {
             }
             ("input_json_delta", BlockKind::Tool(index)) => {
                 if let Some(piece) = delta.partial_json.as_deref().filter(|p| !p.is_empty()) {
-                    let call = ToolCallDelta {
-                        index,
-                        id: None,
-                        kind: None,
-                        function: FunctionDelta {
-                            name: None,
-                            arguments: piece,
-                        },
-                    };
-                    self.push_tool_call(out, call);
+                    self.push_tool_call(out, ToolCallDelta::arguments(index, piece));
                 }
             }
             ("input_json_delta", BlockKind::Json) => {
@@ -227,16 +207,7 @@ impl ChatStream {
         }
         match block.kind {
             BlockKind::Tool(index) => {
-                let call = ToolCallDelta {
-                    index,
-                    id: None,
-                    kind: None,
-                    function: FunctionDelta {
-                        name: None,
-                        arguments: EMPTY_INPUT,
-                    },
-                };
-                self.push_tool_call(out, call);
+                self.push_tool_call(out, ToolCallDelta::arguments(index, EMPTY_INPUT));
             }
             BlockKind::Json => self.push_content(out, EMPTY_INPUT),
             BlockKind::Text | BlockKind::Ignored => {}
@@ -258,21 +229,8 @@ impl ChatStream {
     fn message_stop(&mut self, out: &mut Vec<u8>) -> Result<(), StreamError> {
         self.require_open("message_stop")?;
         self.state = State::Done;
-        if self.context.include_usage {
-            let usage = self.usage.openai();
-            push_frame(
-                out,
-                &Chunk {
-                    id: &self.id,
-                    object: "chat.completion.chunk",
-                    created: self.context.created,
-                    model: &self.model,
-                    choices: &[],
-                    usage: Some(Some(&usage)),
-                },
-            );
-        }
-        push_done(out);
+        self.head().push_usage(out, &self.usage.openai());
+        openai::push_done(out);
         Ok(())
     }
 
@@ -286,39 +244,20 @@ impl ChatStream {
     }
 
     fn push_content(&self, out: &mut Vec<u8>, text: &str) {
-        let delta = Delta {
-            content: Some(text),
-            ..Delta::default()
-        };
-        self.push(out, delta, None);
+        self.push(out, Delta::content(text), None);
     }
 
     fn push_tool_call(&self, out: &mut Vec<u8>, call: ToolCallDelta<'_>) {
-        let delta = Delta {
-            tool_calls: Some([call]),
-            ..Delta::default()
-        };
-        self.push(out, delta, None);
+        self.push(out, Delta::tool_call(call), None);
     }
 
-    /// Writes a chunk with one choice.
+    /// Writes a chunk with the one choice.
     fn push(&self, out: &mut Vec<u8>, delta: Delta<'_>, finish_reason: Option<&'static str>) {
-        let choices = [ChunkChoice {
-            index: 0,
-            delta,
-            logprobs: None,
-            finish_reason,
-        }];
-        let chunk = Chunk {
-            id: &self.id,
-            object: "chat.completion.chunk",
-            created: self.context.created,
-            model: &self.model,
-            choices: &choices,
-            // With `include_usage`, OpenAI's chunks before the usage chunk carry `usage: null`.
-            usage: self.context.include_usage.then_some(None),
-        };
-        push_frame(out, &chunk);
+        self.head().push(out, 0, delta, finish_reason);
+    }
+
+    fn head(&self) -> ChunkHead<'_> {
+        ChunkHead::new(&self.id, &self.model, &self.context)
     }
 }
 
@@ -404,44 +343,15 @@ struct StartMessage<'a> {
     usage: Usage,
 }
 
-/// `content_block_start`.
+/// `content_block_start` or `content_block_delta`: the block index, and the block or the
+/// delta.
 #[derive(Deserialize)]
-struct BlockStart<'a> {
+struct BlockEvent<'a> {
     index: u64,
-    #[serde(borrow)]
-    content_block: StartBlock<'a>,
-}
-
-/// The (empty) block of `content_block_start`.
-#[derive(Deserialize)]
-struct StartBlock<'a> {
-    #[serde(borrow, rename = "type")]
-    kind: Cow<'a, str>,
     #[serde(borrow, default)]
-    text: Option<Cow<'a, str>>,
+    content_block: Option<ContentBlock<'a>>,
     #[serde(borrow, default)]
-    id: Option<Cow<'a, str>>,
-    #[serde(borrow, default)]
-    name: Option<Cow<'a, str>>,
-}
-
-/// `content_block_delta`.
-#[derive(Deserialize)]
-struct BlockDelta<'a> {
-    index: u64,
-    #[serde(borrow)]
-    delta: DeltaIn<'a>,
-}
-
-/// A block delta of any type: the fields of `text_delta` and `input_json_delta`.
-#[derive(Deserialize)]
-struct DeltaIn<'a> {
-    #[serde(borrow, rename = "type")]
-    kind: Cow<'a, str>,
-    #[serde(borrow, default)]
-    text: Option<Cow<'a, str>>,
-    #[serde(borrow, default)]
-    partial_json: Option<Cow<'a, str>>,
+    delta: Option<ContentBlock<'a>>,
 }
 
 /// `content_block_stop`.
@@ -478,58 +388,6 @@ struct ErrorEvent<'a> {
 struct ErrorDetail<'a> {
     #[serde(borrow, default)]
     message: Option<Cow<'a, str>>,
-}
-
-/// A `chat.completion.chunk`.
-#[derive(Serialize)]
-struct Chunk<'a> {
-    id: &'a str,
-    object: &'static str,
-    created: u64,
-    model: &'a str,
-    choices: &'a [ChunkChoice<'a>],
-    /// Absent without `include_usage`; `null`, or the totals in the last chunk, with it.
-    #[serde(skip_serializing_if = "Option::is_none")]
-    usage: Option<Option<&'a OpenAiUsage>>,
-}
-
-/// A chunk's one choice.
-#[derive(Serialize)]
-struct ChunkChoice<'a> {
-    index: u32,
-    delta: Delta<'a>,
-    logprobs: Option<()>,
-    finish_reason: Option<&'static str>,
-}
-
-/// A choice's delta (empty in the chunk that carries `finish_reason`).
-#[derive(Default, Serialize)]
-struct Delta<'a> {
-    #[serde(skip_serializing_if = "Option::is_none")]
-    role: Option<&'static str>,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    content: Option<&'a str>,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    tool_calls: Option<[ToolCallDelta<'a>; 1]>,
-}
-
-/// A tool call's piece: the first has `id`, `type` and the name, the rest argument text.
-#[derive(Serialize)]
-struct ToolCallDelta<'a> {
-    index: u32,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    id: Option<&'a str>,
-    #[serde(rename = "type", skip_serializing_if = "Option::is_none")]
-    kind: Option<&'static str>,
-    function: FunctionDelta<'a>,
-}
-
-/// A tool call piece's function.
-#[derive(Serialize)]
-struct FunctionDelta<'a> {
-    #[serde(skip_serializing_if = "Option::is_none")]
-    name: Option<&'a str>,
-    arguments: &'a str,
 }
 
 #[cfg(test)]

@@ -86,7 +86,7 @@ static REMEMBERED: LazyLock<Mutex<Remembered>> =
 pub(super) fn encode(id: Option<&str>, signature: Option<&str>) -> String {
     let mut out = String::with_capacity(PREFIX.len() + 24);
     out.push_str(PREFIX);
-    out.push_str(&super::super::random_id());
+    out.push_str(&super::super::openai::random_id());
     let carried = Carried {
         id: id.filter(|id| !id.is_empty()).map(str::to_owned),
         signature: signature.filter(|s| !s.is_empty()).map(str::to_owned),

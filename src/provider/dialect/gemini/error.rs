@@ -5,7 +5,8 @@ use http::StatusCode;
 use serde::Deserialize;
 use serde_json::Value;
 
-use super::super::{ErrorAnswer, error_body};
+use super::super::ErrorAnswer;
+use super::super::openai::error_body;
 
 /// Google's error envelope.
 #[derive(Deserialize)]

@@ -5,6 +5,7 @@ use std::collections::HashMap;
 use serde::Serialize;
 use serde_json::{Map, Value, json};
 
+use super::super::openai::{boolean, data_url, is_http_url, number, tool_call_arguments};
 use super::super::{Options, ReplyContext, UpstreamCall};
 use super::call_id;
 use crate::error::Error;
@@ -151,10 +152,10 @@ impl Builder {
                     Some(flag) => boolean("stream_options.include_usage", flag)?,
                 }
             }
-            "temperature" => self.set("temperature", number(key, value)?),
-            "top_p" => self.set("topP", number(key, value)?),
-            "presence_penalty" => self.set("presencePenalty", number(key, value)?),
-            "frequency_penalty" => self.set("frequencyPenalty", number(key, value)?),
+            "temperature" => self.set("temperature", number(key, value)?.clone()),
+            "top_p" => self.set("topP", number(key, value)?.clone()),
+            "presence_penalty" => self.set("presencePenalty", number(key, value)?.clone()),
+            "frequency_penalty" => self.set("frequencyPenalty", number(key, value)?.clone()),
             "max_tokens" => self.max_tokens = Some(count(key, value)?),
             "max_completion_tokens" => self.max_completion_tokens = Some(count(key, value)?),
             "stop" => self.stop(value)?,
@@ -183,8 +184,8 @@ impl Builder {
         Ok(())
     }
 
-    fn set(&mut self, key: &str, value: Value) {
-        self.generation.insert(key.to_owned(), value);
+    fn set(&mut self, key: &str, value: impl Into<Value>) {
+        self.generation.insert(key.to_owned(), value.into());
     }
 
     fn stop(&mut self, value: &Value) -> Result<(), Error> {
@@ -238,20 +239,6 @@ impl Builder {
             tool_config: self.tool_config,
             generation_config: self.generation,
         }
-    }
-}
-
-fn boolean(param: &str, value: &Value) -> Result<bool, Error> {
-    value
-        .as_bool()
-        .ok_or_else(|| Error::invalid_param(param, "must be a boolean"))
-}
-
-fn number(param: &str, value: &Value) -> Result<Value, Error> {
-    if value.is_number() {
-        Ok(value.clone())
-    } else {
-        Err(Error::invalid_param(param, "must be a number"))
     }
 }
 
@@ -412,23 +399,7 @@ impl Conversation {
                 .ok_or_else(|| {
                     Error::invalid_param(format!("{path}.function.name"), "is required")
                 })?;
-            let arguments = function
-                .and_then(|f| f.get("arguments"))
-                .and_then(Value::as_str)
-                .unwrap_or("");
-            let args = if arguments.trim().is_empty() {
-                Value::Object(Map::new())
-            } else {
-                match serde_json::from_str(arguments) {
-                    Ok(Value::Object(args)) => Value::Object(args),
-                    _ => {
-                        return Err(Error::invalid_param(
-                            format!("{path}.function.arguments"),
-                            "must be a JSON object",
-                        ));
-                    }
-                }
-            };
+            let args = Value::Object(tool_call_arguments(call, i, j)?);
             let carried = call_id::decode(id);
             let mut function_call = json!({ "name": name, "args": args });
             if let Some(gemini_id) = &carried.id {
@@ -629,8 +600,7 @@ fn image_part(path: &str, url: &str) -> Result<Value, Error> {
     if let Some((mime, data)) = data_url(url) {
         return Ok(inline_data(mime, data));
     }
-    let lower = url.get(..8).unwrap_or(url).to_ascii_lowercase();
-    if lower.starts_with("https://") || lower.starts_with("http://") {
+    if is_http_url(url) {
         return Ok(json!({ "fileData": { "mimeType": mime_from_url(url), "fileUri": url } }));
     }
     Err(Error::invalid_param(
@@ -641,17 +611,6 @@ fn image_part(path: &str, url: &str) -> Result<Value, Error> {
 
 fn inline_data(mime: &str, data: &str) -> Value {
     json!({ "inlineData": { "mimeType": mime, "data": data } })
-}
-
-/// `data:<mime>[;params];base64,<data>` -> (mime, data).
-fn data_url(url: &str) -> Option<(&str, &str)> {
-    let rest = url.strip_prefix("data:")?;
-    let (header, data) = rest.split_once(',')?;
-    let mut params = header.split(';');
-    let mime = params.next().filter(|m| !m.is_empty())?;
-    params
-        .any(|p| p.eq_ignore_ascii_case("base64"))
-        .then_some((mime, data))
 }
 
 /// The MIME type a URL's extension suggests (Gemini needs one for `fileData`).

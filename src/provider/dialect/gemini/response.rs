@@ -1,69 +1,113 @@
 //! Gemini `GenerateContentResponse` -> OpenAI `chat.completion`, and the Gemini answer types
 //! the stream shares.
 
-use serde::{Deserialize, Serialize};
+use std::borrow::Cow;
+use std::ops::Deref;
+
+use serde::Deserialize;
 use serde_json::Value;
 
-use super::super::{ReplyContext, random_id};
+use super::super::ReplyContext;
+use super::super::openai::{self, Choice, Message, ToolCall};
 use super::call_id;
 use crate::error::Error;
 
 /// A Gemini `GenerateContentResponse` (a whole answer, or one event of a stream), with the
-/// fields the translation reads.
+/// fields the translation reads, borrowed from the answer's bytes where they can be.
 #[derive(Deserialize)]
 #[serde(rename_all = "camelCase")]
-pub(super) struct GenerateContentResponse {
-    #[serde(default)]
-    pub(super) candidates: Vec<Candidate>,
-    pub(super) prompt_feedback: Option<PromptFeedback>,
+pub(super) struct GenerateContentResponse<'a> {
+    #[serde(borrow, default)]
+    pub(super) candidates: Vec<Candidate<'a>>,
+    #[serde(borrow)]
+    pub(super) prompt_feedback: Option<PromptFeedback<'a>>,
     pub(super) usage_metadata: Option<UsageMetadata>,
-    pub(super) model_version: Option<String>,
-    pub(super) response_id: Option<String>,
+    #[serde(borrow)]
+    pub(super) model_version: Option<Str<'a>>,
+    #[serde(borrow)]
+    pub(super) response_id: Option<Str<'a>>,
     /// Set instead of the rest when a stream fails midway.
     pub(super) error: Option<Value>,
+}
+
+/// A string of the answer, borrowed unless it has escapes. (serde borrows a `Cow` only when it
+/// is a field itself, not inside an `Option`.)
+#[derive(Deserialize)]
+#[serde(transparent)]
+pub(super) struct Str<'a>(#[serde(borrow)] Cow<'a, str>);
+
+impl Deref for Str<'_> {
+    type Target = str;
+
+    fn deref(&self) -> &str {
+        &self.0
+    }
 }
 
 /// One candidate answer.
 #[derive(Deserialize)]
 #[serde(rename_all = "camelCase")]
-pub(super) struct Candidate {
-    pub(super) content: Option<Content>,
-    pub(super) finish_reason: Option<String>,
+pub(super) struct Candidate<'a> {
+    #[serde(borrow)]
+    pub(super) content: Option<Content<'a>>,
+    #[serde(borrow)]
+    pub(super) finish_reason: Option<Str<'a>>,
     /// Absent for the first candidate (protobuf's JSON leaves zeros out).
     pub(super) index: Option<u32>,
 }
 
 /// A candidate's content.
 #[derive(Deserialize)]
-pub(super) struct Content {
-    #[serde(default)]
-    pub(super) parts: Vec<Part>,
+pub(super) struct Content<'a> {
+    #[serde(borrow, default)]
+    pub(super) parts: Vec<Part<'a>>,
 }
 
 /// One part: text (maybe a thought summary) or a function call; other kinds are ignored.
 #[derive(Deserialize)]
 #[serde(rename_all = "camelCase")]
-pub(super) struct Part {
-    pub(super) text: Option<String>,
+pub(super) struct Part<'a> {
+    #[serde(borrow)]
+    pub(super) text: Option<Str<'a>>,
     #[serde(default)]
     pub(super) thought: bool,
-    pub(super) thought_signature: Option<String>,
-    pub(super) function_call: Option<FunctionCall>,
+    #[serde(borrow)]
+    pub(super) thought_signature: Option<Str<'a>>,
+    #[serde(borrow)]
+    pub(super) function_call: Option<FunctionCall<'a>>,
 }
 
 /// A function call, always whole (also in streams).
 #[derive(Deserialize)]
-pub(super) struct FunctionCall {
-    pub(super) id: Option<String>,
-    pub(super) name: String,
+pub(super) struct FunctionCall<'a> {
+    #[serde(borrow)]
+    pub(super) id: Option<Str<'a>>,
+    #[serde(borrow)]
+    pub(super) name: Cow<'a, str>,
     pub(super) args: Option<Value>,
+}
+
+impl FunctionCall<'_> {
+    /// The arguments as OpenAI's JSON text (`{}` when there are none).
+    pub(super) fn arguments(&self) -> String {
+        match &self.args {
+            Some(args) if !args.is_null() => args.to_string(),
+            _ => "{}".to_owned(),
+        }
+    }
+
+    /// The OpenAI tool-call id, carrying Gemini's call id and the part's `signature`.
+    pub(super) fn openai_id(&self, signature: Option<&str>) -> String {
+        call_id::encode(self.id.as_deref(), signature)
+    }
 }
 
 /// Why the prompt was refused, if it was.
 #[derive(Deserialize)]
 #[serde(rename_all = "camelCase")]
-pub(super) struct PromptFeedback {
-    pub(super) block_reason: Option<String>,
+pub(super) struct PromptFeedback<'a> {
+    #[serde(borrow)]
+    pub(super) block_reason: Option<Str<'a>>,
 }
 
 /// Token counts (cumulative in a stream).
@@ -80,98 +124,31 @@ pub(super) struct UsageMetadata {
     cached_content_token_count: u64,
 }
 
-/// OpenAI's `usage`.
-#[derive(Serialize)]
-pub(super) struct Usage {
-    prompt_tokens: u64,
-    completion_tokens: u64,
-    total_tokens: u64,
-    prompt_tokens_details: PromptDetails,
-    completion_tokens_details: CompletionDetails,
-}
-
-#[derive(Serialize)]
-struct PromptDetails {
-    cached_tokens: u64,
-}
-
-#[derive(Serialize)]
-struct CompletionDetails {
-    reasoning_tokens: u64,
-}
-
-impl From<UsageMetadata> for Usage {
-    fn from(usage: UsageMetadata) -> Self {
-        // `promptTokenCount` already includes the cached tokens, as OpenAI's count does;
-        // thinking tokens are billed as output, as OpenAI's reasoning tokens are.
-        // Sums saturate: the counts are the upstream's, and must not overflow.
-        let completion = usage
+impl UsageMetadata {
+    /// OpenAI's usage. `promptTokenCount` already includes the cached tokens, as OpenAI's
+    /// count does; thinking tokens are billed as output, as OpenAI's reasoning tokens are
+    /// (the sum saturates: the counts are the upstream's).
+    pub(super) fn openai(self) -> openai::Usage {
+        let completion = self
             .candidates_token_count
-            .saturating_add(usage.thoughts_token_count);
-        Self {
-            prompt_tokens: usage.prompt_token_count,
-            completion_tokens: completion,
-            total_tokens: usage.prompt_token_count.saturating_add(completion),
-            prompt_tokens_details: PromptDetails {
-                cached_tokens: usage.cached_content_token_count,
-            },
-            completion_tokens_details: CompletionDetails {
-                reasoning_tokens: usage.thoughts_token_count,
-            },
-        }
+            .saturating_add(self.thoughts_token_count);
+        openai::Usage::new(
+            self.prompt_token_count,
+            self.cached_content_token_count,
+            completion,
+            Some(self.thoughts_token_count),
+        )
     }
 }
 
-/// An OpenAI tool call (whole; in streams with an `index`).
-#[derive(Serialize)]
-pub(super) struct ToolCall<'a> {
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub(super) index: Option<u32>,
-    pub(super) id: String,
-    #[serde(rename = "type")]
-    pub(super) kind: &'static str,
-    pub(super) function: Function<'a>,
-}
-
-/// A tool call's function: its name and arguments as a JSON string.
-#[derive(Serialize)]
-pub(super) struct Function<'a> {
-    pub(super) name: &'a str,
-    pub(super) arguments: String,
-}
-
-impl<'a> ToolCall<'a> {
-    /// The OpenAI tool call for Gemini's call in `part`.
-    pub(super) fn new(call: &'a FunctionCall, signature: Option<&str>, index: Option<u32>) -> Self {
-        let arguments = match &call.args {
-            Some(args) if !args.is_null() => args.to_string(),
-            _ => "{}".to_owned(),
-        };
-        Self {
-            index,
-            id: call_id::encode(call.id.as_deref(), signature),
-            kind: "function",
-            function: Function {
-                name: &call.name,
-                arguments,
-            },
-        }
-    }
-}
-
-impl GenerateContentResponse {
+impl GenerateContentResponse<'_> {
     /// The chat completion id: Gemini's response id, else a fresh one.
     pub(super) fn completion_id(&self) -> String {
-        let suffix = self
-            .response_id
-            .as_deref()
-            .filter(|id| !id.is_empty())
-            .map_or_else(random_id, str::to_owned);
-        format!("chatcmpl-{suffix}")
+        openai::completion_id(self.response_id.as_deref())
     }
 
     /// The model that answered: Gemini's model version, else the one asked for.
-    pub(super) fn model<'a>(&'a self, context: &'a ReplyContext) -> &'a str {
+    pub(super) fn model<'s>(&'s self, context: &'s ReplyContext) -> &'s str {
         self.model_version
             .as_deref()
             .filter(|m| !m.is_empty())
@@ -187,17 +164,22 @@ impl GenerateContentResponse {
     }
 }
 
-impl Candidate {
-    /// The answer's text parts joined (thought summaries left out).
-    pub(super) fn text(&self) -> String {
-        self.parts()
+impl Candidate<'_> {
+    /// The answer's text parts joined (thought summaries left out); `None` when empty.
+    pub(super) fn text(&self) -> Option<Cow<'_, str>> {
+        let mut text = None;
+        for piece in self
+            .parts()
             .filter(|p| !p.thought)
             .filter_map(|p| p.text.as_deref())
-            .collect()
+        {
+            openai::append(&mut text, piece);
+        }
+        text
     }
 
     /// The function calls, each with its part's signature.
-    pub(super) fn calls(&self) -> impl Iterator<Item = (&FunctionCall, Option<&str>)> {
+    pub(super) fn calls(&self) -> impl Iterator<Item = (&FunctionCall<'_>, Option<&str>)> {
         self.parts().filter_map(|p| {
             p.function_call
                 .as_ref()
@@ -205,41 +187,14 @@ impl Candidate {
         })
     }
 
-    fn parts(&self) -> impl Iterator<Item = &Part> {
+    fn parts(&self) -> impl Iterator<Item = &Part<'_>> {
         self.content.iter().flat_map(|c| c.parts.iter())
     }
 }
 
-#[derive(Serialize)]
-struct Completion<'a> {
-    id: String,
-    object: &'static str,
-    created: u64,
-    model: &'a str,
-    choices: Vec<Choice<'a>>,
-    usage: Usage,
-}
-
-#[derive(Serialize)]
-struct Choice<'a> {
-    index: u32,
-    message: Message<'a>,
-    logprobs: (),
-    finish_reason: &'static str,
-}
-
-#[derive(Serialize)]
-struct Message<'a> {
-    role: &'static str,
-    content: Option<String>,
-    refusal: Option<String>,
-    #[serde(skip_serializing_if = "Vec::is_empty")]
-    tool_calls: Vec<ToolCall<'a>>,
-}
-
 /// Translates a whole (2xx) Gemini answer into OpenAI's `chat.completion` JSON.
 pub(crate) fn chat_response(body: &[u8], context: &ReplyContext) -> Result<Vec<u8>, Error> {
-    let response: GenerateContentResponse =
+    let response: GenerateContentResponse<'_> =
         serde_json::from_slice(body).map_err(|e| Error::upstream_protocol().with_source(e))?;
     let mut choices: Vec<Choice<'_>> = response
         .candidates
@@ -248,59 +203,38 @@ pub(crate) fn chat_response(body: &[u8], context: &ReplyContext) -> Result<Vec<u
         .map(|(position, candidate)| choice(position, candidate))
         .collect();
     if let Some(reason) = response.blocked() {
-        choices.push(Choice {
-            index: 0,
-            message: Message {
-                role: "assistant",
-                content: None,
-                refusal: Some(super::blocked_message(reason)),
-                tool_calls: Vec::new(),
-            },
-            logprobs: (),
-            finish_reason: "content_filter",
-        });
+        let refusal = Message::refusal(super::blocked_message(reason));
+        choices.push(Choice::new(0, refusal, "content_filter"));
     }
     if choices.is_empty() {
         return Err(Error::upstream_protocol().with_source("a Gemini answer without candidates"));
     }
-    let completion = Completion {
-        id: response.completion_id(),
-        object: "chat.completion",
-        created: context.created,
-        model: response.model(context),
-        choices,
-        usage: response.usage_metadata.unwrap_or_default().into(),
-    };
-    serde_json::to_vec(&completion).map_err(|e| Error::internal().with_source(e))
+    openai::completion(
+        &response.completion_id(),
+        context,
+        response.model(context),
+        &choices,
+        response.usage_metadata.unwrap_or_default().openai(),
+    )
 }
 
-fn choice(position: usize, candidate: &Candidate) -> Choice<'_> {
+fn choice<'a>(position: usize, candidate: &'a Candidate<'_>) -> Choice<'a> {
     let tool_calls: Vec<ToolCall<'_>> = candidate
         .calls()
-        .map(|(call, signature)| ToolCall::new(call, signature, None))
+        .map(|(call, signature)| {
+            ToolCall::function(call.openai_id(signature), &call.name, call.arguments())
+        })
         .collect();
-    let text = candidate.text();
-    let content = if !text.is_empty() {
-        Some(text)
-    } else if tool_calls.is_empty() {
-        Some(String::new())
-    } else {
-        None
-    };
     let reason = candidate.finish_reason.as_deref().unwrap_or("STOP");
-    Choice {
-        index: candidate
-            .index
-            .unwrap_or_else(|| u32::try_from(position).unwrap_or(u32::MAX)),
-        finish_reason: super::finish_reason(reason, !tool_calls.is_empty()),
-        message: Message {
-            role: "assistant",
-            content,
-            refusal: None,
-            tool_calls,
-        },
-        logprobs: (),
-    }
+    let finish_reason = super::finish_reason(reason, !tool_calls.is_empty());
+    let index = candidate
+        .index
+        .unwrap_or_else(|| u32::try_from(position).unwrap_or(u32::MAX));
+    Choice::new(
+        index,
+        Message::answer(candidate.text(), tool_calls),
+        finish_reason,
+    )
 }
 
 #[cfg(test)]

@@ -4,10 +4,9 @@
 //! the connection closes. Text arrives in pieces, function calls whole, `usageMetadata`
 //! cumulatively; the event that ends a candidate carries its `finishReason`.
 
-use serde::Serialize;
-
-use super::super::{ReplyContext, StreamError, StreamTranslator, push_done, push_frame};
-use super::response::{Candidate, GenerateContentResponse, ToolCall, Usage, UsageMetadata};
+use super::super::openai::{self, ChunkHead, Delta, ToolCallDelta};
+use super::super::{ReplyContext, StreamError, StreamTranslator};
+use super::response::{Candidate, GenerateContentResponse, UsageMetadata};
 
 /// The most candidates a stream may have. Gemini allows `candidateCount` up to 8; an
 /// upstream that sends ever new candidate indices must not grow our memory.
@@ -39,15 +38,9 @@ impl ChatStream {
         }
     }
 
-    fn chunk<'a>(&'a self, ids: &'a (String, String), choices: Vec<ChunkChoice<'a>>) -> Chunk<'a> {
-        Chunk {
-            id: &ids.0,
-            object: "chat.completion.chunk",
-            created: self.context.created,
-            model: &ids.1,
-            choices,
-            usage: self.context.include_usage.then_some(None),
-        }
+    /// What every chunk repeats (the borrow is of `ids` only).
+    fn head<'a>(&self, ids: &'a (String, String)) -> ChunkHead<'a> {
+        ChunkHead::new(&ids.0, &ids.1, &self.context)
     }
 
     /// Sends a candidate's first chunk (the role) when it has not had one, and returns how
@@ -65,46 +58,27 @@ impl ChatStream {
             return Err(StreamError("Gemini sent too many candidates".into()));
         }
         self.candidates.push((index, 0));
-        let delta = Delta {
-            role: Some("assistant"),
-            content: Some(""),
-            ..Delta::default()
-        };
-        push_frame(
-            out,
-            &self.chunk(ids, vec![ChunkChoice::new(index, delta, None)]),
-        );
+        self.head(ids).push(out, index, Delta::role(), None);
         Ok(0)
     }
 
     fn candidate(
         &mut self,
-        candidate: &Candidate,
+        candidate: &Candidate<'_>,
         ids: &(String, String),
         out: &mut Vec<u8>,
     ) -> Result<(), StreamError> {
         let index = candidate.index.unwrap_or(0);
         let mut calls = self.start(index, ids, out)?;
-        let text = candidate.text();
-        if !text.is_empty() {
-            let delta = Delta {
-                content: Some(&text),
-                ..Delta::default()
-            };
-            push_frame(
-                out,
-                &self.chunk(ids, vec![ChunkChoice::new(index, delta, None)]),
-            );
+        let head = self.head(ids);
+        if let Some(text) = candidate.text() {
+            head.push(out, index, Delta::content(&text), None);
         }
         for (call, signature) in candidate.calls() {
-            let delta = Delta {
-                tool_calls: Some([ToolCall::new(call, signature, Some(calls))]),
-                ..Delta::default()
-            };
-            push_frame(
-                out,
-                &self.chunk(ids, vec![ChunkChoice::new(index, delta, None)]),
-            );
+            let id = call.openai_id(signature);
+            let arguments = call.arguments();
+            let call = ToolCallDelta::start(calls, &id, &call.name, &arguments);
+            head.push(out, index, Delta::tool_call(call), None);
             calls += 1;
         }
         if let Some(slot) = self.candidates.iter_mut().find(|(i, _)| *i == index) {
@@ -112,8 +86,7 @@ impl ChatStream {
         }
         if let Some(reason) = &candidate.finish_reason {
             let finish = super::finish_reason(reason, calls > 0);
-            let choice = ChunkChoice::new(index, Delta::default(), Some(finish));
-            push_frame(out, &self.chunk(ids, vec![choice]));
+            head.push(out, index, Delta::default(), Some(finish));
             self.finished = true;
         }
         Ok(())
@@ -127,12 +100,8 @@ impl ChatStream {
     ) -> Result<(), StreamError> {
         self.start(0, ids, out)?;
         let refusal = super::blocked_message(reason);
-        let delta = Delta {
-            refusal: Some(&refusal),
-            ..Delta::default()
-        };
-        let choice = ChunkChoice::new(0, delta, Some("content_filter"));
-        push_frame(out, &self.chunk(ids, vec![choice]));
+        let delta = Delta::refusal(&refusal);
+        self.head(ids).push(out, 0, delta, Some("content_filter"));
         self.finished = true;
         Ok(())
     }
@@ -140,7 +109,7 @@ impl ChatStream {
     /// The event's blocked prompt and candidates.
     fn candidates_of(
         &mut self,
-        event: &GenerateContentResponse,
+        event: &GenerateContentResponse<'_>,
         ids: &(String, String),
         out: &mut Vec<u8>,
     ) -> Result<(), StreamError> {
@@ -159,7 +128,7 @@ impl StreamTranslator for ChatStream {
         if data.trim_ascii().is_empty() {
             return Ok(());
         }
-        let event: GenerateContentResponse = serde_json::from_slice(data)
+        let event: GenerateContentResponse<'_> = serde_json::from_slice(data)
             .map_err(|_| StreamError("Gemini sent a stream event that is not an answer".into()))?;
         if let Some(error) = &event.error {
             let message = error
@@ -190,63 +159,14 @@ impl StreamTranslator for ChatStream {
                 "the Gemini stream ended before a finish reason".into(),
             ));
         }
-        if self.context.include_usage {
-            if let Some(ids) = &self.ids {
-                let usage = self.usage.unwrap_or_default();
-                let chunk = Chunk {
-                    usage: Some(Some(usage.into())),
-                    ..self.chunk(ids, Vec::new())
-                };
-                push_frame(out, &chunk);
-            }
+        if let Some(ids) = &self.ids {
+            let usage = self.usage.unwrap_or_default().openai();
+            self.head(ids).push_usage(out, &usage);
         }
-        push_done(out);
+        openai::push_done(out);
         self.done = true;
         Ok(())
     }
-}
-
-#[derive(Serialize)]
-struct Chunk<'a> {
-    id: &'a str,
-    object: &'static str,
-    created: u64,
-    model: &'a str,
-    choices: Vec<ChunkChoice<'a>>,
-    /// Only when the client asked for usage: `null` on every chunk but the last.
-    #[serde(skip_serializing_if = "Option::is_none")]
-    usage: Option<Option<Usage>>,
-}
-
-#[derive(Serialize)]
-struct ChunkChoice<'a> {
-    index: u32,
-    delta: Delta<'a>,
-    logprobs: (),
-    finish_reason: Option<&'static str>,
-}
-
-impl<'a> ChunkChoice<'a> {
-    fn new(index: u32, delta: Delta<'a>, finish_reason: Option<&'static str>) -> Self {
-        Self {
-            index,
-            delta,
-            logprobs: (),
-            finish_reason,
-        }
-    }
-}
-
-#[derive(Default, Serialize)]
-struct Delta<'a> {
-    #[serde(skip_serializing_if = "Option::is_none")]
-    role: Option<&'static str>,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    content: Option<&'a str>,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    refusal: Option<&'a str>,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    tool_calls: Option<[ToolCall<'a>; 1]>,
 }
 
 #[cfg(test)]
