@@ -19,13 +19,14 @@ mod common;
 use std::alloc::System;
 use std::fmt::Debug;
 
-use ai_router::Error;
 use ai_router::auth::AuthLayer;
+use ai_router::observe::Metrics;
 use ai_router::openai_errors::OpenAiErrorsLayer;
 use ai_router::provider::UpstreamBody;
 use ai_router::request_id::SetRequestIdLayer;
 use ai_router::route::{Endpoint, RouteLayer, RouteTarget};
 use ai_router::sse::SseLayer;
+use ai_router::{AiRouter, Error};
 use bytes::Bytes;
 use http::{HeaderValue, Request, Response, StatusCode, header};
 use http_body::Body;
@@ -181,6 +182,28 @@ async fn measure(n: usize) -> Vec<(&'static str, &'static str, Count)> {
     })
     .await;
     rows.push(("router", "AiRouter, unknown key (401)", c));
+
+    // The same router observed by Prometheus metrics instead of the default log event.
+    let metrics = Metrics::builder()
+        .models(["mock/gpt-4o-mini"])
+        .keys(["bench"])
+        .build();
+    let observed = AiRouter::builder()
+        .mount_path(MOUNT)
+        .keys(keys())
+        .provider("mock", common::in_memory_provider())
+        .models("mock", ["gpt-4o-mini"])
+        .observer(metrics)
+        .build()
+        .unwrap();
+    let c = count(&observed, n, StatusCode::OK, || chat_request(KIB, false)).await;
+    rows.push(("router", "AiRouter + Metrics, 1 KiB chat", c));
+    let c = count(&observed, n, StatusCode::OK, || chat_request(KIB, true)).await;
+    rows.push((
+        "router",
+        "AiRouter + Metrics, 1 KiB chat, stream (25 frames)",
+        c,
+    ));
     let c = count(&router, n, StatusCode::OK, || {
         router_request(
             "/v3/router/chat/completions",

@@ -68,18 +68,25 @@ enum Target {
     Router,
     Gateway,
     GatewayNoLog,
+    GatewayTelemetry,
 }
 
-const TARGETS: [Target; 5] = [
+const TARGETS: [Target; 6] = [
     Target::Direct,
     Target::Bare,
     Target::Router,
     Target::Gateway,
     Target::GatewayNoLog,
+    Target::GatewayTelemetry,
 ];
 
 /// The proxies compared with the bare one.
-const PROXIES: [Target; 3] = [Target::Router, Target::Gateway, Target::GatewayNoLog];
+const PROXIES: [Target; 4] = [
+    Target::Router,
+    Target::Gateway,
+    Target::GatewayNoLog,
+    Target::GatewayTelemetry,
+];
 
 impl Target {
     /// The name `E2E_TARGETS` uses.
@@ -90,6 +97,7 @@ impl Target {
             Target::Router => "router",
             Target::Gateway => "gateway",
             Target::GatewayNoLog => "gateway-nolog",
+            Target::GatewayTelemetry => "gateway-telemetry",
         }
     }
 
@@ -100,6 +108,7 @@ impl Target {
             Target::Router => "ai-router (in-process)",
             Target::Gateway => "gateway binary",
             Target::GatewayNoLog => "gateway binary, access log off",
+            Target::GatewayTelemetry => "gateway binary, telemetry on",
         }
     }
 }
@@ -191,6 +200,12 @@ impl Shot {
                 ROUTER_KEY,
                 "mock/gpt-4o-mini",
             ),
+            Target::GatewayTelemetry => (
+                addrs.gateway_telemetry,
+                "/v3/router/chat/completions",
+                ROUTER_KEY,
+                "mock/gpt-4o-mini",
+            ),
         };
         Self {
             uri: format!("http://{addr}{path}").parse().unwrap(),
@@ -220,6 +235,7 @@ struct Addrs {
     router: SocketAddr,
     gateway: SocketAddr,
     gateway_nolog: SocketAddr,
+    gateway_telemetry: SocketAddr,
 }
 
 type LoadClient = Client<HttpConnector, Full<Bytes>>;
@@ -372,6 +388,7 @@ async fn measure(
     let cpu = || match target {
         Target::Gateway => common::gateway::process_cpu(gateways.logged.pid()),
         Target::GatewayNoLog => common::gateway::process_cpu(gateways.quiet.pid()),
+        Target::GatewayTelemetry => common::gateway::process_cpu(gateways.telemetry.pid()),
         _ => cpu_time(proxies.schedstat.as_ref()),
     };
     let cpu_before = cpu();
@@ -581,7 +598,7 @@ fn median(mut values: Vec<f64>) -> f64 {
 }
 
 /// `rounds[round][target]` for one scenario.
-type Rounds = Vec<[Run; 5]>;
+type Rounds = Vec<[Run; TARGETS.len()]>;
 
 fn med(rounds: &Rounds, target: Target, field: impl Fn(&Run) -> f64) -> f64 {
     let index = TARGETS.iter().position(|t| *t == target).unwrap_or(0);
@@ -723,8 +740,20 @@ fn report(results: &[(Scenario, Rounds)], full: bool) -> String {
             verdict(over, over <= 15.0, format!("{over:.1} µs"))
         );
     }
+    if let Some(rounds) = find(1, false) {
+        let over = paired(rounds, Target::GatewayTelemetry, quiet, |r| r.p50_us, diff);
+        let _ = writeln!(
+            out,
+            "target  telemetry on (OTLP, metrics, JSON log) over off <= 5 µs p50 (c=1): {}",
+            verdict(over, over <= 5.0, format!("{over:.1} µs"))
+        );
+    }
     if let Some(rounds) = find(64, false) {
-        for (proxy, floor) in [(gateway, 0.8), (quiet, 0.9)] {
+        for (proxy, floor) in [
+            (gateway, 0.8),
+            (quiet, 0.9),
+            (Target::GatewayTelemetry, 0.85),
+        ] {
             let rps = paired(rounds, proxy, bare, |r| r.rps, ratio);
             let capacity = paired(rounds, bare, proxy, cpu, ratio);
             let _ = writeln!(
@@ -757,6 +786,7 @@ fn report(results: &[(Scenario, Rounds)], full: bool) -> String {
 struct Gateways {
     logged: common::gateway::GatewayProcess,
     quiet: common::gateway::GatewayProcess,
+    telemetry: common::gateway::GatewayProcess,
 }
 
 /// (busy ticks of the whole machine, ticks of this process) from `/proc` (Linux), to tell
@@ -819,13 +849,18 @@ async fn run(
     let proxies = Proxies::start(mock.addr(), mock.base_url(), proxy_core).await;
     let binary = common::gateway::build(full).unwrap_or_else(|e| panic!("{e}"));
     let cpu = proxy_core.map(|core| core.id);
-    let start = |log| {
-        common::gateway::GatewayProcess::start(&binary, &mock.base_url(), log, cpu)
+    // A live OTLP/HTTP collector for the telemetry target (it accepts and drops the spans).
+    let collector = common::gateway::start_collector().await;
+    let start = |telemetry: &str| {
+        common::gateway::GatewayProcess::start(&binary, &mock.base_url(), telemetry, cpu)
             .unwrap_or_else(|e| panic!("{e}"))
     };
     let gateways = Gateways {
-        logged: start("text"),
-        quiet: start("off"),
+        logged: start(r#"access_log = "text""#),
+        quiet: start(r#"access_log = "off""#),
+        telemetry: start(&format!(
+            "access_log = \"json\"\notlp_endpoint = \"http://{collector}\""
+        )),
     };
     let addrs = Addrs {
         mock: mock.addr(),
@@ -833,6 +868,7 @@ async fn run(
         router: proxies.router,
         gateway: gateways.logged.addr,
         gateway_nolog: gateways.quiet.addr,
+        gateway_telemetry: gateways.telemetry.addr,
     };
     println!(
         "e2e: {machine}; pinning: load generator + mock {}, proxies {}; {rounds} round(s)",
@@ -857,14 +893,18 @@ async fn run(
         .ok()
         .and_then(|l| l.split_whitespace().next().map(str::to_owned))
         .unwrap_or_else(|| "-".to_owned());
-    let children = [gateways.logged.pid(), gateways.quiet.pid()];
+    let children = [
+        gateways.logged.pid(),
+        gateways.quiet.pid(),
+        gateways.telemetry.pid(),
+    ];
     let ticks_before = cpu_ticks(&children);
     let started = Instant::now();
     let mut results = Vec::new();
     for scenario in scenarios(full) {
         let mut all: Rounds = Vec::with_capacity(rounds);
         for round in 0..rounds {
-            let mut runs = [Run::SKIPPED; 5];
+            let mut runs = [Run::SKIPPED; TARGETS.len()];
             for (i, target) in TARGETS.into_iter().enumerate() {
                 if selected.contains(&target) {
                     runs[i] =

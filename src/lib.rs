@@ -70,6 +70,9 @@ pub mod sse;
 #[cfg(feature = "mock")]
 pub mod mock;
 
+#[cfg(feature = "otel")]
+pub mod otel;
+
 /// Wrappers for the fuzz targets in `fuzz/`: not a public API.
 #[cfg(feature = "fuzzing")]
 #[doc(hidden)]

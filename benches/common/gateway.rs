@@ -27,6 +27,9 @@ pub(crate) fn build(release: bool) -> Result<PathBuf, String> {
         "--quiet",
         "--example",
         "gateway",
+        // With the OTLP export compiled in, so one binary serves every gateway target.
+        "--features",
+        "otel",
         "--manifest-path",
         manifest,
     ]);
@@ -55,13 +58,14 @@ fn free_port() -> Result<u16, String> {
 }
 
 impl GatewayProcess {
-    /// Starts `binary` with a generated config routing `mock/*` to `mock_base_url`; the access
-    /// log as shipped (`text`) or `off`. `cpu`: pin the process to this CPU with `taskset`
+    /// Starts `binary` with a generated config routing `mock/*` to `mock_base_url`, with
+    /// `telemetry` as its `[telemetry]` table (the access log as shipped, off, or everything
+    /// on). `cpu`: pin the process to this CPU with `taskset`
     /// when available. Waits until `/ready` answers.
     pub(crate) fn start(
         binary: &PathBuf,
         mock_base_url: &str,
-        access_log: &str,
+        telemetry: &str,
         cpu: Option<usize>,
     ) -> Result<Self, String> {
         let port = free_port()?;
@@ -80,7 +84,7 @@ api_key_env = "AI_ROUTER_BENCH_PROVIDER_KEY"
 models = ["gpt-4o-mini"]
 
 [telemetry]
-access_log = "{access_log}"
+{telemetry}
 "#
         ))?;
         let taskset = cpu.filter(|_| Command::new("taskset").arg("-V").output().is_ok());
@@ -191,4 +195,36 @@ impl Drop for TempFile {
     fn drop(&mut self) {
         let _ = std::fs::remove_file(&self.path);
     }
+}
+
+/// A live OTLP/HTTP collector on a loopback port that accepts every export and drops it:
+/// what the gateway's exporter talks to in the telemetry-on target.
+pub(crate) async fn start_collector() -> SocketAddr {
+    use http_body_util::BodyExt as _;
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+        .await
+        .unwrap_or_else(|e| panic!("cannot bind the collector: {e}"));
+    let addr = listener
+        .local_addr()
+        .unwrap_or_else(|e| panic!("cannot read the collector address: {e}"));
+    tokio::spawn(async move {
+        while let Ok((stream, _)) = listener.accept().await {
+            tokio::spawn(async move {
+                let service = hyper::service::service_fn(
+                    |request: http::Request<hyper::body::Incoming>| async move {
+                        let _ = request.into_body().collect().await;
+                        Ok::<_, std::convert::Infallible>(http::Response::new(
+                            http_body_util::Full::new(bytes::Bytes::new()),
+                        ))
+                    },
+                );
+                let _ = hyper_util::server::conn::auto::Builder::new(
+                    hyper_util::rt::TokioExecutor::new(),
+                )
+                .serve_connection(hyper_util::rt::TokioIo::new(stream), service)
+                .await;
+            });
+        }
+    });
+    addr
 }

@@ -9,6 +9,7 @@ use std::time::Duration;
 
 use ai_router::auth::{ApiKeyDigest, MemoryKeyStore, Principal};
 use ai_router::extensions::{MAX_RETRIES, Retry};
+use ai_router::observe::Metrics;
 use ai_router::provider::{AnthropicProvider, GeminiProvider, HttpProvider, ProviderAuth};
 use ai_router::resilience::Cooldown;
 use ai_router::route::Endpoint;
@@ -87,6 +88,16 @@ pub(crate) struct TelemetryConfig {
     /// One line per request: `text` (default), `json` or `off`.
     #[serde(default)]
     pub(crate) access_log: AccessLogConfig,
+    /// Where Prometheus text is served at `/metrics`; absent: `GET /metrics` on the main
+    /// listener, beside `/health`.
+    pub(crate) metrics_listen: Option<SocketAddr>,
+    /// The OTLP/HTTP (protobuf) collector traces are exported to, e.g.
+    /// `http://127.0.0.1:4318` (`/v1/traces` is appended); absent: no export. Needs the
+    /// `otel` feature.
+    pub(crate) otlp_endpoint: Option<String>,
+    /// The exported spans' `service.name` (default `ai-router`).
+    #[cfg_attr(not(feature = "otel"), allow(dead_code))] // Read with the `otel` feature only.
+    pub(crate) service_name: Option<String>,
 }
 
 /// The access log's format.
@@ -177,7 +188,7 @@ pub(crate) struct ProviderConfig {
     /// The API the provider speaks (default `openai`).
     #[serde(default)]
     pub(crate) kind: ProviderKind,
-    /// Anthropic and Gemini: `max_tokens` sent when the client set none (default 4096).
+    /// Anthropic: `max_tokens` sent when the client set none (default 4096).
     pub(crate) default_max_tokens: Option<u32>,
     /// Anthropic and Gemini: drop OpenAI parameters the provider cannot honour instead of
     /// answering 400 `unsupported_parameter`.
@@ -377,6 +388,31 @@ impl Config {
             .map_err(|e| ConfigError(format!("invalid config `{}`: {e}", path.display())))
     }
 
+    /// The router's metrics, with label values bounded by this file: its providers, the
+    /// `provider/model` ids it names (provider models, alias targets, default models), its
+    /// key names.
+    pub(crate) fn metrics(&self) -> Metrics {
+        let listed = self.providers.iter().flat_map(|(name, provider)| {
+            provider
+                .models
+                .iter()
+                .map(move |model| format!("{name}/{model}"))
+        });
+        let targets = self
+            .models
+            .values()
+            .flat_map(|alias| alias.targets.iter().cloned());
+        Metrics::builder()
+            .providers(self.providers.keys())
+            .models(
+                listed
+                    .chain(targets)
+                    .chain(self.default_models.values().cloned()),
+            )
+            .keys(self.keys.iter().map(|key| key.name.as_str()))
+            .build()
+    }
+
     /// The stream settings of a provider.
     pub(crate) fn stream_settings(provider: &ProviderConfig) -> StreamSettings {
         let mut settings = StreamSettings::new().inject_usage(provider.stream_usage);
@@ -477,6 +513,12 @@ impl Config {
             }
             if translated && provider.rerank_path.is_some() {
                 return Err(only("rerank_path", "\"openai\""));
+            }
+            if provider.kind == ProviderKind::Gemini && provider.default_max_tokens.is_some() {
+                return Err(only(
+                    "default_max_tokens",
+                    "\"anthropic\" (Gemini has its own default)",
+                ));
             }
             if !translated && (provider.default_max_tokens.is_some() || provider.drop_params) {
                 return Err(only(
@@ -849,6 +891,36 @@ mod tests {
         assert_eq!(config.telemetry.access_log, AccessLogConfig::Json);
         assert!(Config::parse("[server]\nmax_in_flight = 0").is_err());
         assert!(Config::parse("[telemetry]\naccess_log = \"xml\"").is_err());
+    }
+
+    #[test]
+    fn otlp_settings_are_read() {
+        let config = Config::parse("").unwrap();
+        assert_eq!(config.telemetry.otlp_endpoint, None);
+        assert_eq!(config.telemetry.service_name, None);
+        let config = Config::parse(
+            "[telemetry]\notlp_endpoint = \"http://127.0.0.1:4318\"\nservice_name = \"edge\"",
+        )
+        .unwrap();
+        assert_eq!(
+            config.telemetry.otlp_endpoint.as_deref(),
+            Some("http://127.0.0.1:4318")
+        );
+        assert_eq!(config.telemetry.service_name.as_deref(), Some("edge"));
+    }
+
+    #[test]
+    fn metrics_listen_is_read() {
+        assert_eq!(Config::parse("").unwrap().telemetry.metrics_listen, None);
+        let config = Config::parse("[telemetry]\nmetrics_listen = \"127.0.0.1:9464\"").unwrap();
+        assert_eq!(
+            config.telemetry.metrics_listen,
+            Some(SocketAddr::from(([127, 0, 0, 1], 9464)))
+        );
+        let error = Config::parse("[telemetry]\nmetrics_listen = \"nope\"")
+            .unwrap_err()
+            .to_string();
+        assert!(error.contains("metrics_listen"), "{error}");
     }
 
     #[test]

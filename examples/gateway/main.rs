@@ -13,6 +13,14 @@
 //! Logs go to stderr through a non-blocking writer (a slow terminal never holds a request),
 //! with colours only on a terminal: one access line per request (`[telemetry] access_log`:
 //! `text`, `json` or `off`) and diagnostics filtered by `RUST_LOG` (default `info`).
+//!
+//! Prometheus metrics of the router's requests are served at `GET /metrics`, on
+//! `[telemetry] metrics_listen` when set, else beside `/health` (no key needed: firewall it).
+//!
+//! Traces (one span per request, one per upstream attempt) go to the OTLP/HTTP collector at
+//! `[telemetry] otlp_endpoint` when the gateway is built with the `otel` feature
+//! (`cargo run --example gateway --features otel`); built without it, the setting is ignored,
+//! with a warning at start.
 
 mod config;
 mod serve;
@@ -29,12 +37,14 @@ use std::time::Duration;
 
 use ai_router::AiRouter;
 use ai_router::mock::MockUpstream;
-use ai_router::observe::{AccessLog, AccessLogFormat, Observer, RequestSummary};
+use ai_router::observe::{AccessLog, AccessLogFormat, Metrics, Observer, RequestSummary};
 use ai_router::request_id::SetRequestIdLayer;
 use tokio::net::TcpListener;
-use tracing_subscriber::EnvFilter;
+use tracing_subscriber::layer::SubscriberExt as _;
+use tracing_subscriber::util::SubscriberInitExt as _;
+use tracing_subscriber::{EnvFilter, Layer as _};
 
-use crate::config::{AccessLogConfig, Config, ConfigError, ProviderKind};
+use crate::config::{AccessLogConfig, Config, ConfigError, ProviderKind, TelemetryConfig};
 use crate::serve::{App, ServerState};
 
 /// The key the in-process mock upstream expects: the router swaps it in, as it would a real
@@ -49,8 +59,21 @@ fn main() -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
+    let traces = match start_traces(&config.telemetry) {
+        Ok(traces) => traces,
+        Err(error) => {
+            eprintln!("error: {error}");
+            return ExitCode::FAILURE;
+        }
+    };
     let (writer, _flush_on_exit) = tracing_appender::non_blocking(std::io::stderr());
-    init_logging(config.telemetry.access_log, writer.clone());
+    init_logging(config.telemetry.access_log, writer.clone(), traces.as_ref());
+    if cfg!(not(feature = "otel")) && config.telemetry.otlp_endpoint.is_some() {
+        tracing::warn!(
+            "`[telemetry] otlp_endpoint` is set, but this gateway was built without the `otel` \
+             feature: no traces are exported (cargo run --example gateway --features otel)"
+        );
+    }
     let runtime = match tokio::runtime::Runtime::new() {
         Ok(runtime) => runtime,
         Err(error) => {
@@ -58,29 +81,83 @@ fn main() -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
-    match runtime.block_on(run(config, writer)) {
+    let code = match runtime.block_on(run(config, writer)) {
         Ok(()) => ExitCode::SUCCESS,
         Err(error) => {
             tracing::error!("{error}");
             eprintln!("error: {error}");
             ExitCode::FAILURE
         }
+    };
+    stop_traces(traces);
+    code
+}
+
+/// The exporter of the gateway's traces (feature `otel`).
+#[cfg(feature = "otel")]
+type Traces = ai_router::otel::OtlpTracing;
+/// Built without the `otel` feature, the gateway has no exporter.
+#[cfg(not(feature = "otel"))]
+type Traces = std::convert::Infallible;
+
+/// Starts exporting traces when `[telemetry] otlp_endpoint` is set (and the `otel` feature
+/// is on).
+fn start_traces(telemetry: &TelemetryConfig) -> Result<Option<Traces>, ConfigError> {
+    #[cfg(feature = "otel")]
+    if let Some(endpoint) = &telemetry.otlp_endpoint {
+        let service = telemetry.service_name.as_deref().unwrap_or("ai-router");
+        return ai_router::otel::OtlpTracing::builder(endpoint.as_str())
+            .service_name(service)
+            .build()
+            .map(Some)
+            .map_err(|e| ConfigError(format!("invalid config: [telemetry] otlp_endpoint: {e}")));
     }
+    let _ = telemetry;
+    Ok(None)
+}
+
+/// Sends the spans still queued, waiting at most 5 s for the collector.
+fn stop_traces(traces: Option<Traces>) {
+    #[cfg(feature = "otel")]
+    if let Some(traces) = traces {
+        if !traces.shutdown(Duration::from_secs(5)) {
+            eprintln!("warning: not every span could be sent to the OTLP collector");
+        }
+    }
+    #[cfg(not(feature = "otel"))]
+    let _ = traces;
 }
 
 /// Diagnostics to `writer`, filtered by `RUST_LOG` (default `info`); JSON when the access log
-/// is JSON, colours only on a terminal.
-fn init_logging(format: AccessLogConfig, writer: tracing_appender::non_blocking::NonBlocking) {
+/// is JSON, colours only on a terminal. With `traces`, the router's spans (INFO and up,
+/// whatever `RUST_LOG` says) are exported too.
+fn init_logging(
+    format: AccessLogConfig,
+    writer: tracing_appender::non_blocking::NonBlocking,
+    traces: Option<&Traces>,
+) {
     let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info"));
-    let builder = tracing_subscriber::fmt()
-        .with_env_filter(filter)
+    let fmt = tracing_subscriber::fmt::layer()
         .with_writer(writer)
         .with_ansi(std::io::stderr().is_terminal());
-    if format == AccessLogConfig::Json {
-        builder.json().init();
+    let fmt = if format == AccessLogConfig::Json {
+        fmt.json().boxed()
     } else {
-        builder.init();
-    }
+        fmt.boxed()
+    };
+    #[cfg(feature = "otel")]
+    let exported = traces.map(|traces| {
+        traces.layer().with_filter(
+            tracing_subscriber::filter::Targets::new()
+                .with_target("ai_router", tracing::Level::INFO),
+        )
+    });
+    #[cfg(not(feature = "otel"))]
+    let exported: Option<tracing_subscriber::layer::Identity> = traces.map(|never| match *never {});
+    tracing_subscriber::registry()
+        .with(fmt.with_filter(filter))
+        .with(exported)
+        .init();
 }
 
 /// `--config PATH` (default `examples/gateway.toml`).
@@ -116,6 +193,8 @@ async fn run(config: Config, log: impl std::io::Write + Send + 'static) -> Resul
         gateway.addr,
         gateway.mount
     );
+    let metrics = gateway.metrics_addr.unwrap_or(gateway.addr);
+    tracing::info!("metrics at http://{metrics}/metrics");
     gateway.serve(shutdown_signal()).await;
     Ok(())
 }
@@ -128,6 +207,11 @@ pub(crate) struct Gateway {
     app: App,
     config: Config,
     pub(crate) state: Arc<ServerState>,
+    /// The router's metrics.
+    pub(crate) metrics: Metrics,
+    /// The metrics' own listener (`[telemetry] metrics_listen`), and its address.
+    metrics_listener: Option<TcpListener>,
+    pub(crate) metrics_addr: Option<SocketAddr>,
     /// Kept alive as long as the gateway serves.
     _mock: Option<MockUpstream>,
 }
@@ -161,6 +245,12 @@ impl Gateway {
             AccessLogConfig::Json => Some(Arc::new(AccessLog::new(AccessLogFormat::Json, log))),
             AccessLogConfig::Off => None,
         };
+        let metrics = config.metrics();
+        let telemetry = Telemetry {
+            metrics: metrics.clone(),
+            access_log: access_log.clone(),
+        };
+        // Answers outside the mount are logged, not counted.
         let on_end = move |summary: &RequestSummary| {
             if let Some(log) = &access_log {
                 log.on_end(summary);
@@ -171,7 +261,7 @@ impl Gateway {
             .mount_path(config.mount.as_str())
             .keys(config.key_store(env)?)
             .max_in_flight(config.server.max_in_flight)
-            .observer(on_end.clone());
+            .observer(telemetry);
         for (name, provider) in &config.providers {
             let mock = mock_origin.as_deref().map(|url| (url, DEMO_UPSTREAM_KEY));
             builder = match provider.kind {
@@ -229,10 +319,23 @@ impl Gateway {
         let addr = listener
             .local_addr()
             .map_err(|e| ConfigError(format!("cannot read the listening address: {e}")))?;
+        let (metrics_listener, metrics_addr) = match config.telemetry.metrics_listen {
+            Some(at) => {
+                let listener = TcpListener::bind(at)
+                    .await
+                    .map_err(|e| ConfigError(format!("cannot listen for metrics on {at}: {e}")))?;
+                let addr = listener.local_addr().map_err(|e| {
+                    ConfigError(format!("cannot read the metrics listening address: {e}"))
+                })?;
+                (Some(listener), Some(addr))
+            }
+            None => (None, None),
+        };
         let mount = config.mount.trim_end_matches('/').to_owned();
         let state = Arc::new(ServerState::default());
         let observe = SetRequestIdLayer::new().observer(on_end);
-        let app = App::new(router, &mount, observe, state.clone());
+        let beside = metrics_listener.is_none().then(|| metrics.clone());
+        let app = App::new(router, &mount, observe, state.clone(), beside);
         Ok(Self {
             listener,
             addr,
@@ -240,6 +343,9 @@ impl Gateway {
             app,
             config,
             state,
+            metrics,
+            metrics_listener,
+            metrics_addr,
             _mock: mock,
         })
     }
@@ -247,15 +353,41 @@ impl Gateway {
     /// Serves until `shutdown` resolves, then drains for `shutdown_grace_secs`.
     pub(crate) async fn serve(self, shutdown: impl std::future::Future<Output = ()>) {
         let grace = Duration::from_secs(self.config.shutdown_grace_secs);
+        let settings = &self.config.server;
+        let metrics = self
+            .metrics_listener
+            .map(|listener| tokio::spawn(serve::serve_metrics(listener, self.metrics, settings)));
         serve::serve(
             self.listener,
             self.app,
-            &self.config.server,
+            settings,
             self.state,
             shutdown,
             grace,
         )
         .await;
+        if let Some(metrics) = metrics {
+            metrics.abort();
+        }
+    }
+}
+
+/// The router's observer: its metrics, then the access log.
+struct Telemetry {
+    metrics: Metrics,
+    access_log: Option<Arc<dyn Observer>>,
+}
+
+impl Observer for Telemetry {
+    fn on_start(&self) {
+        self.metrics.on_start();
+    }
+
+    fn on_end(&self, summary: &RequestSummary) {
+        self.metrics.on_end(summary);
+        if let Some(log) = &self.access_log {
+            log.on_end(summary);
+        }
     }
 }
 

@@ -1,6 +1,6 @@
 //! Serving: the accept loop (socket options, connection cap, header timeout, graceful
 //! shutdown) and the gateway's service (the router under the mount, `/health` and `/ready`
-//! beside it, OpenAI-shaped 404s elsewhere).
+//! beside it, `/metrics` too unless it has its own listener, OpenAI-shaped 404s elsewhere).
 //!
 //! Served with hyper directly (no web framework): the gateway routes three fixed paths, and
 //! every microsecond spent around the router is the gateway's to account for.
@@ -14,6 +14,7 @@ use std::task::{Context, Poll};
 use std::time::Duration;
 
 use ai_router::body::Full;
+use ai_router::observe::Metrics;
 use ai_router::request_id::{self, SetRequestId, SetRequestIdLayer};
 use ai_router::{AiRouter, RouterBody};
 use http::{HeaderValue, Method, Request, Response, StatusCode, header};
@@ -57,20 +58,24 @@ pub(crate) struct App {
     outside: SetRequestId<Outside>,
     /// The mount without a trailing `/` (empty: the router takes every other path).
     mount: Arc<str>,
+    /// Whether `GET /metrics` is served here (beside `/health`).
+    serves_metrics: bool,
 }
 
 impl App {
-    /// The router at `mount`; answers outside it get a request id and go to the same
-    /// observer (`observe`) as the router's.
+    /// The router at `mount`; answers outside it get a request id and go to `observe`, and
+    /// `metrics` (if any) are served at `/metrics`.
     pub(crate) fn new(
         router: AiRouter,
         mount: &str,
         observe: SetRequestIdLayer,
         state: Arc<ServerState>,
+        metrics: Option<Metrics>,
     ) -> Self {
         Self {
             router,
-            outside: observe.layer(Outside::new(state)),
+            serves_metrics: metrics.is_some(),
+            outside: observe.layer(Outside::new(state).metrics(metrics)),
             mount: mount.trim_end_matches('/').into(),
         }
     }
@@ -98,7 +103,9 @@ impl Service<Request<Incoming>> for App {
 
     fn call(&mut self, request: Request<Incoming>) -> AppFuture {
         let path = request.uri().path();
-        let outside = matches!(path, "/health" | "/ready") || !self.is_mounted(path);
+        let outside = matches!(path, "/health" | "/ready")
+            || (self.serves_metrics && path == "/metrics")
+            || !self.is_mounted(path);
         if outside {
             AppFuture::Outside {
                 future: self.outside.call(request),
@@ -138,15 +145,26 @@ impl Future for AppFuture {
     }
 }
 
-/// What the gateway answers outside the mount: `/health`, `/ready`, and 404s.
+/// What the gateway answers outside the mount: `/health`, `/ready`, `/metrics` when given
+/// metrics, and 404s.
 #[derive(Clone)]
 pub(crate) struct Outside {
     state: Arc<ServerState>,
+    metrics: Option<Metrics>,
 }
 
 impl Outside {
     pub(crate) fn new(state: Arc<ServerState>) -> Self {
-        Self { state }
+        Self {
+            state,
+            metrics: None,
+        }
+    }
+
+    /// Serves `metrics` at `GET /metrics`.
+    pub(crate) fn metrics(mut self, metrics: Option<Metrics>) -> Self {
+        self.metrics = metrics;
+        self
     }
 }
 
@@ -162,6 +180,9 @@ impl<B> Service<Request<B>> for Outside {
     fn call(&mut self, request: Request<B>) -> Self::Future {
         let method = request.method();
         let path = request.uri().path();
+        if let (Some(metrics), "/metrics") = (&self.metrics, path) {
+            return std::future::ready(Ok(metrics_answer(metrics, method)));
+        }
         let response = match (path, method) {
             ("/health" | "/ready", &Method::GET) => {
                 let draining = self.state.draining.load(Ordering::Relaxed);
@@ -188,6 +209,76 @@ impl<B> Service<Request<B>> for Outside {
             _ => ai_router::Error::unknown_url(method, path).into_response(),
         };
         std::future::ready(Ok(response))
+    }
+}
+
+/// `/metrics`: Prometheus text to a `GET`, 405 otherwise.
+fn metrics_answer(metrics: &Metrics, method: &Method) -> Response<Full> {
+    if method != Method::GET {
+        return ai_router::Error::method_not_allowed("GET").into_response();
+    }
+    let mut response = Response::new(Full::new(metrics.render()));
+    response.headers_mut().insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static(Metrics::CONTENT_TYPE),
+    );
+    response
+}
+
+/// The metrics listener's service: `GET /metrics`, 404 elsewhere.
+#[derive(Clone)]
+struct MetricsOnly(Metrics);
+
+impl<B> Service<Request<B>> for MetricsOnly {
+    type Response = Response<Full>;
+    type Error = Infallible;
+    type Future = std::future::Ready<Result<Response<Full>, Infallible>>;
+
+    fn poll_ready(&mut self, _cx: &mut Context<'_>) -> Poll<Result<(), Infallible>> {
+        Poll::Ready(Ok(()))
+    }
+
+    fn call(&mut self, request: Request<B>) -> Self::Future {
+        let (method, path) = (request.method(), request.uri().path());
+        std::future::ready(Ok(if path == "/metrics" {
+            metrics_answer(&self.0, method)
+        } else {
+            ai_router::Error::unknown_url(method, path).into_response()
+        }))
+    }
+}
+
+/// Serves `metrics` at `/metrics` on `listener` (its own port, e.g. for Prometheus only)
+/// until the future is dropped.
+pub(crate) fn serve_metrics(
+    listener: TcpListener,
+    metrics: Metrics,
+    settings: &ServerConfig,
+) -> impl Future<Output = ()> + Send + 'static {
+    let builder = connection_builder(settings);
+    let service = MetricsOnly(metrics);
+    async move {
+        loop {
+            let stream = match listener.accept().await {
+                Ok((stream, _peer)) => stream,
+                Err(error) => {
+                    tracing::warn!(%error, "accept failed on the metrics listener");
+                    tokio::time::sleep(Duration::from_millis(20)).await;
+                    continue;
+                }
+            };
+            let connection = builder
+                .serve_connection(
+                    TokioIo::new(stream),
+                    TowerToHyperService::new(service.clone()),
+                )
+                .into_owned();
+            tokio::spawn(async move {
+                if let Err(error) = connection.await {
+                    tracing::debug!(%error, "metrics connection ended with an error");
+                }
+            });
+        }
     }
 }
 

@@ -40,6 +40,8 @@ impl Lines {
 /// A running gateway on 127.0.0.1:0 with `extra` TOML after the demo key and provider.
 struct Running {
     addr: std::net::SocketAddr,
+    /// `[telemetry] metrics_listen`'s bound address.
+    metrics_addr: Option<std::net::SocketAddr>,
     state: Arc<crate::serve::ServerState>,
     log: Lines,
     stop: Option<oneshot::Sender<()>>,
@@ -66,12 +68,14 @@ stream_usage = true
     let log = Lines::default();
     let gateway = Gateway::start(config, log.clone()).await.unwrap();
     let (addr, state) = (gateway.addr, gateway.state.clone());
+    let metrics_addr = gateway.metrics_addr;
     let (stop, stopped) = oneshot::channel::<()>();
     let task = tokio::spawn(gateway.serve(async {
         let _ = stopped.await;
     }));
     Running {
         addr,
+        metrics_addr,
         state,
         log,
         stop: Some(stop),
@@ -463,4 +467,203 @@ targets = ["claude/claude-haiku-4-5", "gem/gemini-2.5-flash"]
         "{answer}"
     );
     assert!(answer.contains("claude/claude-haiku-4-5"), "{answer}");
+}
+
+/// The value of one series of Prometheus text (`name{labels}` as rendered), if present.
+fn series(text: &str, series: &str) -> Option<f64> {
+    text.lines().find_map(|line| {
+        let value = line.strip_prefix(series)?.strip_prefix(' ')?;
+        Some(value.parse().unwrap())
+    })
+}
+
+/// The sum of every series of metric `name`.
+fn total(text: &str, name: &str) -> f64 {
+    text.lines()
+        .filter(|line| {
+            line.strip_prefix(name)
+                .is_some_and(|rest| rest.starts_with(['{', ' ']))
+        })
+        .map(|line| line.rsplit(' ').next().unwrap().parse::<f64>().unwrap())
+        .sum()
+}
+
+fn get(path: &str) -> String {
+    format!("GET {path} HTTP/1.1\r\nHost: gw\r\nConnection: close\r\n\r\n")
+}
+
+/// The router key of `[[keys]] name = "limited"` (rpm = 1).
+const LIMITED_KEY: &str = "sk-router-limited";
+
+/// Sends a known set of requests (and one outside the mount), scrapes `/metrics` where
+/// `metrics_listen` says, and checks every count.
+async fn metrics_count_a_known_set_of_requests(metrics_listen: bool) {
+    let listen = if metrics_listen {
+        "[telemetry]\nmetrics_listen = \"127.0.0.1:0\""
+    } else {
+        ""
+    };
+    let gateway = start(&format!(
+        r#"models = ["gpt-4o-mini"]
+[[keys]]
+name = "limited"
+key_sha256 = "d4b64a970797832ea66333e1d1857757dd36116e82e53d409fca5ff973918060"
+rpm = 1
+{listen}
+"#
+    ))
+    .await;
+    let chat_path = "/v3/router/chat/completions";
+    let as_limited = |request: String| request.replace(DEMO_KEY, LIMITED_KEY);
+    for (request, status) in [
+        (post(chat_path, &chat("demo/gpt-4o-mini", false)), 200),
+        (post(chat_path, &chat("demo/gpt-4o-mini", true)), 200),
+        (
+            post(chat_path, &chat("demo/gpt-4o-mini", false)).replace(DEMO_KEY, "sk-wrong-1234"),
+            401,
+        ),
+        (post(chat_path, &chat("no-such-model", false)), 404),
+        (
+            as_limited(post(chat_path, &chat("demo/gpt-4o-mini", false))),
+            200,
+        ),
+        (
+            as_limited(post(chat_path, &chat("demo/gpt-4o-mini", false))),
+            429,
+        ),
+        (get("/health"), 200),
+    ] {
+        let answer = exchange(gateway.addr, &request).await;
+        let head = format!("HTTP/1.1 {status} ");
+        assert!(answer.starts_with(&head), "{request}\n{answer}");
+    }
+
+    let (at, elsewhere) = match gateway.metrics_addr {
+        Some(own) => (own, Some(gateway.addr)),
+        None => (gateway.addr, None),
+    };
+    assert_eq!(gateway.metrics_addr.is_some(), metrics_listen);
+    let scrape = exchange(at, &get("/metrics")).await;
+    assert!(scrape.starts_with("HTTP/1.1 200 "), "{scrape}");
+    assert!(
+        scrape.contains("content-type: text/plain; version=0.0.4; charset=utf-8\r\n"),
+        "{scrape}"
+    );
+    let text = scrape.split("\r\n\r\n").nth(1).unwrap();
+
+    let requests = |labels: &str| series(text, &format!("ai_router_requests_total{{{labels}}}"));
+    let gpt = r#"provider="demo",model="gpt-4o-mini""#;
+    assert_eq!(
+        requests(&format!(r#"status="200",{gpt},key="demo""#)),
+        Some(2.0),
+        "{text}"
+    );
+    assert_eq!(
+        requests(&format!(r#"status="200",{gpt},key="limited""#)),
+        Some(1.0),
+        "{text}"
+    );
+    let alone = r#"provider="none",model="none""#;
+    assert_eq!(
+        requests(&format!(r#"status="401",{alone},key="none""#)),
+        Some(1.0),
+        "{text}"
+    );
+    assert_eq!(
+        requests(&format!(r#"status="404",{alone},key="demo""#)),
+        Some(1.0),
+        "{text}"
+    );
+    assert_eq!(
+        requests(&format!(r#"status="429",{alone},key="limited""#)),
+        Some(1.0),
+        "{text}"
+    );
+    // The router's requests only: `/health` (and the scrape) are not counted.
+    assert_eq!(total(text, "ai_router_requests_total"), 6.0, "{text}");
+    assert_eq!(
+        total(text, "gen_ai_server_request_duration_seconds_count"),
+        6.0
+    );
+    assert_eq!(
+        series(text, r#"ai_router_rate_limited_total{key="limited"}"#),
+        Some(1.0),
+        "{text}"
+    );
+    assert_eq!(total(text, "ai_router_rate_limited_total"), 1.0);
+    assert_eq!(
+        series(text, r#"ai_router_upstream_attempts_total{outcome="ok"}"#),
+        Some(3.0)
+    );
+    assert_eq!(
+        series(
+            text,
+            r#"ai_router_upstream_attempts_total{outcome="failed"}"#
+        ),
+        Some(0.0)
+    );
+    assert_eq!(series(text, "ai_router_in_flight"), Some(0.0), "{text}");
+
+    let chat = r#"gen_ai_operation_name="chat",gen_ai_provider_name="demo",gen_ai_request_model="gpt-4o-mini""#;
+    let ok = format!("gen_ai_server_request_duration_seconds_count{{{chat}}}");
+    assert_eq!(series(text, &ok), Some(3.0), "{text}");
+    let failed = |error: &str| {
+        let labels = format!(
+            r#"gen_ai_operation_name="{op}",gen_ai_provider_name="none",gen_ai_request_model="none",error_type="{error}""#,
+            op = if error == "404" { "chat" } else { "none" },
+        );
+        series(
+            text,
+            &format!("gen_ai_server_request_duration_seconds_count{{{labels}}}"),
+        )
+    };
+    assert_eq!(
+        (failed("401"), failed("404"), failed("429")),
+        (Some(1.0), Some(1.0), Some(1.0)),
+        "{text}"
+    );
+    // One stream: one time to first token.
+    let ttft = format!("gen_ai_server_time_to_first_token_seconds_count{{{chat}}}");
+    assert_eq!(series(text, &ttft), Some(1.0), "{text}");
+    assert_eq!(
+        total(text, "gen_ai_server_time_to_first_token_seconds_count"),
+        1.0
+    );
+    // Each of the three answers reported its usage.
+    for token_type in ["input", "output"] {
+        let usage =
+            format!("gen_ai_client_token_usage_count{{{chat},gen_ai_token_type=\"{token_type}\"}}");
+        assert_eq!(series(text, &usage), Some(3.0), "{text}");
+    }
+
+    // No key, presented or configured, nor the provider's.
+    for secret in [
+        DEMO_KEY,
+        LIMITED_KEY,
+        "sk-wrong",
+        "sk-demo-upstream",
+        "d4b64a97",
+    ] {
+        assert!(!text.contains(secret), "{secret}");
+    }
+
+    if let Some(main) = elsewhere {
+        // With its own listener, `/metrics` is not on the main one.
+        let answer = exchange(main, &get("/metrics")).await;
+        assert!(answer.starts_with("HTTP/1.1 404 "), "{answer}");
+        let answer = exchange(at, &get("/health")).await;
+        assert!(answer.starts_with("HTTP/1.1 404 "), "{answer}");
+    }
+    let answer = exchange(at, &post("/metrics", "{}")).await;
+    assert!(answer.starts_with("HTTP/1.1 405 "), "{answer}");
+}
+
+#[tokio::test]
+async fn metrics_beside_health_count_a_known_set_of_requests_without_a_key() {
+    metrics_count_a_known_set_of_requests(false).await;
+}
+
+#[tokio::test]
+async fn metrics_on_their_own_listener_count_the_same() {
+    metrics_count_a_known_set_of_requests(true).await;
 }

@@ -21,8 +21,9 @@ pub enum AccessLogFormat {
 }
 
 /// An [`Observer`] writing one line per request to a writer: request id, method, path, key
-/// name (never the key), endpoint, provider, model, status, latency, duration, time to first
-/// byte, outcome and tokens. Fields the router did not learn are left out.
+/// name (never the key), the `identity` and `thread` knobs' ids, endpoint, provider, model,
+/// status, attempts, latency, duration, time to first byte, outcome and tokens (input, output,
+/// cached). Fields the router did not learn are left out.
 ///
 /// The line is formatted into a per-thread buffer and written with one `write_all`; give it a
 /// non-blocking writer (e.g. `tracing_appender::non_blocking`) so a slow terminal or disk never
@@ -77,8 +78,8 @@ impl<W: Write + Send + 'static> Observer for AccessLog<W> {
 /// The fields of a line, in order, borrowed from the summary. `plain` says whether a text
 /// value is known to need no quoting or escaping (ids, methods, names the router made).
 struct Fields<'a> {
-    text: [(&'static str, Option<&'a str>, bool); 8],
-    numbers: [(&'static str, Option<u64>); 7],
+    text: [(&'static str, Option<&'a str>, bool); 10],
+    numbers: [(&'static str, Option<u64>); 8],
 }
 
 fn fields(summary: &RequestSummary) -> Fields<'_> {
@@ -90,6 +91,8 @@ fn fields(summary: &RequestSummary) -> Fields<'_> {
             ("method", Some(summary.method.as_str()), true),
             ("path", Some(summary.uri.path()), false),
             ("key", summary.key.as_deref(), false),
+            ("identity", summary.identity.as_deref(), false),
+            ("thread", summary.thread.as_deref(), false),
             ("endpoint", summary.endpoint.map(Endpoint::name), true),
             ("provider", summary.provider.as_deref(), false),
             ("model", summary.model.as_deref(), false),
@@ -103,6 +106,7 @@ fn fields(summary: &RequestSummary) -> Fields<'_> {
             ("first_byte_us", summary.first_byte.map(micros)),
             ("input_tokens", usage.map(|u| u.input_tokens)),
             ("output_tokens", usage.map(|u| u.output_tokens)),
+            ("cached_tokens", usage.map(|u| u.cached_tokens)),
         ],
     }
 }
@@ -218,23 +222,34 @@ mod tests {
     use std::sync::Arc;
 
     use crate::extensions::{Principal, RequestId, RouteTarget};
-    use crate::observe::{End, Outcome, RequestHead, RequestLog, Usage};
+    use crate::observe::{
+        AnswerDetails, End, Outcome, RequestHead, RequestLog, RequestParams, Usage,
+    };
     use http::{Method, StatusCode, Uri};
 
     fn summary() -> RequestSummary {
         let log = RequestLog::new();
         log.record_principal(&Principal::new("team a"));
+        log.record_request(
+            RequestParams::default(),
+            Some(Arc::from("user \"7\"")),
+            Some(Arc::from("t-1")),
+        );
         log.record_target(&RouteTarget::new(
             "openai",
             "gpt-4o-mini",
             Endpoint::ChatCompletions,
         ));
         log.record_body(
-            Some(Usage {
-                input_tokens: 3,
-                output_tokens: 5,
-                total_tokens: 8,
-            }),
+            AnswerDetails {
+                usage: Some(Usage {
+                    input_tokens: 3,
+                    output_tokens: 5,
+                    total_tokens: 8,
+                    cached_tokens: 2,
+                }),
+                ..AnswerDetails::default()
+            },
             Some(Duration::from_micros(40)),
             Outcome::IdleTimeout,
         );
@@ -287,9 +302,47 @@ mod tests {
         assert_eq!(json["status"], 200);
         assert_eq!(json["outcome"], "idle_timeout");
         assert_eq!(json["input_tokens"], 3);
+        assert_eq!(json["output_tokens"], 5);
+        assert_eq!(json["cached_tokens"], 2);
+        assert_eq!(json["identity"], "user \"7\"");
+        assert_eq!(json["thread"], "t-1");
         assert_eq!(json["first_byte_us"], 40);
         assert!(json["ts"].as_str().unwrap().ends_with('Z'));
-        assert_eq!(text.matches("\"status\"").count(), 1);
+        // Each key once: as many `"key":` in the text as members in the object.
+        let object = json.as_object().unwrap();
+        for key in object.keys() {
+            assert_eq!(
+                text.matches(&format!("\"{key}\":")).count(),
+                1,
+                "{key}: {text}"
+            );
+        }
+        assert_eq!(object.len(), 19, "{text}");
+    }
+
+    #[test]
+    fn unknown_fields_are_left_out() {
+        let log = RequestLog::new();
+        let head = RequestHead {
+            id: RequestId::generate(),
+            method: Method::GET,
+            uri: Uri::from_static("/v1/models"),
+        };
+        let end = End {
+            status: Some(StatusCode::OK),
+            latency: Duration::from_micros(1),
+            duration: Duration::from_micros(2),
+            outcome: Outcome::Completed,
+        };
+        let summary = log.summary(&head, end);
+        for format in [AccessLogFormat::Json, AccessLogFormat::Text] {
+            let lines = Lines::default();
+            AccessLog::new(format, lines.clone()).on_end(&summary);
+            let text = String::from_utf8(lines.0.lock().unwrap().clone()).unwrap();
+            for absent in ["identity", "thread", "tokens", "key", "provider"] {
+                assert!(!text.contains(absent), "{absent}: {text}");
+            }
+        }
     }
 
     #[test]
@@ -310,6 +363,12 @@ mod tests {
         AccessLog::new(AccessLogFormat::Text, lines.clone()).on_end(&summary());
         let text = String::from_utf8(lines.0.lock().unwrap().clone()).unwrap();
         assert!(text.contains(" key=\"team a\" "), "{text}");
+        assert!(text.contains(" identity=\"user \\\"7\\\"\" "), "{text}");
+        assert!(text.contains(" thread=t-1 "), "{text}");
+        assert!(
+            text.contains(" input_tokens=3 output_tokens=5 cached_tokens=2"),
+            "{text}"
+        );
         assert!(text.contains(" provider=openai "), "{text}");
         assert!(text.contains(" status=200 "), "{text}");
         assert_eq!(text.matches("status=").count(), 1, "{text}");

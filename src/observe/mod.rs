@@ -3,8 +3,10 @@
 //!
 //! [`SetRequestId`](crate::request_id::SetRequestId) puts a [`RequestLog`] in every request's
 //! extensions; [`Auth`](crate::auth::Auth) records the key's name, [`Route`](crate::route::Route)
-//! the endpoint and target, [`Sse`](crate::sse::Sse) a stream's usage, first byte and
-//! outcome. When the response body has ended (or failed, or the client went away), the
+//! the endpoint, target, request parameters and the `identity` / `thread` knobs,
+//! [`Sse`](crate::sse::Sse) what the answer said about itself (usage, id, model, finish
+//! reasons: read from a stream's events, or from both ends of a JSON answer as it passes) and a
+//! stream's first byte and outcome. When the response body has ended (or failed, or the client went away), the
 //! router's [`Observer`] gets a [`RequestSummary`]: one access log line, metrics or a usage
 //! record per request, streams included, with the real outcome.
 //! [`LogRequests`] (a `tracing` event per request) is the default; [`AccessLog`] writes one
@@ -24,6 +26,7 @@
 //! ```
 
 mod access_log;
+mod metrics;
 
 use std::fmt;
 use std::sync::{Arc, Mutex, PoisonError};
@@ -35,19 +38,180 @@ use serde::Deserialize;
 use crate::extensions::{Endpoint, Principal, RequestId, RouteTarget};
 
 pub use self::access_log::{AccessLog, AccessLogFormat};
+pub use self::metrics::{Metrics, MetricsBuilder, gen_ai_operation_name};
 
 /// Token usage an answer reported (chat `usage`, or the Responses API's `response.usage`).
+///
+/// Deserializes from either spelling: `prompt_tokens` / `completion_tokens` (chat, completions,
+/// embeddings) or `input_tokens` / `output_tokens` (Responses API); `cached_tokens` from
+/// `prompt_tokens_details.cached_tokens` or `input_tokens_details.cached_tokens`.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Deserialize)]
+#[serde(from = "WireUsage")]
 pub struct Usage {
     /// Prompt / input tokens.
-    #[serde(alias = "prompt_tokens", default)]
     pub input_tokens: u64,
     /// Completion / output tokens.
-    #[serde(alias = "completion_tokens", default)]
     pub output_tokens: u64,
     /// Total tokens.
-    #[serde(default)]
     pub total_tokens: u64,
+    /// Input tokens served from the provider's prompt cache (part of `input_tokens`).
+    pub cached_tokens: u64,
+}
+
+/// [`Usage`] as the wire spells it.
+#[derive(Deserialize)]
+struct WireUsage {
+    #[serde(alias = "prompt_tokens", default)]
+    input_tokens: u64,
+    #[serde(alias = "completion_tokens", default)]
+    output_tokens: u64,
+    #[serde(default)]
+    total_tokens: u64,
+    #[serde(alias = "prompt_tokens_details", default)]
+    input_tokens_details: Option<TokenDetails>,
+}
+
+/// `prompt_tokens_details` / `input_tokens_details`.
+#[derive(Deserialize)]
+struct TokenDetails {
+    #[serde(default)]
+    cached_tokens: Option<u64>,
+}
+
+impl From<WireUsage> for Usage {
+    fn from(wire: WireUsage) -> Self {
+        Self {
+            input_tokens: wire.input_tokens,
+            output_tokens: wire.output_tokens,
+            total_tokens: wire.total_tokens,
+            cached_tokens: wire
+                .input_tokens_details
+                .and_then(|d| d.cached_tokens)
+                .unwrap_or(0),
+        }
+    }
+}
+
+/// Why a choice of an answer ended: OpenAI's `finish_reason` values.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+#[non_exhaustive]
+pub enum FinishReason {
+    /// `stop`: a natural end or a stop sequence.
+    Stop,
+    /// `length`: the token limit.
+    Length,
+    /// `tool_calls`: the model called tools.
+    ToolCalls,
+    /// `content_filter`: content was filtered.
+    ContentFilter,
+    /// `function_call` (deprecated functions API).
+    FunctionCall,
+    /// Any other value (kept out so labels stay bounded).
+    Other,
+}
+
+impl FinishReason {
+    /// The reason from its wire value.
+    pub fn from_wire(value: &str) -> Self {
+        match value {
+            "stop" => Self::Stop,
+            "length" => Self::Length,
+            "tool_calls" => Self::ToolCalls,
+            "content_filter" => Self::ContentFilter,
+            "function_call" => Self::FunctionCall,
+            _ => Self::Other,
+        }
+    }
+
+    /// The wire value (`other` for [`FinishReason::Other`]).
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Stop => "stop",
+            Self::Length => "length",
+            Self::ToolCalls => "tool_calls",
+            Self::ContentFilter => "content_filter",
+            Self::FunctionCall => "function_call",
+            Self::Other => "other",
+        }
+    }
+}
+
+/// The finish reasons of an answer's choices, in choice order, held inline (no allocation):
+/// the first [`FinishReasons::CAPACITY`] choices only (`n` above that is rare; the others are
+/// left out).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct FinishReasons {
+    /// Indexed by choice index.
+    slots: [Option<FinishReason>; FinishReasons::CAPACITY],
+}
+
+impl FinishReasons {
+    /// How many choices are kept.
+    pub const CAPACITY: usize = 8;
+
+    /// None yet.
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// Records the reason of choice `index` (ignored past [`Self::CAPACITY`]).
+    pub fn set(&mut self, index: usize, reason: FinishReason) {
+        if let Some(slot) = self.slots.get_mut(index) {
+            *slot = Some(reason);
+        }
+    }
+
+    /// Records the reason of the next choice (after the last one set).
+    pub fn push(&mut self, reason: FinishReason) {
+        let next = self
+            .slots
+            .iter()
+            .rposition(Option::is_some)
+            .map_or(0, |last| last + 1);
+        self.set(next, reason);
+    }
+
+    /// The reasons known, in choice order.
+    pub fn iter(&self) -> impl Iterator<Item = FinishReason> + '_ {
+        self.slots.iter().flatten().copied()
+    }
+
+    /// How many reasons are known.
+    pub fn len(&self) -> usize {
+        self.iter().count()
+    }
+
+    /// Whether no reason is known.
+    pub fn is_empty(&self) -> bool {
+        self.slots.iter().all(Option::is_none)
+    }
+}
+
+/// The request parameters the router read from a JSON body's top level (for telemetry; the
+/// body itself is forwarded untouched).
+#[derive(Clone, Copy, Debug, Default, PartialEq)]
+pub struct RequestParams {
+    /// `max_tokens`, `max_completion_tokens` or `max_output_tokens` (the first present).
+    pub max_tokens: Option<u64>,
+    /// `temperature`.
+    pub temperature: Option<f64>,
+    /// `top_p`.
+    pub top_p: Option<f64>,
+    /// `"stream": true`.
+    pub stream: bool,
+}
+
+/// What an answer's body said about itself, read as it passed (see [`RequestLog::record_body`]).
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct AnswerDetails {
+    /// The usage it reported.
+    pub usage: Option<Usage>,
+    /// Its `id` (`chatcmpl-...`, `resp_...`).
+    pub id: Option<Arc<str>>,
+    /// The `model` it named (often a dated snapshot of the model asked for).
+    pub model: Option<Arc<str>>,
+    /// Its choices' finish reasons.
+    pub finish_reasons: FinishReasons,
 }
 
 /// How a request (or its stream) ended.
@@ -99,6 +263,12 @@ struct Details {
     first_byte: Option<Duration>,
     outcome: Option<Outcome>,
     attempts: Option<u32>,
+    identity: Option<Arc<str>>,
+    thread: Option<Arc<str>>,
+    request: RequestParams,
+    response_id: Option<Arc<str>>,
+    response_model: Option<Arc<str>>,
+    finish_reasons: FinishReasons,
 }
 
 impl RequestLog {
@@ -136,16 +306,40 @@ impl RequestLog {
         self.with(|d| d.attempts = Some(attempts));
     }
 
-    /// The answer's body ended: what it reported, when its first byte came, and how it ended
-    /// (an upstream failure is answered with an error frame, so the body itself ends well).
+    /// What the request asked for: its parameters, and the `identity` / `thread` knobs' ids.
+    pub fn record_request(
+        &self,
+        request: RequestParams,
+        identity: Option<Arc<str>>,
+        thread: Option<Arc<str>>,
+    ) {
+        self.with(|d| {
+            d.request = request;
+            d.identity = identity;
+            d.thread = thread;
+        });
+    }
+
+    /// The answer's body ended: what it said about itself (usage, id, model, finish reasons),
+    /// when its first byte came, and how it ended (an upstream failure is answered with an
+    /// error frame, so the body itself ends well). What it did not say keeps what was recorded.
     pub fn record_body(
         &self,
-        usage: Option<Usage>,
+        answer: AnswerDetails,
         first_byte: Option<Duration>,
         outcome: Outcome,
     ) {
         self.with(|d| {
-            d.usage = usage.or(d.usage);
+            d.usage = answer.usage.or(d.usage);
+            if answer.id.is_some() {
+                d.response_id = answer.id;
+            }
+            if answer.model.is_some() {
+                d.response_model = answer.model;
+            }
+            if !answer.finish_reasons.is_empty() {
+                d.finish_reasons = answer.finish_reasons;
+            }
             d.first_byte = first_byte.or(d.first_byte);
             d.outcome = Some(outcome);
         });
@@ -181,6 +375,12 @@ impl RequestLog {
             usage: details.usage,
             attempts,
             outcome,
+            identity: details.identity,
+            thread: details.thread,
+            request: details.request,
+            response_id: details.response_id,
+            response_model: details.response_model,
+            finish_reasons: details.finish_reasons,
         }
     }
 }
@@ -240,12 +440,28 @@ pub struct RequestSummary {
     pub attempts: u32,
     /// How the request ended.
     pub outcome: Outcome,
+    /// The `identity` knob's `id` (the end user), when the request sent one.
+    pub identity: Option<Arc<str>>,
+    /// The `thread` knob's `id` (the conversation), when the request sent one.
+    pub thread: Option<Arc<str>>,
+    /// The request's parameters (JSON bodies; a form's are left at their defaults but
+    /// `stream`).
+    pub request: RequestParams,
+    /// The answer's `id` (a stream's first chunk's), if the router saw it.
+    pub response_id: Option<Arc<str>>,
+    /// The model the answer named, if the router saw it.
+    pub response_model: Option<Arc<str>>,
+    /// The answer's finish reasons, in choice order (chat and completions).
+    pub finish_reasons: FinishReasons,
 }
 
 /// Gets every request when it is over: its body ended, failed, or the client went away
 /// (status, latency to the head and duration to the end, outcome, usage). Implemented for
 /// closures `Fn(&RequestSummary)`; [`LogRequests`] is the default.
 pub trait Observer: Send + Sync + 'static {
+    /// A request entered the router (before any layer below looked at it). Default: nothing.
+    fn on_start(&self) {}
+
     /// The request is over.
     fn on_end(&self, summary: &RequestSummary);
 }
@@ -283,7 +499,96 @@ impl Observer for LogRequests {
             outcome = s.outcome.as_str(),
             input_tokens = usage.input_tokens,
             output_tokens = usage.output_tokens,
+            cached_tokens = usage.cached_tokens,
+            identity = s.identity.as_deref(),
+            thread = s.thread.as_deref(),
             "request"
         );
+    }
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn usage_reads_both_spellings_and_cached_tokens() {
+        let chat: Usage = serde_json::from_str(
+            r#"{"prompt_tokens":10,"completion_tokens":2,"total_tokens":12,"prompt_tokens_details":{"cached_tokens":6,"audio_tokens":0}}"#,
+        )
+        .unwrap();
+        assert_eq!(
+            chat,
+            Usage {
+                input_tokens: 10,
+                output_tokens: 2,
+                total_tokens: 12,
+                cached_tokens: 6,
+            }
+        );
+        let responses: Usage = serde_json::from_str(
+            r#"{"input_tokens":5,"input_tokens_details":{"cached_tokens":1},"output_tokens":3,"total_tokens":8}"#,
+        )
+        .unwrap();
+        assert_eq!((responses.input_tokens, responses.cached_tokens), (5, 1));
+        let bare: Usage =
+            serde_json::from_str(r#"{"prompt_tokens":8,"prompt_tokens_details":null}"#).unwrap();
+        assert_eq!(
+            (bare.input_tokens, bare.output_tokens, bare.cached_tokens),
+            (8, 0, 0)
+        );
+    }
+
+    #[test]
+    fn finish_reasons_keep_choice_order_inline() {
+        let mut reasons = FinishReasons::new();
+        assert!(reasons.is_empty());
+        reasons.set(2, FinishReason::Length);
+        reasons.set(0, FinishReason::from_wire("tool_calls"));
+        reasons.push(FinishReason::from_wire("made_up"));
+        reasons.set(FinishReasons::CAPACITY, FinishReason::Stop);
+        let names: Vec<_> = reasons.iter().map(FinishReason::as_str).collect();
+        assert_eq!(names, ["tool_calls", "length", "other"]);
+        assert_eq!(reasons.len(), 3);
+    }
+
+    #[test]
+    fn what_an_answer_did_not_say_keeps_what_was_recorded() {
+        let log = RequestLog::new();
+        let params = RequestParams {
+            max_tokens: Some(5),
+            ..RequestParams::default()
+        };
+        log.record_request(params, Some(Arc::from("u")), None);
+        let mut reasons = FinishReasons::new();
+        reasons.push(FinishReason::Stop);
+        log.record_body(
+            AnswerDetails {
+                id: Some(Arc::from("c")),
+                finish_reasons: reasons,
+                ..AnswerDetails::default()
+            },
+            None,
+            Outcome::Completed,
+        );
+        log.record_body(AnswerDetails::default(), None, Outcome::Completed);
+        let head = RequestHead {
+            id: RequestId::generate(),
+            method: Method::POST,
+            uri: Uri::from_static("/chat/completions"),
+        };
+        let end = End {
+            status: Some(StatusCode::OK),
+            latency: Duration::ZERO,
+            duration: Duration::ZERO,
+            outcome: Outcome::Completed,
+        };
+        let summary = log.summary(&head, end);
+        assert_eq!(summary.request, params);
+        assert_eq!(summary.identity.as_deref(), Some("u"));
+        assert_eq!(summary.thread, None);
+        assert_eq!(summary.response_id.as_deref(), Some("c"));
+        assert_eq!(summary.finish_reasons.len(), 1);
     }
 }

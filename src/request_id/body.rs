@@ -29,7 +29,7 @@ pin_project! {
             let this = this.project();
             if let Some((observation, status, latency)) = this.pending.take() {
                 let _entered = this.span.enter();
-                observation.finish(Some(status), latency, Outcome::ClientGone);
+                observation.finish(this.span, Some(status), latency, Outcome::ClientGone);
             }
         }
     }
@@ -55,7 +55,7 @@ impl<B: Body> ResponseBody<B> {
 
     fn finish(&mut self, outcome: Outcome) {
         if let Some((observation, status, latency)) = self.pending.take() {
-            observation.finish(Some(status), latency, outcome);
+            observation.finish(&self.span, Some(status), latency, outcome);
         }
     }
 }
@@ -86,7 +86,7 @@ impl<B: Body> Body for ResponseBody<B> {
         };
         if let Some(outcome) = outcome {
             if let Some((observation, status, latency)) = this.pending.take() {
-                observation.finish(Some(status), latency, outcome);
+                observation.finish(this.span, Some(status), latency, outcome);
             }
         }
         frame

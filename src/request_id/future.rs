@@ -24,9 +24,11 @@ pub(super) struct Observation {
 }
 
 impl Observation {
-    /// Reports the end of the request: `status` sent (if any), how it ended.
+    /// Reports the end of the request: `status` sent (if any), how it ended; fills the
+    /// request `span` in.
     pub(super) fn finish(
         self,
+        span: &Span,
         status: Option<http::StatusCode>,
         latency: std::time::Duration,
         outcome: Outcome,
@@ -37,7 +39,10 @@ impl Observation {
             duration: self.start.elapsed(),
             outcome,
         };
-        self.observer.on_end(&self.log.summary(&self.head, end));
+        let summary = self.log.summary(&self.head, end);
+        self.observer.on_end(&summary);
+        // After the observer: a line it logs inside the span does not repeat every field.
+        super::span::record(span, &summary);
     }
 }
 
@@ -48,6 +53,18 @@ pin_project! {
         inner: F,
         span: Span,
         observation: Option<Observation>,
+    }
+
+    impl<F> PinnedDrop for ResponseFuture<F> {
+        // Dropped before its response head (the client went away while the upstream was
+        // still thinking): the request is over all the same, and is reported once.
+        fn drop(this: Pin<&mut Self>) {
+            let this = this.project();
+            if let Some(observation) = this.observation.take() {
+                let latency = observation.start.elapsed();
+                observation.finish(this.span, None, latency, Outcome::ClientGone);
+            }
+        }
     }
 }
 
@@ -82,7 +99,7 @@ where
         let response = match result {
             Ok(response) => response,
             Err(error) => {
-                observation.finish(None, latency, Outcome::NoResponse);
+                observation.finish(this.span, None, latency, Outcome::NoResponse);
                 return Poll::Ready(Err(error));
             }
         };

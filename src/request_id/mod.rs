@@ -7,6 +7,16 @@
 //! the observer) has the rest, key name included. The span never carries headers, bodies or
 //! keys.
 //!
+//! The span is the request's OpenTelemetry SERVER span (`otel.kind = "server"`): when the
+//! request is over, after the observer, it gets the GenAI semantic-convention fields
+//! (v1.41) from the same summary and its name, `{gen_ai.operation.name} {gen_ai.request.model}`
+//! (`chat openai/gpt-4o-mini`): operation, provider, request and response model, response id,
+//! finish reasons, token usage, request parameters, `enduser.id` and
+//! `gen_ai.conversation.id` (the `identity` / `thread` knobs), the key's name
+//! (`ai_router.key`), attempts, outcome, status, and `error.type` on failure. A stream's span
+//! so ends with the stream. With the `otel` feature, an incoming W3C `traceparent` makes it a
+//! child of the caller's span (without it, the header is not read).
+//!
 //! It also puts a [`RequestLog`] in the extensions, which the layers below fill in (key name,
 //! endpoint, target, a stream's usage and outcome), and hands a
 //! [`RequestSummary`](crate::observe::RequestSummary) to the router's
@@ -34,6 +44,7 @@
 
 mod body;
 mod future;
+mod span;
 
 use std::fmt;
 use std::sync::Arc;
@@ -48,6 +59,7 @@ use crate::observe::{LogRequests, Observer, RequestHead, RequestLog};
 pub use self::body::ResponseBody;
 use self::future::Observation;
 pub use self::future::ResponseFuture;
+pub(crate) use self::span::gen_ai_operation;
 pub use crate::extensions::{RequestId, X_REQUEST_ID};
 
 /// Adds [`SetRequestId`]. See the module docs.
@@ -153,12 +165,15 @@ where
 
     fn call(&mut self, mut request: Request<ReqBody>) -> Self::Future {
         let start = tokio::time::Instant::now();
+        self.observer.on_start();
         let id = request
             .headers()
             .get(X_REQUEST_ID)
             .and_then(RequestId::from_incoming)
             .unwrap_or_else(RequestId::generate);
-        let span = tracing::info_span!("request", id = %id);
+        let span = span::request_span(&id);
+        #[cfg(feature = "otel")]
+        crate::otel::set_parent_from(&span, request.headers());
         let log = RequestLog::new();
         let head = RequestHead {
             id: id.clone(),

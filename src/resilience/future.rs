@@ -8,9 +8,11 @@ use std::task::{Context, Poll, ready};
 
 use http::{Response, StatusCode};
 use pin_project_lite::pin_project;
+use tracing::Span;
 
 use super::body::ResponseBody;
 use super::health::Health;
+use super::span;
 use super::walk::retry_after_of;
 use super::{answered, failed_response, unanswered};
 use crate::error::{Error, retryable_status};
@@ -35,6 +37,8 @@ pin_project! {
             target: Option<RouteTarget>,
             // Set when the target's provider has a cooldown.
             health: Option<Arc<Health>>,
+            // The attempt's span, closed when the answer (or failure) is in.
+            span: Span,
         },
         Planned { walk: Walk<B> },
         Failed { error: Option<Error> },
@@ -42,12 +46,18 @@ pin_project! {
 }
 
 impl<F, B> ResponseFuture<F, B> {
-    pub(super) fn direct(future: F, target: RouteTarget, health: Option<Arc<Health>>) -> Self {
+    pub(super) fn direct(
+        future: F,
+        target: RouteTarget,
+        health: Option<Arc<Health>>,
+        span: Span,
+    ) -> Self {
         Self {
             state: State::Direct {
                 future,
                 target: Some(target),
                 health,
+                span,
             },
         }
     }
@@ -77,12 +87,26 @@ where
                 future,
                 target,
                 health,
+                span,
             } => {
-                let outcome = ready!(future.poll(cx));
+                let outcome = {
+                    let _entered = span.enter();
+                    ready!(future.poll(cx))
+                };
                 let Some(target) = target.take() else {
                     // Polled again after it finished.
                     return Poll::Ready(Ok(unanswered(Error::internal())));
                 };
+                // The attempt is over: its span ends here.
+                let span = std::mem::replace(span, Span::none());
+                span::record_outcome(&span, true);
+                match &outcome {
+                    Ok(response) => span::record_status(&span, response.status()),
+                    Err(error) => {
+                        span::record_error(&span, error.code().unwrap_or("upstream_error"))
+                    }
+                }
+                drop(span);
                 let response = match outcome {
                     Ok(response) => {
                         if let Some(health) = health {

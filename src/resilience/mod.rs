@@ -28,10 +28,20 @@
 //!   error (in OpenAI's shape, from the errors layer above) with its status.
 //!
 //! The body is `Bytes` here, so each attempt resends it; a target other than the first gets
-//! its own body from the plan (only `model` differs; a form is re-encoded). One tracing span
-//! per attempt, at DEBUG (`attempt`, with `n`, `target`, `status`, `latency_us`); a warning per
-//! failed attempt. The attempt loop of a planned request is one boxed future: the one
-//! allocation a plan costs.
+//! its own body from the plan (only `model` differs; a form is re-encoded). The attempt loop
+//! of a planned request is one boxed future: the one allocation a plan costs.
+//!
+//! **Spans.** Every attempt, a request without a plan's single call included, runs in an
+//! INFO span `attempt`, a child of the request span, of OpenTelemetry kind CLIENT and named
+//! `{gen_ai.operation.name} {upstream model}` (`chat gpt-4o-mini`): `gen_ai.operation.name`,
+//! `gen_ai.provider.name` (the provider's configured name), `gen_ai.request.model` (the
+//! upstream model), `ai_router.attempt.number`, `ai_router.attempt.outcome` (`answered`: its
+//! answer went to the client; `failed`: another attempt may follow),
+//! `http.response.status_code`, and on failure `error.type` (the upstream's status, or the
+//! router's error code: `upstream_unreachable`, `upstream_timeout`, `upstream_error`, ...)
+//! with `otel.status_code = "error"`. The span lasts as long as the attempt: to the response
+//! head, or a stream's first event. With the `otel` feature, the upstream request carries the
+//! attempt's W3C `traceparent`. A warning is logged per failed attempt.
 //!
 //! # Example
 //! ```
@@ -47,6 +57,7 @@ mod future;
 mod health;
 mod layer;
 mod service;
+mod span;
 mod walk;
 
 use http::{HeaderMap, HeaderName, HeaderValue, Response};

@@ -75,7 +75,11 @@ where
         let Some(plan) = request.extensions_mut().remove::<RoutePlan>() else {
             // One target, one attempt: the common case, kept to a plain call.
             let health = self.health.is_active().then(|| self.health.clone());
-            return ResponseFuture::direct(self.inner.call(request), target, health);
+            let span = super::span::attempt_span(&target, 1);
+            #[cfg(feature = "otel")]
+            crate::otel::inject(&span, request.headers_mut());
+            let future = span.in_scope(|| self.inner.call(request));
+            return ResponseFuture::direct(future, target, health, span);
         };
         let (parts, body) = request.into_parts();
         let walked = walk(

@@ -16,6 +16,7 @@ use tracing::Instrument as _;
 
 use super::body::ResponseBody;
 use super::health::Health;
+use super::span;
 use super::{answered, failed_response};
 use crate::error::{BoxError, Error, retryable_status};
 use crate::extensions::{RoutePlan, RouteTarget};
@@ -87,17 +88,17 @@ where
                 }
             }
             attempts += 1;
-            let request = attempt_request(&parts, body.clone(), content_type.clone(), &target);
-            let span = tracing::debug_span!(
-                "attempt",
-                n = attempts,
-                target = %target.label().to_str().unwrap_or_default(),
-                status = tracing::field::Empty,
-                latency_us = tracing::field::Empty,
-            );
+            #[allow(unused_mut)] // Mutated with the `otel` feature.
+            let mut request = attempt_request(&parts, body.clone(), content_type.clone(), &target);
+            let span = span::attempt_span(&target, attempts);
+            #[cfg(feature = "otel")]
+            crate::otel::inject(&span, request.headers_mut());
             let outcome = attempt(inner.clone(), request, &target, &plan, &span)
                 .instrument(span.clone())
                 .await;
+            span::record_outcome(&span, matches!(outcome, Attempt::Done(_)));
+            // The attempt is over: its span ends here (its duration is the attempt's latency).
+            drop(span);
             match outcome {
                 Attempt::Done(mut response) => {
                     health.succeeded(&target);
@@ -174,7 +175,6 @@ where
     B: Body<Data = Bytes> + Unpin,
     B::Error: Into<BoxError>,
 {
-    let start = Instant::now();
     let call = inner.oneshot(request);
     let outcome = match plan.attempt_timeout {
         Some(limit) => match tokio::time::timeout(limit, call).await {
@@ -183,18 +183,19 @@ where
         },
         None => call.await,
     };
-    span.record("latency_us", start.elapsed().as_micros() as u64);
     let response = match outcome {
         Ok(response) => response,
         Err(error) if error.is_retryable() => {
-            span.record("status", error.status().as_u16());
             tracing::debug!(cause = ?std::error::Error::source(&error), "attempt failed");
-            return Attempt::Failed(Failure::Error(error), None);
+            return failed_attempt(span, error);
         }
-        Err(error) => return Attempt::Done(failed_response(error, target, 1)),
+        Err(error) => {
+            span::record_error(span, error.code().unwrap_or("upstream_error"));
+            return Attempt::Done(failed_response(error, target, 1));
+        }
     };
     let status = response.status();
-    span.record("status", status.as_u16());
+    span::record_status(span, status);
     if !status.is_success() {
         if retryable_status(status) {
             let wait = retry_after_of(response.headers());
@@ -210,7 +211,7 @@ where
         // A stream was asked for and something else came: another upstream may do better
         // (if none does, the client gets this as `upstream_error`).
         tracing::debug!("a stream was answered without an event stream");
-        return Attempt::Failed(Failure::Error(Error::upstream_protocol()), None);
+        return failed_attempt(span, Error::upstream_protocol());
     }
     // A stream: its head waits for its first event, so a failure before it can still fall
     // back (after it, the streaming failure contract stands).
@@ -250,13 +251,19 @@ where
         }
         FirstEvent::Late => {
             tracing::debug!("no first event within first_byte_timeout");
-            Attempt::Failed(Failure::Error(Error::upstream_timeout()), None)
+            failed_attempt(span, Error::upstream_timeout())
         }
         FirstEvent::Broken => {
             tracing::debug!("the stream failed before its first event");
-            Attempt::Failed(Failure::Error(Error::upstream_protocol()), None)
+            failed_attempt(span, Error::upstream_protocol())
         }
     }
+}
+
+/// An attempt that failed with `error`, which another attempt may fix.
+fn failed_attempt<B>(span: &tracing::Span, error: Error) -> Attempt<B> {
+    span::record_error(span, error.code().unwrap_or("upstream_error"));
+    Attempt::Failed(Failure::Error(error), None)
 }
 
 /// How the wait for a stream's first event ended.

@@ -7,9 +7,10 @@ use serde::Deserialize;
 use serde_json::value::RawValue;
 
 use crate::error::Error;
+use crate::observe::RequestParams;
 
 /// What routing needs from a JSON request body.
-#[derive(Debug, PartialEq, Eq)]
+#[derive(Debug, PartialEq)]
 pub(crate) struct Peeked {
     /// The `model` string, if the body has one.
     pub(crate) model: Option<String>,
@@ -23,6 +24,8 @@ pub(crate) struct Peeked {
     pub(crate) include_usage: Option<bool>,
     /// Whether the body holds routing knobs (`fallbacks`, `retry`, ...; see `knobs`).
     pub(crate) has_knobs: bool,
+    /// The parameters telemetry records (`max_tokens`, `temperature`, ...).
+    pub(crate) params: RequestParams,
 }
 
 impl Peeked {
@@ -55,33 +58,73 @@ pub(crate) fn peek(body: &[u8]) -> Result<Peeked, Error> {
         };
         return Err(error);
     }
-    #[derive(Deserialize)]
-    struct Fields<'a> {
-        // `Some` whenever the key is present, even as `null` (which `Option` alone reads as
-        // absent): a default model must then replace that `null`, not add a second key.
-        #[serde(borrow, default, deserialize_with = "present_raw")]
-        model: Option<&'a RawValue>,
-        #[serde(borrow, default)]
-        stream: Option<&'a RawValue>,
-        // `Some` whenever the key is present, even as `null`: the router must then not add a
-        // second `stream_options`.
-        #[serde(default, deserialize_with = "present_include_usage")]
-        stream_options: Option<bool>,
-        // The routing knobs: only whether one is there (read on their own, when they are).
-        #[serde(borrow, default, deserialize_with = "present_raw")]
-        fallbacks: Option<&'a RawValue>,
-        #[serde(borrow, default, deserialize_with = "present_raw")]
-        retry: Option<&'a RawValue>,
-        #[serde(borrow, default, deserialize_with = "present_raw")]
-        timeout: Option<&'a RawValue>,
-        #[serde(borrow, default, deserialize_with = "present_raw")]
-        load_balancer: Option<&'a RawValue>,
-        #[serde(borrow, default, deserialize_with = "present_raw")]
-        identity: Option<&'a RawValue>,
-        #[serde(borrow, default, deserialize_with = "present_raw")]
-        thread: Option<&'a RawValue>,
+    /// The top-level members routing reads, and the parameters telemetry records (`$extra`).
+    macro_rules! fields {
+        ($name:ident { $($extra:tt)* }) => {
+            #[derive(Deserialize)]
+            struct $name<'a> {
+                // `Some` whenever the key is present, even as `null` (which `Option` alone
+                // reads as absent): a default model must then replace that `null`, not add a
+                // second key.
+                #[serde(borrow, default, deserialize_with = "present_raw")]
+                model: Option<&'a RawValue>,
+                #[serde(borrow, default)]
+                stream: Option<&'a RawValue>,
+                // `Some` whenever the key is present, even as `null`: the router must then not
+                // add a second `stream_options`.
+                #[serde(default, deserialize_with = "present_include_usage")]
+                stream_options: Option<bool>,
+                // The routing knobs: only whether one is there (read on their own, when they
+                // are).
+                #[serde(borrow, default, deserialize_with = "present_raw")]
+                fallbacks: Option<&'a RawValue>,
+                #[serde(borrow, default, deserialize_with = "present_raw")]
+                retry: Option<&'a RawValue>,
+                #[serde(borrow, default, deserialize_with = "present_raw")]
+                timeout: Option<&'a RawValue>,
+                #[serde(borrow, default, deserialize_with = "present_raw")]
+                load_balancer: Option<&'a RawValue>,
+                #[serde(borrow, default, deserialize_with = "present_raw")]
+                identity: Option<&'a RawValue>,
+                #[serde(borrow, default, deserialize_with = "present_raw")]
+                thread: Option<&'a RawValue>,
+                $($extra)*
+            }
+            impl<'a> $name<'a> {
+                /// `model`, whether it streams, `stream_options`, whether knobs are there.
+                fn routing(&self) -> (Option<&'a RawValue>, bool, Option<bool>, bool) {
+                    // Only a literal `true` streams; anything else is left for the upstream
+                    // to judge.
+                    let stream = self.stream.is_some_and(|raw| raw.get() == "true");
+                    let has_knobs = self.fallbacks.is_some()
+                        || self.retry.is_some()
+                        || self.timeout.is_some()
+                        || self.load_balancer.is_some()
+                        || self.identity.is_some()
+                        || self.thread.is_some();
+                    (self.model, stream, self.stream_options, has_knobs)
+                }
+            }
+        };
     }
-    let fields: Fields<'_> = serde_json::from_slice(body).map_err(|error| {
+    fields!(Fields {
+        // Parameters telemetry records: read from their text, never refused here (the
+        // upstream judges them).
+        #[serde(borrow, default)]
+        max_tokens: Option<&'a RawValue>,
+        #[serde(borrow, default)]
+        max_completion_tokens: Option<&'a RawValue>,
+        #[serde(borrow, default)]
+        max_output_tokens: Option<&'a RawValue>,
+        #[serde(borrow, default)]
+        temperature: Option<&'a RawValue>,
+        #[serde(borrow, default)]
+        top_p: Option<&'a RawValue>,
+    });
+    // Routing's members alone: a body that repeats a parameter (which serde refuses) is
+    // still routed as before, without its parameters recorded.
+    fields!(Routing {});
+    let wrong_shape = |error: serde_json::Error| {
         if error.is_data() {
             // Valid JSON of the wrong shape (a duplicate `model`, ...).
             Error::invalid_body(WRONG_SHAPE)
@@ -89,23 +132,45 @@ pub(crate) fn peek(body: &[u8]) -> Result<Peeked, Error> {
             Error::invalid_json()
         }
         .with_source(error)
-    })?;
-    // Only a literal `true` streams; anything else is left for the upstream to judge.
-    let stream = fields.stream.is_some_and(|raw| raw.get() == "true");
-    let include_usage = fields.stream_options;
-    let has_knobs = fields.fallbacks.is_some()
-        || fields.retry.is_some()
-        || fields.timeout.is_some()
-        || fields.load_balancer.is_some()
-        || fields.identity.is_some()
-        || fields.thread.is_some();
-    let Some(raw) = fields.model else {
+    };
+    let (model, stream, include_usage, has_knobs, params) =
+        match serde_json::from_slice::<Fields<'_>>(body) {
+            Ok(fields) => {
+                let (model, stream, include_usage, has_knobs) = fields.routing();
+                let params = RequestParams {
+                    max_tokens: [
+                        fields.max_tokens,
+                        fields.max_completion_tokens,
+                        fields.max_output_tokens,
+                    ]
+                    .into_iter()
+                    .flatten()
+                    .find_map(|raw| count(raw.get())),
+                    temperature: fields.temperature.and_then(|raw| number(raw.get())),
+                    top_p: fields.top_p.and_then(|raw| number(raw.get())),
+                    stream,
+                };
+                (model, stream, include_usage, has_knobs, params)
+            }
+            Err(error) if error.is_data() => {
+                let fields = serde_json::from_slice::<Routing<'_>>(body).map_err(wrong_shape)?;
+                let (model, stream, include_usage, has_knobs) = fields.routing();
+                let params = RequestParams {
+                    stream,
+                    ..RequestParams::default()
+                };
+                (model, stream, include_usage, has_knobs, params)
+            }
+            Err(error) => return Err(wrong_shape(error)),
+        };
+    let Some(raw) = model else {
         return Ok(Peeked {
             model: None,
             model_span: None,
             stream,
             include_usage,
             has_knobs,
+            params,
         });
     };
     let text = raw.get();
@@ -122,6 +187,21 @@ pub(crate) fn peek(body: &[u8]) -> Result<Peeked, Error> {
         stream,
         include_usage,
         has_knobs,
+        params,
+    })
+}
+
+/// A JSON number's value, when the text is a finite number.
+fn number(text: &str) -> Option<f64> {
+    text.parse::<f64>().ok().filter(|n| n.is_finite())
+}
+
+/// A JSON number's value as a count (`256` or `256.0`), when it is a whole non-negative one.
+fn count(text: &str) -> Option<u64> {
+    text.parse::<u64>().ok().or_else(|| {
+        number(text)
+            .filter(|n| *n >= 0.0 && n.fract() == 0.0 && *n < u64::MAX as f64)
+            .map(|n| n as u64)
     })
 }
 
@@ -295,6 +375,36 @@ mod tests {
         let peeked = peek(br#"{"stream":"yes","stream_options":{}}"#).unwrap();
         assert!(!peeked.stream);
         assert_eq!(peeked.include_usage, Some(false));
+    }
+
+    #[test]
+    fn request_params_are_read_from_the_top_level() {
+        let peeked = peek(
+            br#"{"model":"m","max_completion_tokens":256,"temperature":0.2,"top_p":1,"stream":true,"metadata":{"max_tokens":9}}"#,
+        )
+        .unwrap();
+        assert_eq!(
+            peeked.params,
+            RequestParams {
+                max_tokens: Some(256),
+                temperature: Some(0.2),
+                top_p: Some(1.0),
+                stream: true,
+            }
+        );
+        let params = peek(br#"{"max_output_tokens":1e3,"temperature":null}"#)
+            .unwrap()
+            .params;
+        assert_eq!((params.max_tokens, params.temperature), (Some(1000), None));
+        // Values of another type are the upstream's to refuse; they are not recorded.
+        let params = peek(br#"{"max_tokens":-1,"temperature":"hot","top_p":[]}"#)
+            .unwrap()
+            .params;
+        assert_eq!(params, RequestParams::default());
+        // A repeated parameter is routed as before, without parameters.
+        let peeked = peek(br#"{"model":"m","temperature":1,"temperature":2}"#).unwrap();
+        assert_eq!(peeked.model.as_deref(), Some("m"));
+        assert_eq!(peeked.params.temperature, None);
     }
 
     #[test]

@@ -6,14 +6,20 @@
 //! - `timeout: {"call_timeout": <ms>}`, per attempt;
 //! - `load_balancer: {"type": "weight_based" | "round_robin", "models": [{"model", "weight"}]}`
 //!   (weight 0.001..1, default 0.5, normalised) picks among these instead of `model`;
-//! - `identity: {...}` and `thread: {...}`: accepted and stripped.
+//! - `identity: {"id": ...}` and `thread: {"id": ...}`: stripped; their `id` strings (at most
+//!   [`MAX_ID_BYTES`] bytes; another `id` is ignored) are recorded for telemetry (the end user
+//!   and the conversation).
 //!
 //! An invalid knob is a 400 whose `param` names it (`retry.count`, `fallbacks[1].model`,
 //! `load_balancer.models[0].weight`).
 
+use std::borrow::Cow;
+use std::sync::Arc;
 use std::time::Duration;
 
 use bytes::Bytes;
+use serde::Deserialize;
+use serde_json::value::RawValue;
 use serde_json::{Map, Value};
 
 use crate::error::Error;
@@ -32,6 +38,8 @@ pub(super) const NAMES: [&str; 6] = [
 
 /// The largest knob, in bytes of JSON.
 const MAX_KNOB_BYTES: usize = 64 * 1024;
+/// The longest `identity.id` / `thread.id` recorded.
+pub(super) const MAX_ID_BYTES: usize = 256;
 /// The most fallbacks a request may name.
 const MAX_FALLBACKS: usize = 5;
 /// The most models a request's load balancer may name.
@@ -47,6 +55,10 @@ pub(super) struct Knobs {
     pub(super) retry: Option<Retry>,
     pub(super) call_timeout: Option<Duration>,
     pub(super) load_balancer: Option<LoadBalancer>,
+    /// `identity.id`: the end user, for telemetry.
+    pub(super) identity: Option<Arc<str>>,
+    /// `thread.id`: the conversation, for telemetry.
+    pub(super) thread: Option<Arc<str>>,
 }
 
 /// A request's own load balancer.
@@ -107,6 +119,12 @@ pub(super) fn take(body: &Bytes) -> Result<(Knobs, Bytes), Error> {
             if raw.first() != Some(&b'{') {
                 return Err(Error::invalid_param(knob, "must be an object"));
             }
+            let id = knob_id(raw);
+            if knob == "identity" {
+                knobs.identity = id;
+            } else {
+                knobs.thread = id;
+            }
             continue;
         }
         let value: Value =
@@ -120,6 +138,23 @@ pub(super) fn take(body: &Bytes) -> Result<(Knobs, Bytes), Error> {
     }
     let stripped = without(body, &found, |m| m.name.is_some()).ok_or_else(Error::internal)?;
     Ok((knobs, stripped))
+}
+
+/// The `id` string of an `identity` or `thread` object, when it is one of at most
+/// [`MAX_ID_BYTES`] bytes (anything else is ignored: the knob is for telemetry only).
+fn knob_id(raw: &[u8]) -> Option<Arc<str>> {
+    #[derive(Deserialize)]
+    struct WithId<'a> {
+        #[serde(borrow, default)]
+        id: Option<&'a RawValue>,
+    }
+    let raw = serde_json::from_slice::<WithId<'_>>(raw).ok()?.id?;
+    // Borrowed when it has no escapes (the usual case), else unescaped.
+    let id: Cow<'_, str> = match serde_json::from_str::<&str>(raw.get()) {
+        Ok(id) => Cow::Borrowed(id),
+        Err(_) => Cow::Owned(serde_json::from_str::<String>(raw.get()).ok()?),
+    };
+    (id.len() <= MAX_ID_BYTES).then(|| Arc::from(&*id))
 }
 
 fn object<'v>(value: &'v Value, param: &str) -> Result<&'v Map<String, Value>, Error> {
@@ -299,6 +334,28 @@ mod tests {
         let retry = knobs.retry.unwrap();
         assert_eq!((retry.count(), retry.on_codes()), (2, &[429][..]));
         assert_eq!(knobs.call_timeout, Some(Duration::from_millis(1500)));
+    }
+
+    #[test]
+    fn identity_and_thread_ids_are_read_when_they_are_short_strings() {
+        let (knobs, stripped) =
+            take_str(r#"{"identity":{"id":"user1","name":"x"},"thread":{"id":"t-9"},"model":"m"}"#)
+                .unwrap();
+        assert_eq!(stripped, r#"{"model":"m"}"#);
+        assert_eq!(knobs.identity.as_deref(), Some("user1"));
+        assert_eq!(knobs.thread.as_deref(), Some("t-9"));
+        let long = "a".repeat(MAX_ID_BYTES + 1);
+        for body in [
+            format!(r#"{{"identity":{{"id":"{long}"}}}}"#),
+            r#"{"identity":{"id":7}}"#.to_owned(),
+            r#"{"identity":{"name":"x"}}"#.to_owned(),
+        ] {
+            let (knobs, stripped) = take_str(&body).unwrap();
+            assert_eq!((knobs.identity, stripped.as_str()), (None, "{}"), "{body}");
+        }
+        let exact = "a".repeat(MAX_ID_BYTES);
+        let (knobs, _) = take_str(&format!(r#"{{"thread":{{"id":"{exact}"}}}}"#)).unwrap();
+        assert_eq!(knobs.thread.as_deref(), Some(exact.as_str()));
     }
 
     #[test]

@@ -15,7 +15,7 @@ use super::table::{Resolved, check_model_id};
 use crate::error::Error;
 use crate::extensions::{BodyForModel, Endpoint, Principal, RoutePlan, RouteTarget};
 use crate::media::ContentType;
-use crate::observe::RequestLog;
+use crate::observe::{RequestLog, RequestParams};
 
 /// The body as routing sees it.
 enum Parsed {
@@ -60,6 +60,16 @@ pub(super) fn prepare(
             body = stripped;
             parsed = Parsed::Json(json::peek(&body)?);
         }
+    }
+    if let Some(log) = parts.extensions.get::<RequestLog>() {
+        let params = match &parsed {
+            Parsed::Json(peeked) => peeked.params,
+            Parsed::Form(form) => RequestParams {
+                stream: form.text("stream") == Some("true"),
+                ..RequestParams::default()
+            },
+        };
+        log.record_request(params, knobs.identity.take(), knobs.thread.take());
     }
     let (sent, stream, include_usage) = match &parsed {
         Parsed::Json(peeked) => (peeked.model.as_deref(), peeked.stream, peeked.include_usage),

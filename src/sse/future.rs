@@ -9,11 +9,12 @@ use http::{HeaderValue, Response, header};
 use http_body::Body;
 use pin_project_lite::pin_project;
 
+use super::answer::AnswerWatch;
 use super::body::ResponseBody;
 use super::idle::IdleBody;
 use super::stream::{SseBody, StreamContext};
 use crate::error::{BoxError, Error};
-use crate::extensions::RouteTarget;
+use crate::extensions::{Endpoint, RouteTarget};
 use crate::media::content_type_is;
 
 pin_project! {
@@ -76,9 +77,14 @@ where
         if !is_stream {
             // A successful JSON or audio answer still may not stall forever after its head.
             let timeout = context.idle_timeout;
-            return Poll::Ready(Ok(
-                response.map(|body| ResponseBody::idle(IdleBody::new(body, timeout)))
-            ));
+            let watch = watch_answer(&response, context);
+            return Poll::Ready(Ok(response.map(|body| {
+                let body = IdleBody::new(body, timeout);
+                ResponseBody::idle(match watch {
+                    Some(watch) => body.watching(watch),
+                    None => body,
+                })
+            })));
         }
         let (mut parts, body) = response.into_parts();
         parts.headers.remove(header::CONTENT_LENGTH);
@@ -92,4 +98,24 @@ where
         let body = ResponseBody::stream(SseBody::new(body, context));
         Poll::Ready(Ok(Response::from_parts(parts, body)))
     }
+}
+
+/// A watch over a successful JSON answer of an endpoint whose answers carry usage (chat,
+/// completions, embeddings, responses), when there is a log to record into.
+fn watch_answer<B>(response: &Response<B>, context: StreamContext) -> Option<AnswerWatch> {
+    let target = context.target?;
+    let observed = matches!(
+        target.endpoint(),
+        Endpoint::ChatCompletions
+            | Endpoint::Completions
+            | Endpoint::Embeddings
+            | Endpoint::Responses
+    );
+    if !observed || !content_type_is(response.headers(), "application/json") {
+        return None;
+    }
+    Some(AnswerWatch::new(
+        context.log?,
+        Some(target.upstream_model_shared().clone()),
+    ))
 }

@@ -10,6 +10,7 @@ use http_body::{Body, Frame, SizeHint};
 use pin_project_lite::pin_project;
 use tokio::time::{Instant, Sleep};
 
+use super::answer::AnswerWatch;
 use super::stream::idle_elapsed;
 use crate::error::BoxError;
 
@@ -25,6 +26,8 @@ pin_project! {
         idle: Sleep,
         last_activity: Instant,
         timeout: Duration,
+        // Reads a JSON answer's id, model, usage and finish reasons as it passes.
+        watch: Option<AnswerWatch>,
     }
 }
 
@@ -35,7 +38,15 @@ impl<B> IdleBody<B> {
             idle: tokio::time::sleep(timeout),
             last_activity: Instant::now(),
             timeout,
+            watch: None,
         }
+    }
+
+    /// Also reads what the answer says about itself (see [`AnswerWatch`]), recorded when it
+    /// ends.
+    pub(crate) fn watching(mut self, watch: AnswerWatch) -> Self {
+        self.watch = Some(watch);
+        self
     }
 }
 
@@ -66,6 +77,31 @@ where
         match inner.poll_frame(cx) {
             Poll::Ready(frame) => {
                 *this.last_activity = Instant::now();
+                match &frame {
+                    Some(Ok(frame)) => {
+                        if let (Some(watch), Some(data)) = (this.watch.as_mut(), frame.data_ref()) {
+                            watch.see(data);
+                        }
+                        // A body of known length is not polled past its last frame.
+                        let ended = this
+                            .inner
+                            .as_ref()
+                            .as_pin_ref()
+                            .is_none_or(|inner| inner.is_end_stream());
+                        if ended {
+                            if let Some(watch) = this.watch.take() {
+                                watch.finish();
+                            }
+                        }
+                    }
+                    // A failed answer says nothing reliable about itself.
+                    Some(Err(_)) => *this.watch = None,
+                    None => {
+                        if let Some(watch) = this.watch.take() {
+                            watch.finish();
+                        }
+                    }
+                }
                 Poll::Ready(frame.map(|frame| frame.map_err(Into::into)))
             }
             Poll::Pending => {

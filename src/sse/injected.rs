@@ -42,7 +42,7 @@ pub(super) fn without_null_usage(event: &[u8]) -> Option<Bytes> {
 
 /// Where the value of the event's only `data` line lies (after `data:` and one optional space,
 /// before the line ending).
-fn single_data_line(event: &[u8]) -> Option<Range<usize>> {
+pub(super) fn single_data_line(event: &[u8]) -> Option<Range<usize>> {
     let mut found = None;
     let mut line_start = 0;
     while line_start < event.len() {

@@ -15,7 +15,15 @@
 //! - **Observation.** A scanner finds events across chunk splits (any line ending, multi-line
 //!   `data:`), reads usage (chat `usage` chunk, `response.completed` usage) and the time to the
 //!   first byte, and reports them once per stream to an [`OnUsage`] hook ([`LogUsage`] by
-//!   default), however the stream ends.
+//!   default), however the stream ends. The answer's `id` and `model` (first chunk) and each
+//!   choice's `finish_reason` go to the request's
+//!   [`RequestLog`](crate::observe::RequestLog) with the usage.
+//! - **JSON answers.** A successful `application/json` answer of chat completions,
+//!   completions, embeddings or responses is read at both ends as its frames pass (none is
+//!   held back, nothing is parsed whole): its first KiB gives `id` and `model`, its last
+//!   16 KiB `usage` and the `finish_reason`s, recorded in the request's
+//!   [`RequestLog`](crate::observe::RequestLog) when it ends. An answer whose `usage` lies
+//!   before its last 16 KiB (no provider sends one) has none recorded.
 //! - **Usage injection (opt-in per provider).** For a streamed chat completion whose client did
 //!   not send `stream_options`, the route layer may add `"stream_options":{"include_usage":true}`
 //!   upstream ([`RouteLayer::inject_usage`](crate::route::RouteLayer::inject_usage)) so usage
@@ -59,6 +67,7 @@
 //!     });
 //! # let _ = layer;
 //! ```
+mod answer;
 mod body;
 mod future;
 mod idle;

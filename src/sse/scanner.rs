@@ -1,14 +1,17 @@
 //! An incremental Server-Sent Events scanner that finds event boundaries across chunks and
 //! observes usage, without changing a byte it forwards.
 
+use std::borrow::Cow;
 use std::collections::VecDeque;
+use std::sync::Arc;
 
 use bytes::{Bytes, BytesMut};
 use memchr::memmem;
 use serde::Deserialize;
 
-use super::injected;
 use super::usage::Usage;
+use super::{answer, injected};
+use crate::observe::{AnswerDetails, FinishReasons};
 
 /// An event larger than this is forwarded as it comes instead of being held whole (image
 /// streams carry base64 partial images of a few MiB).
@@ -37,7 +40,17 @@ pub(crate) struct EventScanner {
     /// Events seen that carried data.
     events: u64,
     usage: Option<Usage>,
+    /// The answer's id and model, from the first chunk that names them at its top level.
+    id: Option<Arc<str>>,
+    model: Option<Arc<str>>,
+    /// The target's upstream model: the answer's `model` shares it when equal (no copy).
+    upstream_model: Option<Arc<str>>,
+    finish_reasons: FinishReasons,
 }
+
+/// How many data events are read for the answer's top-level `id` and `model` (chat and
+/// completions chunks all carry them; Responses events nest them, read from the last event).
+const HEAD_EVENTS: u64 = 2;
 
 impl EventScanner {
     pub(crate) fn new(strip_injected_usage: bool) -> Self {
@@ -51,6 +64,23 @@ impl EventScanner {
     /// The usage seen so far (the last usage object of the stream).
     pub(crate) fn usage(&self) -> Option<Usage> {
         self.usage
+    }
+
+    /// What the stream said about its answer so far: usage, and (from its chunks) the
+    /// answer's id, model and finish reasons.
+    pub(crate) fn answer(&self) -> AnswerDetails {
+        AnswerDetails {
+            usage: self.usage,
+            id: self.id.clone(),
+            model: self.model.clone(),
+            finish_reasons: self.finish_reasons,
+        }
+    }
+
+    /// The model the request went to upstream: an answer naming the same one shares it.
+    pub(crate) fn with_upstream_model(mut self, model: Option<Arc<str>>) -> Self {
+        self.upstream_model = model;
+        self
     }
 
     /// How many events with data have been seen.
@@ -171,6 +201,12 @@ impl EventScanner {
             return Verdict::Keep;
         }
         self.events += 1;
+        if self.id.is_none() && self.events <= HEAD_EVENTS {
+            self.read_head(event);
+        }
+        if answer::may_have_finish_reason(event) {
+            self.read_finish_reasons(event);
+        }
         // Most events carry no usage object (or `"usage":null`): skip them without copying.
         if !has_usage_object(event) {
             if self.strip_injected_usage && injected::may_have_null_usage(event) {
@@ -185,20 +221,24 @@ impl EventScanner {
             return Verdict::Keep;
         };
         #[derive(Deserialize)]
-        struct Frame {
+        struct Frame<'a> {
             #[serde(default)]
             usage: Option<Usage>,
             #[serde(default)]
             choices: Option<Vec<serde::de::IgnoredAny>>,
-            #[serde(default)]
-            response: Option<ResponseFrame>,
+            #[serde(default, borrow)]
+            response: Option<ResponseFrame<'a>>,
         }
         #[derive(Deserialize)]
-        struct ResponseFrame {
+        struct ResponseFrame<'a> {
             #[serde(default)]
             usage: Option<Usage>,
+            #[serde(default, borrow)]
+            id: Option<Cow<'a, str>>,
+            #[serde(default, borrow)]
+            model: Option<Cow<'a, str>>,
         }
-        let Ok(frame) = serde_json::from_slice::<Frame>(&data) else {
+        let Ok(frame) = serde_json::from_slice::<Frame<'_>>(&data) else {
             return Verdict::Keep;
         };
         if let Some(usage) = frame.usage {
@@ -207,10 +247,48 @@ impl EventScanner {
                 self.events -= 1;
                 return Verdict::Drop;
             }
-        } else if let Some(usage) = frame.response.and_then(|r| r.usage) {
-            self.usage = Some(usage);
+        } else if let Some(response) = frame.response {
+            // The Responses API's `response.completed`: its response names itself too.
+            if let Some(usage) = response.usage {
+                self.usage = Some(usage);
+            }
+            if self.id.is_none() {
+                self.id = response.id.and_then(|id| answer::shared_text(&id, None));
+            }
+            if self.model.is_none() {
+                let reuse = self.upstream_model.as_ref();
+                self.model = response
+                    .model
+                    .and_then(|model| answer::shared_text(&model, reuse));
+            }
         }
         Verdict::Keep
+    }
+
+    /// Reads the answer's `id` and `model` from a chunk's top level.
+    fn read_head(&mut self, event: &[u8]) {
+        let Some(data) = injected::single_data_line(event) else {
+            return;
+        };
+        let Some(json) = event.get(data) else { return };
+        let ([id, model], _) = answer::top_level_strings(json, [b"id", b"model"]);
+        if let Some(id) = id {
+            self.id = answer::shared_str(id, None);
+            let reuse = self.upstream_model.as_ref();
+            self.model = model.and_then(|model| answer::shared_str(model, reuse));
+        }
+    }
+
+    /// Reads the finish reasons of a chunk's choices.
+    fn read_finish_reasons(&mut self, event: &[u8]) {
+        match injected::single_data_line(event).and_then(|data| event.get(data)) {
+            Some(json) => answer::read_finish_reasons(json, &mut self.finish_reasons),
+            None => {
+                if let Some(data) = event_data(event) {
+                    answer::read_finish_reasons(&data, &mut self.finish_reasons);
+                }
+            }
+        }
     }
 }
 
@@ -365,6 +443,51 @@ mod tests {
         assert_eq!(bytes, stream.as_bytes());
         assert_eq!(scanner.usage().unwrap().total_tokens, 11);
         assert_eq!(scanner.events(), 2);
+    }
+
+    #[test]
+    fn the_answer_id_model_and_finish_reasons_are_read_at_every_split() {
+        use crate::observe::FinishReason;
+        let stream = concat!(
+            "data: {\"id\":\"chatcmpl-9\",\"model\":\"gpt-4o-mini\",\"choices\":[{\"index\":0,\"delta\":{\"content\":\"\\\"finish_reason\\\":\\\"stop\\\"\"},\"finish_reason\":null},{\"index\":1,\"delta\":{},\"finish_reason\":null}]}\n\n",
+            "data: {\"id\":\"chatcmpl-9\",\"model\":\"gpt-4o-mini\",\"choices\":[{\"index\":1,\"delta\":{},\"finish_reason\":\"length\"}]}\n\n",
+            "data: {\"id\":\"chatcmpl-9\",\"model\":\"gpt-4o-mini\",\"choices\":[{\"index\":0,\"delta\":{},\"finish_reason\":\"stop\"}]}\n\n",
+            "data: [DONE]\n\n",
+        );
+        let upstream: Arc<str> = Arc::from("gpt-4o-mini");
+        for a in 0..=stream.len() {
+            let mut scanner = EventScanner::new(false).with_upstream_model(Some(upstream.clone()));
+            let mut out = VecDeque::new();
+            scanner.feed(Bytes::copy_from_slice(&stream.as_bytes()[..a]), &mut out);
+            scanner.feed(Bytes::copy_from_slice(&stream.as_bytes()[a..]), &mut out);
+            let answer = scanner.answer();
+            assert_eq!(answer.id.as_deref(), Some("chatcmpl-9"), "split at {a}");
+            // The target's model is shared, not copied.
+            assert!(Arc::ptr_eq(answer.model.as_ref().unwrap(), &upstream));
+            let reasons: Vec<_> = answer.finish_reasons.iter().collect();
+            assert_eq!(
+                reasons,
+                [FinishReason::Stop, FinishReason::Length],
+                "split at {a}"
+            );
+            assert_eq!(answer.usage, None);
+        }
+    }
+
+    #[test]
+    fn a_responses_stream_names_its_answer_in_the_completed_event() {
+        let stream = concat!(
+            "event: response.created\ndata: {\"type\":\"response.created\",\"sequence_number\":0,\"response\":{\"id\":\"resp_1\",\"model\":\"gpt-4.1\",\"usage\":null}}\n\n",
+            "event: response.output_text.delta\ndata: {\"type\":\"response.output_text.delta\",\"sequence_number\":1,\"delta\":\"hi\"}\n\n",
+            "event: response.completed\ndata: {\"type\":\"response.completed\",\"sequence_number\":2,",
+            "\"response\":{\"id\":\"resp_1\",\"model\":\"gpt-4.1-2025-04-14\",\"usage\":{\"input_tokens\":7,\"input_tokens_details\":{\"cached_tokens\":3},\"output_tokens\":4,\"total_tokens\":11}}}\n\n",
+        );
+        let (_, scanner) = run(stream.as_bytes(), &[], false);
+        let answer = scanner.answer();
+        assert_eq!(answer.id.as_deref(), Some("resp_1"));
+        assert_eq!(answer.model.as_deref(), Some("gpt-4.1-2025-04-14"));
+        assert_eq!(answer.usage.unwrap().cached_tokens, 3);
+        assert!(answer.finish_reasons.is_empty());
     }
 
     #[test]

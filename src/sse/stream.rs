@@ -70,7 +70,12 @@ impl<B> SseBody<B> {
             // `sleep` (not `now + timeout`) copes with a timeout too long to add to an instant.
             idle: tokio::time::sleep(context.idle_timeout),
             last_activity: now,
-            scanner: EventScanner::new(context.strip_injected_usage),
+            scanner: EventScanner::new(context.strip_injected_usage).with_upstream_model(
+                context
+                    .target
+                    .as_ref()
+                    .map(|t| t.upstream_model_shared().clone()),
+            ),
             out: VecDeque::new(),
             first_byte: None,
             done: false,
@@ -215,7 +220,7 @@ fn report(
     outcome: StreamOutcome,
 ) {
     if let Some(log) = &context.log {
-        log.record_body(scanner.usage(), first_byte, outcome);
+        log.record_body(scanner.answer(), first_byte, outcome);
     }
     let report = StreamReport {
         request_id: context.request_id,

@@ -20,3 +20,4 @@ mod resilience;
 mod standalone;
 mod streaming;
 mod translation;
+mod usage;

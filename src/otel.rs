@@ -1,0 +1,312 @@
+//! OpenTelemetry export of the router's spans (feature `otel`).
+//!
+//! The router always describes its work as `tracing` spans (see [`request_id`] and
+//! [`resilience`]): one SERVER span per request (`chat openai/gpt-4o-mini`, with the GenAI
+//! attributes once the answer is over) and one CLIENT span per upstream attempt. This module
+//! ships them to an OpenTelemetry collector:
+//!
+//! - [`OtlpTracing`] builds a tracer provider that exports over OTLP/HTTP (protobuf) through
+//!   the crate's own hyper + rustls client (no second TLS stack), in batches, from a thread of
+//!   its own: a request only puts its finished span in a bounded queue (dropped when full), so
+//!   a slow or dead collector never slows or fails a request.
+//! - [`OtlpTracing::layer`] is the `tracing-subscriber` layer to add to the host's subscriber.
+//! - With this feature, [`SetRequestId`](crate::request_id::SetRequestId) makes the request
+//!   span a child of an incoming W3C `traceparent` (without it the header is not read), and
+//!   [`Resilience`](crate::resilience::Resilience) sends each attempt's own `traceparent` (and
+//!   `tracestate`) to the upstream. Only W3C trace context is read and written, whatever
+//!   global propagator the host set.
+//!
+//! Semantic conventions: OpenTelemetry GenAI v1.41 (see the README's Telemetry section for
+//! every attribute). No message content and no key is ever recorded.
+//!
+//! # Example
+//! ```no_run
+//! use ai_router::otel::OtlpTracing;
+//! use tracing_subscriber::layer::SubscriberExt as _;
+//! use tracing_subscriber::util::SubscriberInitExt as _;
+//!
+//! # fn demo() -> Result<(), ai_router::BuildError> {
+//! let tracing = OtlpTracing::builder("http://127.0.0.1:4318")
+//!     .service_name("ai-router")
+//!     .build()?;
+//! tracing_subscriber::registry().with(tracing.layer()).init();
+//! // ... serve ...
+//! tracing.shutdown(std::time::Duration::from_secs(5));
+//! # Ok(()) }
+//! ```
+//!
+//! [`request_id`]: crate::request_id
+//! [`resilience`]: crate::resilience
+
+use std::fmt;
+use std::sync::Arc;
+use std::time::Duration;
+
+use http::HeaderMap;
+use opentelemetry::propagation::TextMapPropagator as _;
+use opentelemetry::trace::{TraceContextExt as _, TracerProvider as _};
+use opentelemetry::{KeyValue, Value};
+use opentelemetry_http::hyper::HyperClient;
+use opentelemetry_http::{HeaderExtractor, HeaderInjector};
+use opentelemetry_otlp::{Protocol, WithExportConfig as _, WithHttpConfig as _};
+use opentelemetry_sdk::Resource;
+use opentelemetry_sdk::propagation::TraceContextPropagator;
+use opentelemetry_sdk::runtime::TokioCurrentThread;
+use opentelemetry_sdk::trace::span_processor_with_async_runtime::BatchSpanProcessor;
+use opentelemetry_sdk::trace::{BatchConfigBuilder, SdkTracer, SdkTracerProvider};
+use tracing::Span;
+use tracing_opentelemetry::{OpenTelemetryLayer, OpenTelemetrySpanExt as _};
+use tracing_subscriber::registry::LookupSpan;
+
+use crate::error::BuildError;
+
+/// The path OTLP/HTTP collectors take traces at, appended to a base endpoint.
+const TRACES_PATH: &str = "/v1/traces";
+
+/// The instrumentation scope the router's spans are exported under.
+const SCOPE: &str = "ai-router";
+
+/// A tracer provider exporting the router's spans over OTLP/HTTP. See the [module docs](self).
+///
+/// Cheap to clone (shared). Keep it for the life of the process and call
+/// [`shutdown`](Self::shutdown) before exiting, so the spans still queued are sent.
+#[derive(Clone)]
+pub struct OtlpTracing {
+    provider: SdkTracerProvider,
+    endpoint: Arc<str>,
+}
+
+impl OtlpTracing {
+    /// Starts a configuration exporting to the collector at `endpoint`: a base URL
+    /// (`http://127.0.0.1:4318`, `/v1/traces` is appended) or the full traces URL
+    /// (ending in `/v1/traces`). `https` works (rustls, webpki roots).
+    pub fn builder(endpoint: impl Into<String>) -> OtlpTracingBuilder {
+        OtlpTracingBuilder {
+            endpoint: endpoint.into(),
+            service_name: "ai-router".to_owned(),
+            export_timeout: Duration::from_secs(10),
+            scheduled_delay: None,
+            max_queue_size: None,
+        }
+    }
+
+    /// The `tracing-subscriber` layer turning `tracing` spans into OpenTelemetry spans
+    /// exported by this provider. Add it to the host's subscriber (with a filter if the host
+    /// has spans of its own it does not want exported).
+    pub fn layer<S>(&self) -> OpenTelemetryLayer<S, SdkTracer>
+    where
+        S: tracing::Subscriber + for<'span> LookupSpan<'span>,
+    {
+        tracing_opentelemetry::layer()
+            .with_tracer(self.provider.tracer(SCOPE))
+            // Source locations, thread ids and busy/idle times: noise in a router's trace.
+            .with_location(false)
+            .with_threads(false)
+            .with_tracked_inactivity(false)
+    }
+
+    /// The underlying provider (to make tracers for the host's own spans, or to flush).
+    pub fn provider(&self) -> &SdkTracerProvider {
+        &self.provider
+    }
+
+    /// The URL spans are sent to.
+    pub fn endpoint(&self) -> &str {
+        &self.endpoint
+    }
+
+    /// Sends what is still queued and stops exporting, waiting at most `wait` (a dead
+    /// collector never holds the caller longer). Returns whether everything was sent in
+    /// time. Safe to call from any thread, inside a runtime or not: the export runs on the
+    /// exporter's own thread.
+    pub fn shutdown(&self, wait: Duration) -> bool {
+        let (done, finished) = std::sync::mpsc::channel();
+        let provider = self.provider.clone();
+        let spawned = std::thread::Builder::new()
+            .name("ai-router-otel-shutdown".to_owned())
+            .spawn(move || {
+                let _ = done.send(provider.shutdown().is_ok());
+            });
+        spawned.is_ok() && finished.recv_timeout(wait).unwrap_or(false)
+    }
+}
+
+impl fmt::Debug for OtlpTracing {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("OtlpTracing")
+            .field("endpoint", &self.endpoint)
+            .finish_non_exhaustive()
+    }
+}
+
+/// Configures an [`OtlpTracing`]. Environment variables the OpenTelemetry SDK reads still
+/// apply where nothing here overrides them (`OTEL_EXPORTER_OTLP_HEADERS` for a collector's
+/// credentials, `OTEL_BSP_*` for the batches, `OTEL_RESOURCE_ATTRIBUTES`).
+#[derive(Clone, Debug)]
+pub struct OtlpTracingBuilder {
+    endpoint: String,
+    service_name: String,
+    export_timeout: Duration,
+    scheduled_delay: Option<Duration>,
+    max_queue_size: Option<usize>,
+}
+
+impl OtlpTracingBuilder {
+    /// The `service.name` resource attribute (default `ai-router`).
+    #[must_use]
+    pub fn service_name(mut self, name: impl Into<String>) -> Self {
+        self.service_name = name.into();
+        self
+    }
+
+    /// How long one export may take before it is given up (default 10 s).
+    #[must_use]
+    pub fn export_timeout(mut self, timeout: Duration) -> Self {
+        self.export_timeout = timeout;
+        self
+    }
+
+    /// How long finished spans wait to be sent in a batch (the SDK's default: 5 s, or
+    /// `OTEL_BSP_SCHEDULE_DELAY`).
+    #[must_use]
+    pub fn scheduled_delay(mut self, delay: Duration) -> Self {
+        self.scheduled_delay = Some(delay);
+        self
+    }
+
+    /// How many finished spans may wait at most; past it, new ones are dropped (the SDK's
+    /// default: 2048, or `OTEL_BSP_MAX_QUEUE_SIZE`).
+    #[must_use]
+    pub fn max_queue_size(mut self, size: usize) -> Self {
+        self.max_queue_size = Some(size);
+        self
+    }
+
+    /// Builds the provider and starts its export thread. Fails on an endpoint that is not an
+    /// `http` or `https` URL.
+    pub fn build(self) -> Result<OtlpTracing, BuildError> {
+        let endpoint = traces_url(&self.endpoint)?;
+        let exporter = opentelemetry_otlp::SpanExporter::builder()
+            .with_http()
+            .with_http_client(http_client(self.export_timeout)?)
+            .with_protocol(Protocol::HttpBinary)
+            .with_endpoint(endpoint.clone())
+            .with_timeout(self.export_timeout)
+            .build()
+            .map_err(|e| BuildError::new(format!("OTLP exporter: {e}")))?;
+        let mut batch = BatchConfigBuilder::default().with_max_export_timeout(self.export_timeout);
+        if let Some(delay) = self.scheduled_delay {
+            batch = batch.with_scheduled_delay(delay);
+        }
+        if let Some(size) = self.max_queue_size {
+            batch = batch.with_max_queue_size(size);
+        }
+        // The export loop runs on a thread of its own (with its own single-threaded runtime),
+        // never on the host's: no request waits for it, and shutting down or dropping the
+        // provider from inside any runtime cannot deadlock.
+        let processor = BatchSpanProcessor::builder(exporter, TokioCurrentThread)
+            .with_batch_config(batch.build())
+            .build();
+        let provider = SdkTracerProvider::builder()
+            .with_span_processor(processor)
+            .with_resource(
+                Resource::builder()
+                    .with_service_name(self.service_name)
+                    .build(),
+            )
+            .build();
+        Ok(OtlpTracing {
+            provider,
+            endpoint: endpoint.into(),
+        })
+    }
+}
+
+/// The full traces URL for `endpoint` (a base URL or the traces URL itself).
+fn traces_url(endpoint: &str) -> Result<String, BuildError> {
+    let uri: http::Uri = endpoint
+        .parse()
+        .map_err(|e| BuildError::new(format!("OTLP endpoint `{endpoint}`: {e}")))?;
+    if !matches!(uri.scheme_str(), Some("http" | "https")) || uri.host().is_none() {
+        return Err(BuildError::new(format!(
+            "OTLP endpoint `{endpoint}`: an http:// or https:// URL is needed"
+        )));
+    }
+    let base = endpoint.trim_end_matches('/');
+    Ok(if base.ends_with(TRACES_PATH) {
+        base.to_owned()
+    } else {
+        format!("{base}{TRACES_PATH}")
+    })
+}
+
+/// The exporter's HTTP client: hyper with the rustls connector the providers use.
+fn http_client(
+    timeout: Duration,
+) -> Result<
+    HyperClient<hyper_rustls::HttpsConnector<hyper_util::client::legacy::connect::HttpConnector>>,
+    BuildError,
+> {
+    let mut http = hyper_util::client::legacy::connect::HttpConnector::new();
+    http.enforce_http(false);
+    http.set_nodelay(true);
+    http.set_connect_timeout(Some(timeout));
+    // The crypto provider is passed explicitly, as the providers' client does: no
+    // process-wide default is installed.
+    let https = hyper_rustls::HttpsConnectorBuilder::new()
+        .with_provider_and_webpki_roots(Arc::new(rustls::crypto::ring::default_provider()))
+        .map_err(|e| BuildError::new(format!("OTLP exporter TLS setup failed: {e}")))?
+        .https_or_http()
+        .enable_http1()
+        .wrap_connector(http);
+    Ok(HyperClient::new(https, timeout, None))
+}
+
+/// Makes `span` a child of the W3C trace context in `headers` (`traceparent`, `tracestate`),
+/// if there is one.
+pub(crate) fn set_parent_from(span: &Span, headers: &HeaderMap) {
+    if span.is_disabled() || !headers.contains_key("traceparent") {
+        return;
+    }
+    let parent = TraceContextPropagator::new().extract(&HeaderExtractor(headers));
+    if parent.span().span_context().is_valid() {
+        // Fails only when no OpenTelemetry layer sees the span: nothing to join then.
+        let _ = span.set_parent(parent);
+    }
+}
+
+/// Writes `span`'s W3C trace context into `headers` (`traceparent`, and `tracestate` when
+/// there is one), replacing what the client sent; leaves them as they are when no
+/// OpenTelemetry layer sees the span.
+pub(crate) fn inject(span: &Span, headers: &mut HeaderMap) {
+    if span.is_disabled() {
+        return;
+    }
+    let context = span.context();
+    if context.span().span_context().is_valid() {
+        TraceContextPropagator::new().inject_context(&context, &mut HeaderInjector(headers));
+    }
+}
+
+/// Gives `span` its final name (an OpenTelemetry span is started before the router knows
+/// what the request was, so the `otel.name` field alone would come too late) and the
+/// attributes `tracing` fields cannot carry (string arrays).
+pub(crate) fn finish_request_span(
+    span: &Span,
+    name: String,
+    finish_reasons: impl Iterator<Item = &'static str>,
+) {
+    let context = span.context();
+    let otel_span = context.span();
+    if !otel_span.span_context().is_valid() {
+        return;
+    }
+    otel_span.update_name(name);
+    let reasons: Vec<opentelemetry::StringValue> = finish_reasons.map(Into::into).collect();
+    if !reasons.is_empty() {
+        otel_span.set_attribute(KeyValue::new(
+            "gen_ai.response.finish_reasons",
+            Value::Array(reasons.into()),
+        ));
+    }
+}

@@ -1,0 +1,420 @@
+//! The request span and its OpenTelemetry GenAI fields (semantic conventions v1.41).
+//!
+//! The span is opened when the request arrives, with every field declared `Empty` (`tracing`
+//! takes no field it was not told of at creation), and filled in one pass when the request is
+//! over (its body ended, failed or was dropped), from the same
+//! [`RequestSummary`](crate::observe::RequestSummary) the observer gets. A span whose
+//! subscriber does not want it costs the callsite check and nothing else.
+
+use std::fmt;
+use std::sync::OnceLock;
+
+use tracing::Span;
+use tracing::field::{Empty, Field, Value};
+
+use crate::extensions::{Endpoint, RequestId};
+use crate::observe::{FinishReasons, Outcome, RequestSummary};
+
+/// `gen_ai.operation.name` of `endpoint`: the conventions' well-known values where one
+/// applies (`chat` for chat completions and the Responses API, `text_completion`,
+/// `embeddings`), else the endpoint's own name (`images.generations`, `moderations`, ...).
+pub(crate) fn gen_ai_operation(endpoint: Endpoint) -> &'static str {
+    match endpoint {
+        Endpoint::ChatCompletions | Endpoint::Responses => "chat",
+        Endpoint::Completions => "text_completion",
+        Endpoint::Embeddings => "embeddings",
+        other => other.name(),
+    }
+}
+
+/// Opens the request span (`request`, kind SERVER), every GenAI field still empty.
+pub(super) fn request_span(id: &RequestId) -> Span {
+    tracing::info_span!(
+        "request",
+        id = %id,
+        otel.name = Empty,
+        otel.kind = "server",
+        otel.status_code = Empty,
+        gen_ai.operation.name = Empty,
+        gen_ai.provider.name = Empty,
+        gen_ai.request.model = Empty,
+        gen_ai.response.model = Empty,
+        gen_ai.response.id = Empty,
+        gen_ai.response.finish_reasons = Empty,
+        gen_ai.usage.input_tokens = Empty,
+        gen_ai.usage.output_tokens = Empty,
+        gen_ai.usage.cache_read.input_tokens = Empty,
+        gen_ai.request.max_tokens = Empty,
+        gen_ai.request.temperature = Empty,
+        gen_ai.request.top_p = Empty,
+        gen_ai.conversation.id = Empty,
+        enduser.id = Empty,
+        ai_router.key = Empty,
+        ai_router.attempts = Empty,
+        ai_router.outcome = Empty,
+        http.request.method = Empty,
+        url.path = Empty,
+        http.response.status_code = Empty,
+        error.type = Empty,
+    )
+}
+
+/// The request span's fields, looked up once (one callsite, so the same for every span).
+struct Fields {
+    name: Field,
+    status: Field,
+    operation: Field,
+    provider: Field,
+    request_model: Field,
+    response_model: Field,
+    response_id: Field,
+    finish_reasons: Field,
+    input_tokens: Field,
+    output_tokens: Field,
+    cached_tokens: Field,
+    max_tokens: Field,
+    temperature: Field,
+    top_p: Field,
+    conversation: Field,
+    enduser: Field,
+    key: Field,
+    attempts: Field,
+    outcome: Field,
+    method: Field,
+    path: Field,
+    status_code: Field,
+    error_type: Field,
+}
+
+impl Fields {
+    /// The fields of `span`'s callsite.
+    fn of(span: &Span) -> Option<&'static Self> {
+        static FIELDS: OnceLock<Option<Fields>> = OnceLock::new();
+        let metadata = span.metadata()?;
+        let cached = FIELDS
+            .get_or_init(|| Self::lookup(metadata.fields()))
+            .as_ref()?;
+        (cached.name.callsite() == metadata.callsite()).then_some(cached)
+    }
+
+    fn lookup(fields: &tracing::field::FieldSet) -> Option<Self> {
+        let field = |name: &str| fields.field(name);
+        Some(Self {
+            name: field("otel.name")?,
+            status: field("otel.status_code")?,
+            operation: field("gen_ai.operation.name")?,
+            provider: field("gen_ai.provider.name")?,
+            request_model: field("gen_ai.request.model")?,
+            response_model: field("gen_ai.response.model")?,
+            response_id: field("gen_ai.response.id")?,
+            finish_reasons: field("gen_ai.response.finish_reasons")?,
+            input_tokens: field("gen_ai.usage.input_tokens")?,
+            output_tokens: field("gen_ai.usage.output_tokens")?,
+            cached_tokens: field("gen_ai.usage.cache_read.input_tokens")?,
+            max_tokens: field("gen_ai.request.max_tokens")?,
+            temperature: field("gen_ai.request.temperature")?,
+            top_p: field("gen_ai.request.top_p")?,
+            conversation: field("gen_ai.conversation.id")?,
+            enduser: field("enduser.id")?,
+            key: field("ai_router.key")?,
+            attempts: field("ai_router.attempts")?,
+            outcome: field("ai_router.outcome")?,
+            method: field("http.request.method")?,
+            path: field("url.path")?,
+            status_code: field("http.response.status_code")?,
+            error_type: field("error.type")?,
+        })
+    }
+}
+
+/// The span's name: `{gen_ai.operation.name} {gen_ai.request.model}`, or the operation alone
+/// before a target was chosen, or the method when no endpoint matched.
+fn span_name(summary: &RequestSummary) -> String {
+    match (summary.endpoint, &summary.provider, &summary.model) {
+        (Some(endpoint), Some(provider), Some(model)) => {
+            format!("{} {provider}/{model}", gen_ai_operation(endpoint))
+        }
+        (Some(endpoint), _, _) => gen_ai_operation(endpoint).to_owned(),
+        (None, _, _) => summary.method.as_str().to_owned(),
+    }
+}
+
+/// `error.type` of a request that failed: how it ended when the answer was cut (or never
+/// came), else the status the client got when it is an error (`429`, `502`, ...).
+fn error_type(summary: &RequestSummary) -> Option<&str> {
+    match (summary.outcome, &summary.status) {
+        (Outcome::Completed, Some(status)) if status.as_u16() >= 400 => Some(status.as_str()),
+        (Outcome::Completed, _) => None,
+        (outcome, _) => Some(outcome.as_str()),
+    }
+}
+
+/// `stop,length`: the finish reasons as one field (an OpenTelemetry exporter gets them as a
+/// string array instead, see [`crate::otel`]).
+struct Reasons(FinishReasons);
+
+impl fmt::Display for Reasons {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        for (i, reason) in self.0.iter().enumerate() {
+            if i > 0 {
+                f.write_str(",")?;
+            }
+            f.write_str(reason.as_str())?;
+        }
+        Ok(())
+    }
+}
+
+/// Fills the request span in from `summary`, in one record (one call into each layer).
+pub(super) fn record(span: &Span, summary: &RequestSummary) {
+    if span.is_disabled() {
+        return;
+    }
+    let Some(fields) = Fields::of(span) else {
+        return;
+    };
+    let name = span_name(summary);
+    let name = name.as_str();
+    let request_model = match (&summary.provider, &summary.model) {
+        (Some(provider), Some(model)) => Some(format!("{provider}/{model}")),
+        _ => None,
+    };
+    let request_model = request_model.as_deref();
+    let error_type = error_type(summary);
+    let usage = summary.usage;
+    let input_tokens = usage.map(|u| int(u.input_tokens));
+    let output_tokens = usage.map(|u| int(u.output_tokens));
+    let cached_tokens = usage.map(|u| int(u.cached_tokens));
+    let max_tokens = summary.request.max_tokens.map(int);
+    let status_code = summary.status.map(|s| i64::from(s.as_u16()));
+    let attempts = i64::from(summary.attempts);
+    let operation = summary.endpoint.map(gen_ai_operation);
+    let (outcome, method, path) = (
+        summary.outcome.as_str(),
+        summary.method.as_str(),
+        summary.uri.path(),
+    );
+    let error = "error";
+    let provider = summary.provider.as_deref();
+    let response_model = summary.response_model.as_deref();
+    let response_id = summary.response_id.as_deref();
+    let thread = summary.thread.as_deref();
+    let identity = summary.identity.as_deref();
+    let key = summary.key.as_deref();
+    // With the `otel` feature the reasons go to the exporter as a string array instead.
+    let reasons = (!cfg!(feature = "otel") && !summary.finish_reasons.is_empty())
+        .then(|| tracing::field::display(Reasons(summary.finish_reasons)));
+    let values: [(&Field, Option<&dyn Value>); 23] = [
+        (&fields.name, Some(&name)),
+        (&fields.status, error_type.and(Some(&error as &dyn Value))),
+        (&fields.operation, value(&operation)),
+        (&fields.provider, value(&provider)),
+        (&fields.request_model, value(&request_model)),
+        (&fields.response_model, value(&response_model)),
+        (&fields.response_id, value(&response_id)),
+        (
+            &fields.finish_reasons,
+            reasons.as_ref().map(|r| r as &dyn Value),
+        ),
+        (&fields.input_tokens, value(&input_tokens)),
+        (&fields.output_tokens, value(&output_tokens)),
+        (&fields.cached_tokens, value(&cached_tokens)),
+        (&fields.max_tokens, value(&max_tokens)),
+        (&fields.temperature, value(&summary.request.temperature)),
+        (&fields.top_p, value(&summary.request.top_p)),
+        (&fields.conversation, value(&thread)),
+        (&fields.enduser, value(&identity)),
+        (&fields.key, value(&key)),
+        (&fields.attempts, Some(&attempts)),
+        (&fields.outcome, Some(&outcome)),
+        (&fields.method, Some(&method)),
+        (&fields.path, Some(&path)),
+        (&fields.status_code, value(&status_code)),
+        (&fields.error_type, value(&error_type)),
+    ];
+    if let Some(metadata) = span.metadata() {
+        span.record_all(&metadata.fields().value_set(&values));
+    }
+    #[cfg(feature = "otel")]
+    crate::otel::finish_request_span(
+        span,
+        name.to_owned(),
+        summary.finish_reasons.iter().map(|r| r.as_str()),
+    );
+}
+
+/// `value` as a signed integer field (an OpenTelemetry int; `tracing-opentelemetry` records
+/// a `u64` as a string).
+fn int(value: u64) -> i64 {
+    i64::try_from(value).unwrap_or(i64::MAX)
+}
+
+/// The value inside `option`, as a field value.
+fn value<T: Value>(option: &Option<T>) -> Option<&dyn Value> {
+    option.as_ref().map(|v| v as &dyn Value)
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used)]
+mod tests {
+    use std::collections::BTreeMap;
+    use std::convert::Infallible;
+    use std::sync::{Arc, Mutex};
+
+    use bytes::Bytes;
+    use http::{Request, Response};
+    use http_body_util::{BodyExt as _, Full};
+    use tower::{ServiceBuilder, ServiceExt as _};
+    use tracing::field::{Field, Visit};
+    use tracing::span::{Attributes, Id, Record};
+    use tracing_subscriber::layer::{Context, SubscriberExt as _};
+    use tracing_subscriber::registry::LookupSpan;
+
+    use crate::extensions::{Endpoint, Principal, RouteTarget};
+    use crate::observe::{
+        AnswerDetails, FinishReason, FinishReasons, RequestLog, RequestParams, Usage,
+    };
+    use crate::request_id::SetRequestIdLayer;
+
+    /// The fields of every `request` span, as text.
+    #[derive(Clone, Default)]
+    struct Captured(Arc<Mutex<BTreeMap<String, String>>>);
+
+    impl Visit for Captured {
+        fn record_debug(&mut self, field: &Field, value: &dyn std::fmt::Debug) {
+            self.0
+                .lock()
+                .unwrap()
+                .insert(field.name().to_owned(), format!("{value:?}"));
+        }
+
+        fn record_str(&mut self, field: &Field, value: &str) {
+            self.0
+                .lock()
+                .unwrap()
+                .insert(field.name().to_owned(), value.to_owned());
+        }
+    }
+
+    impl<S: tracing::Subscriber + for<'a> LookupSpan<'a>> tracing_subscriber::Layer<S> for Captured {
+        fn on_new_span(&self, attrs: &Attributes<'_>, _: &Id, _: Context<'_, S>) {
+            if attrs.metadata().name() == "request" {
+                attrs.record(&mut self.clone());
+            }
+        }
+
+        fn on_record(&self, id: &Id, values: &Record<'_>, ctx: Context<'_, S>) {
+            if ctx.span(id).is_some_and(|span| span.name() == "request") {
+                values.record(&mut self.clone());
+            }
+        }
+    }
+
+    #[tokio::test]
+    async fn the_request_span_gets_the_genai_fields_when_the_body_ends() {
+        let captured = Captured::default();
+        let _guard =
+            tracing::subscriber::set_default(tracing_subscriber::registry().with(captured.clone()));
+        // Another test's thread may have registered the callsite while this subscriber was
+        // being set: make the cache see it.
+        tracing::callsite::rebuild_interest_cache();
+        let service = ServiceBuilder::new()
+            .layer(SetRequestIdLayer::new().observer(|_: &crate::observe::RequestSummary| {}))
+            .service_fn(|request: Request<()>| async move {
+                let log = request.extensions().get::<RequestLog>().unwrap();
+                log.record_principal(&Principal::new("team-a"));
+                log.record_target(&RouteTarget::new(
+                    "openai",
+                    "gpt-4o-mini",
+                    Endpoint::ChatCompletions,
+                ));
+                let params = RequestParams {
+                    max_tokens: Some(64),
+                    temperature: Some(0.5),
+                    top_p: None,
+                    stream: false,
+                };
+                log.record_request(params, Some("user-7".into()), Some("conv-9".into()));
+                let mut reasons = FinishReasons::new();
+                reasons.push(FinishReason::Stop);
+                reasons.push(FinishReason::Length);
+                let answer = AnswerDetails {
+                    usage: Some(Usage {
+                        input_tokens: 11,
+                        output_tokens: 7,
+                        total_tokens: 18,
+                        cached_tokens: 3,
+                    }),
+                    id: Some("chatcmpl-1".into()),
+                    model: Some("gpt-4o-mini-2024-07-18".into()),
+                    finish_reasons: reasons,
+                };
+                log.record_body(answer, None, crate::observe::Outcome::Completed);
+                Ok::<_, Infallible>(Response::new(Full::new(Bytes::from_static(b"{}"))))
+            });
+        let request = Request::post("/v3/router/chat/completions")
+            .body(())
+            .unwrap();
+        let response = service.oneshot(request).await.unwrap();
+        // Nothing but the id and the kind until the body is over.
+        let before: Vec<String> = captured.0.lock().unwrap().keys().cloned().collect();
+        assert_eq!(before, ["id", "otel.kind"]);
+        response.into_body().collect().await.unwrap();
+        let fields = captured.0.lock().unwrap().clone();
+        let mut expected = vec![
+            ("otel.name", "chat openai/gpt-4o-mini"),
+            ("otel.kind", "server"),
+            ("gen_ai.operation.name", "chat"),
+            ("gen_ai.provider.name", "openai"),
+            ("gen_ai.request.model", "openai/gpt-4o-mini"),
+            ("gen_ai.response.model", "gpt-4o-mini-2024-07-18"),
+            ("gen_ai.response.id", "chatcmpl-1"),
+            ("gen_ai.usage.input_tokens", "11"),
+            ("gen_ai.usage.output_tokens", "7"),
+            ("gen_ai.usage.cache_read.input_tokens", "3"),
+            ("gen_ai.request.max_tokens", "64"),
+            ("gen_ai.request.temperature", "0.5"),
+            ("gen_ai.conversation.id", "conv-9"),
+            ("enduser.id", "user-7"),
+            ("ai_router.key", "team-a"),
+            ("ai_router.attempts", "1"),
+            ("ai_router.outcome", "completed"),
+            ("http.request.method", "POST"),
+            ("url.path", "/v3/router/chat/completions"),
+            ("http.response.status_code", "200"),
+        ];
+        // With `otel`, the reasons go to the exporter as a string array instead.
+        if cfg!(not(feature = "otel")) {
+            expected.push(("gen_ai.response.finish_reasons", "stop,length"));
+        }
+        for (key, value) in &expected {
+            assert_eq!(fields.get(*key).map(String::as_str), Some(*value), "{key}");
+        }
+        // `id`, plus the above; no top_p (not sent), no error.
+        assert_eq!(fields.len(), expected.len() + 1, "{fields:#?}");
+    }
+
+    #[tokio::test]
+    async fn a_failed_request_has_an_error_type_and_status() {
+        let captured = Captured::default();
+        let _guard =
+            tracing::subscriber::set_default(tracing_subscriber::registry().with(captured.clone()));
+        tracing::callsite::rebuild_interest_cache();
+        let service = ServiceBuilder::new()
+            .layer(SetRequestIdLayer::new().observer(|_: &crate::observe::RequestSummary| {}))
+            .service_fn(|_: Request<()>| async move {
+                let mut response = Response::new(Full::new(Bytes::from_static(b"{}")));
+                *response.status_mut() = http::StatusCode::TOO_MANY_REQUESTS;
+                Ok::<_, Infallible>(response)
+            });
+        let response = service.oneshot(Request::new(())).await.unwrap();
+        response.into_body().collect().await.unwrap();
+        let fields = captured.0.lock().unwrap().clone();
+        // No endpoint matched: the span is named after the method.
+        assert_eq!(fields["otel.name"], "GET");
+        assert_eq!(fields["error.type"], "429");
+        assert_eq!(fields["otel.status_code"], "error");
+        assert_eq!(fields["http.response.status_code"], "429");
+        assert!(!fields.contains_key("gen_ai.operation.name"));
+    }
+}
