@@ -100,8 +100,23 @@ impl Transport {
         }
     }
 
-    /// Sends `request`, waiting at most the provider's timeout for the response head.
+    /// Sends `request`, waiting at most the provider's timeout for the response head. The
+    /// current span (an attempt's, when the resilience layer is above) gets the upstream's
+    /// `server.address` and `server.port`, if it declares them.
     pub(crate) fn send(&self, request: Request<Full<Bytes>>) -> SendFuture {
+        let span = tracing::Span::current();
+        if !span.is_disabled() {
+            span.record("server.address", self.authority.host());
+            let port = self
+                .authority
+                .port_u16()
+                .unwrap_or(if self.scheme == Scheme::HTTPS {
+                    443
+                } else {
+                    80
+                });
+            span.record("server.port", i64::from(port));
+        }
         SendFuture {
             future: tokio::time::timeout(self.timeout, self.client.inner.request(request)),
         }

@@ -59,7 +59,6 @@ use crate::observe::{LogRequests, Observer, RequestHead, RequestLog};
 pub use self::body::ResponseBody;
 use self::future::Observation;
 pub use self::future::ResponseFuture;
-pub(crate) use self::span::gen_ai_operation;
 pub use crate::extensions::{RequestId, X_REQUEST_ID};
 
 /// Adds [`SetRequestId`]. See the module docs.

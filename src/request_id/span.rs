@@ -12,20 +12,10 @@ use std::sync::OnceLock;
 use tracing::Span;
 use tracing::field::{Empty, Field, Value};
 
-use crate::extensions::{Endpoint, RequestId};
-use crate::observe::{FinishReasons, Outcome, RequestSummary};
-
-/// `gen_ai.operation.name` of `endpoint`: the conventions' well-known values where one
-/// applies (`chat` for chat completions and the Responses API, `text_completion`,
-/// `embeddings`), else the endpoint's own name (`images.generations`, `moderations`, ...).
-pub(crate) fn gen_ai_operation(endpoint: Endpoint) -> &'static str {
-    match endpoint {
-        Endpoint::ChatCompletions | Endpoint::Responses => "chat",
-        Endpoint::Completions => "text_completion",
-        Endpoint::Embeddings => "embeddings",
-        other => other.name(),
-    }
-}
+use crate::extensions::RequestId;
+use crate::observe::{
+    FinishReasons, Outcome, RequestSummary, gen_ai_operation_name as gen_ai_operation,
+};
 
 /// Opens the request span (`request`, kind SERVER), every GenAI field still empty.
 pub(super) fn request_span(id: &RequestId) -> Span {

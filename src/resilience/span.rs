@@ -4,15 +4,16 @@
 //! [`SetRequestId`](crate::request_id::SetRequestId) enters while the layers below work),
 //! named `{gen_ai.operation.name} {upstream model}` (`chat gpt-4o-mini`), and closed when the
 //! attempt is over: its duration is the attempt's latency, to the response head (for a
-//! stream, to its first event). `server.address` is not recorded: the upstream's URL is the
-//! provider's business; `gen_ai.provider.name` names the provider as configured.
+//! stream, to its first event). `server.address` and `server.port` are recorded by the
+//! provider's transport (it alone knows the URL) on the span current while it sends;
+//! `gen_ai.provider.name` names the provider as configured.
 
 use http::StatusCode;
 use tracing::Span;
 use tracing::field::Empty;
 
 use crate::extensions::RouteTarget;
-use crate::request_id::gen_ai_operation;
+use crate::observe::gen_ai_operation_name as gen_ai_operation;
 
 /// Opens the span of attempt number `n` at `target`.
 pub(super) fn attempt_span(target: &RouteTarget, n: u32) -> Span {
@@ -29,6 +30,8 @@ pub(super) fn attempt_span(target: &RouteTarget, n: u32) -> Span {
         ai_router.attempt.outcome = Empty,
         http.response.status_code = Empty,
         error.type = Empty,
+        server.address = Empty,
+        server.port = Empty,
     )
 }
 

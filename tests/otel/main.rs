@@ -253,6 +253,11 @@ async fn a_chat_request_is_a_server_span_with_one_client_attempt_joined_to_the_c
         ("gen_ai.request.model", s("gpt-4o-mini")),
         ("http.response.status_code", Attr::Int(200)),
         ("ai_router.attempt.outcome", s("answered")),
+        ("server.address", s("127.0.0.1")),
+        (
+            "server.port",
+            Attr::Int(i64::from(harness.upstream.addr().port())),
+        ),
     ] {
         assert_eq!(attempt.attr(key), &value, "{key}");
     }
