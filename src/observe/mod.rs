@@ -61,7 +61,8 @@ pub struct Usage {
 /// [`Usage`] as the wire spells it.
 #[derive(Deserialize)]
 struct WireUsage {
-    #[serde(alias = "prompt_tokens", default)]
+    // Required: an object without it (a schema property named `usage`, say) is no usage.
+    #[serde(alias = "prompt_tokens")]
     input_tokens: u64,
     #[serde(alias = "completion_tokens", default)]
     output_tokens: u64,

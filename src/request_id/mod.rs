@@ -164,7 +164,6 @@ where
 
     fn call(&mut self, mut request: Request<ReqBody>) -> Self::Future {
         let start = tokio::time::Instant::now();
-        self.observer.on_start();
         let id = request
             .headers()
             .get(X_REQUEST_ID)
@@ -183,6 +182,8 @@ where
         extensions.insert(id);
         extensions.insert(log.clone());
         let inner = span.in_scope(|| self.inner.call(request));
+        // After the call: from here the response future reports the end, whatever happens.
+        self.observer.on_start();
         ResponseFuture::new(
             inner,
             span,

@@ -139,6 +139,17 @@ fn error_type(summary: &RequestSummary) -> Option<&str> {
     }
 }
 
+/// Whether the span's status is an error: as the HTTP server conventions say, a 4xx is the
+/// client's mistake and leaves it unset (its `error.type` is still recorded), and so does a
+/// client that went away; a 5xx, or an answer cut by the upstream, is ours.
+fn server_error(summary: &RequestSummary) -> bool {
+    match (summary.outcome, &summary.status) {
+        (Outcome::Completed, Some(status)) => status.is_server_error(),
+        (Outcome::ClientGone, _) => false,
+        _ => true,
+    }
+}
+
 /// `stop,length`: the finish reasons as one field (an OpenTelemetry exporter gets them as a
 /// string array instead, see [`crate::otel`]).
 struct Reasons(FinishReasons);
@@ -196,7 +207,10 @@ pub(super) fn record(span: &Span, summary: &RequestSummary) {
         .then(|| tracing::field::display(Reasons(summary.finish_reasons)));
     let values: [(&Field, Option<&dyn Value>); 23] = [
         (&fields.name, Some(&name)),
-        (&fields.status, error_type.and(Some(&error as &dyn Value))),
+        (
+            &fields.status,
+            server_error(summary).then_some(&error as &dyn Value),
+        ),
         (&fields.operation, value(&operation)),
         (&fields.provider, value(&provider)),
         (&fields.request_model, value(&request_model)),
@@ -403,7 +417,8 @@ mod tests {
         // No endpoint matched: the span is named after the method.
         assert_eq!(fields["otel.name"], "GET");
         assert_eq!(fields["error.type"], "429");
-        assert_eq!(fields["otel.status_code"], "error");
+        // A 4xx is the client's: the server span's status stays unset.
+        assert!(!fields.contains_key("otel.status_code"));
         assert_eq!(fields["http.response.status_code"], "429");
         assert!(!fields.contains_key("gen_ai.operation.name"));
     }
