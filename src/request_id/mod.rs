@@ -65,6 +65,7 @@ pub use crate::extensions::{RequestId, X_REQUEST_ID};
 #[derive(Clone)]
 pub struct SetRequestIdLayer {
     observer: Arc<dyn Observer>,
+    genai_spans: bool,
 }
 
 impl SetRequestIdLayer {
@@ -72,7 +73,18 @@ impl SetRequestIdLayer {
     pub fn new() -> Self {
         Self {
             observer: Arc::new(LogRequests),
+            genai_spans: true,
         }
+    }
+
+    /// Whether the request span carries the GenAI attributes and each upstream attempt gets
+    /// its own span (default: yes). Turn it off when no trace exporter is installed and the
+    /// subscriber formats span fields (`tracing-subscriber`'s `fmt` does, for every span):
+    /// the request span then carries its `id` alone and costs what it did before traces.
+    #[must_use]
+    pub fn genai_spans(mut self, on: bool) -> Self {
+        self.genai_spans = on;
+        self
     }
 
     /// Hands every request's summary to `observer` (replacing [`LogRequests`]).
@@ -102,6 +114,7 @@ impl<S> Layer<S> for SetRequestIdLayer {
         SetRequestId {
             inner,
             observer: self.observer.clone(),
+            genai_spans: self.genai_spans,
         }
     }
 }
@@ -112,6 +125,7 @@ impl<S> Layer<S> for SetRequestIdLayer {
 pub struct SetRequestId<S> {
     inner: S,
     observer: Arc<dyn Observer>,
+    genai_spans: bool,
 }
 
 impl<S> SetRequestId<S> {
@@ -169,7 +183,11 @@ where
             .get(X_REQUEST_ID)
             .and_then(RequestId::from_incoming)
             .unwrap_or_else(RequestId::generate);
-        let span = span::request_span(&id);
+        let span = if self.genai_spans {
+            span::request_span(&id)
+        } else {
+            tracing::info_span!("request", id = %id)
+        };
         #[cfg(feature = "otel")]
         crate::otel::set_parent_from(&span, request.headers());
         let log = RequestLog::new();

@@ -315,6 +315,36 @@ mod tests {
     }
 
     #[tokio::test]
+    async fn without_genai_spans_the_request_span_has_its_id_alone() {
+        let captured = Captured::default();
+        let _guard =
+            tracing::subscriber::set_default(tracing_subscriber::registry().with(captured.clone()));
+        tracing::callsite::rebuild_interest_cache();
+        let service = ServiceBuilder::new()
+            .layer(
+                SetRequestIdLayer::new()
+                    .genai_spans(false)
+                    .observer(|_: &crate::observe::RequestSummary| {}),
+            )
+            .service_fn(|request: Request<()>| async move {
+                let log = request.extensions().get::<RequestLog>().unwrap();
+                log.record_target(&RouteTarget::new(
+                    "openai",
+                    "gpt-4o-mini",
+                    Endpoint::ChatCompletions,
+                ));
+                Ok::<_, Infallible>(Response::new(Full::new(Bytes::from_static(b"{}"))))
+            });
+        let request = Request::post("/v3/router/chat/completions")
+            .body(())
+            .unwrap();
+        let response = service.oneshot(request).await.unwrap();
+        response.into_body().collect().await.unwrap();
+        let fields: Vec<String> = captured.0.lock().unwrap().keys().cloned().collect();
+        assert_eq!(fields, ["id"]);
+    }
+
+    #[tokio::test]
     async fn the_request_span_gets_the_genai_fields_when_the_body_ends() {
         let captured = Captured::default();
         let _guard =

@@ -15,8 +15,12 @@ use tracing::field::Empty;
 use crate::extensions::RouteTarget;
 use crate::observe::gen_ai_operation_name as gen_ai_operation;
 
-/// Opens the span of attempt number `n` at `target`.
+/// Opens the span of attempt number `n` at `target`; none when the request span carries no
+/// GenAI attributes (`SetRequestIdLayer::genai_spans(false)`, or no request span at all).
 pub(super) fn attempt_span(target: &RouteTarget, n: u32) -> Span {
+    if Span::current().field("gen_ai.operation.name").is_none() {
+        return Span::none();
+    }
     let operation = gen_ai_operation(target.endpoint());
     tracing::info_span!(
         "attempt",

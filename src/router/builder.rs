@@ -214,6 +214,15 @@ impl<K, L> AiRouterBuilder<K, L> {
         self
     }
 
+    /// Whether requests get GenAI spans (default: yes): the request span carries the
+    /// OpenTelemetry GenAI attributes, each upstream attempt a child span. See
+    /// [`SetRequestIdLayer::genai_spans`]: turn it off when nothing exports traces and the
+    /// subscriber formats every span's fields.
+    pub fn genai_spans(mut self, on: bool) -> Self {
+        self.rest.observe = self.rest.observe.genai_spans(on);
+        self
+    }
+
     /// Hands a summary of every request to `observer` when its response head leaves and when
     /// it is over (default: [`LogRequests`](crate::observe::LogRequests), a `tracing` event):
     /// an [`AccessLog`](crate::observe::AccessLog), metrics, usage records.
