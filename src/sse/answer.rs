@@ -43,6 +43,8 @@ pub(crate) struct AnswerWatch {
     last: Bytes,
     /// The bytes in `tail` and `last`.
     tail_len: usize,
+    /// The bytes of the whole answer so far.
+    total: usize,
     details: AnswerDetails,
 }
 
@@ -56,6 +58,7 @@ impl AnswerWatch {
             tail: VecDeque::new(),
             last: Bytes::new(),
             tail_len: 0,
+            total: 0,
             details: AnswerDetails::default(),
         }
     }
@@ -69,6 +72,7 @@ impl AnswerWatch {
             self.see_head(frame);
         }
         self.tail_len += frame.len();
+        self.total += frame.len();
         let previous = std::mem::replace(&mut self.last, frame.clone());
         if !previous.is_empty() {
             self.tail.push_back(previous);
@@ -161,11 +165,22 @@ impl AnswerWatch {
             &joined
         };
         let tail = tail.get(tail.len().saturating_sub(TAIL)..).unwrap_or(tail);
-        self.details.usage = last_usage(tail);
         self.details.finish_reasons = finish_reasons_in(tail);
-        if self.details.model.is_none() {
-            self.details.model = last_string_member(tail, b"\"model\"")
-                .and_then(|raw| shared_str(raw, self.upstream_model.as_ref()));
+        if tail.len() == self.total {
+            // The whole answer is in hand (the usual case): its top-level members only.
+            self.details.usage = top_level_value(tail, b"usage")
+                .and_then(|raw| serde_json::from_slice::<Usage>(raw).ok());
+            if self.details.model.is_none() {
+                self.details.model = top_level_value(tail, b"model")
+                    .and_then(|raw| shared_str(raw, self.upstream_model.as_ref()));
+            }
+        } else {
+            // The end of a longer answer: the last members that read as such.
+            self.details.usage = last_usage(tail);
+            if self.details.model.is_none() {
+                self.details.model = last_string_member(tail, b"\"model\"")
+                    .and_then(|raw| shared_str(raw, self.upstream_model.as_ref()));
+            }
         }
         self.log
             .record_body(self.details, None, crate::observe::Outcome::Completed);
@@ -180,43 +195,70 @@ pub(crate) fn top_level_strings<'a>(
     names: [&[u8]; 2],
 ) -> ([Option<&'a [u8]>; 2], bool) {
     let mut found = [None, None];
+    let ended = each_top_level_member(json, |key, value| {
+        if let Some(slot) = names.iter().position(|name| *name == key) {
+            if found[slot].is_none() && value.first() == Some(&b'"') {
+                found[slot] = Some(value);
+            }
+        }
+        found.iter().all(Option::is_some)
+    });
+    (found, ended)
+}
+
+/// The raw value of the top-level member `name` of the whole JSON object `json`: a member
+/// nested deeper (an echoed `metadata.usage`, a tool schema's `model` property) is not it.
+fn top_level_value<'a>(json: &'a [u8], name: &[u8]) -> Option<&'a [u8]> {
+    let mut found = None;
+    each_top_level_member(json, |key, value| {
+        if key == name {
+            found = Some(value);
+        }
+        // The last one wins, as in serde_json.
+        false
+    });
+    found
+}
+
+/// Calls `member(key, raw value)` for each top-level member of the object `json` starts
+/// with, as far as `json` goes, until it returns `true`; whether the scan got to an end
+/// (`member` said so, the object closed, or not an object) rather than to the bytes' end.
+fn each_top_level_member<'a>(
+    json: &'a [u8],
+    mut member: impl FnMut(&'a [u8], &'a [u8]) -> bool,
+) -> bool {
     let mut at = skip_space(json, 0);
     if json.get(at) != Some(&b'{') {
-        return (found, at < json.len());
+        return at < json.len();
     }
     at += 1;
     loop {
         at = skip_space(json, at);
         match json.get(at) {
-            None => return (found, false),
+            None => return false,
             Some(b',') => {
                 at += 1;
                 continue;
             }
             Some(b'"') => {}
             // `}` (the end) or not JSON as we know it.
-            Some(_) => return (found, true),
+            Some(_) => return true,
         }
         let Some(key_end) = string_end(json, at) else {
-            return (found, false);
+            return false;
         };
-        let key = &json[at + 1..key_end - 1];
+        let key = json.get(at + 1..key_end - 1).unwrap_or_default();
         at = skip_space(json, key_end);
         match json.get(at) {
-            None => return (found, false),
+            None => return false,
             Some(b':') => at = skip_space(json, at + 1),
-            Some(_) => return (found, true),
+            Some(_) => return true,
         }
         let Some(value_end) = value_end(json, at) else {
-            return (found, false);
+            return false;
         };
-        if let Some(slot) = names.iter().position(|name| *name == key) {
-            if found[slot].is_none() && json.get(at) == Some(&b'"') {
-                found[slot] = Some(&json[at..value_end]);
-            }
-        }
-        if found.iter().all(Option::is_some) {
-            return (found, true);
+        if member(key, json.get(at..value_end).unwrap_or_default()) {
+            return true;
         }
         at = value_end;
     }
@@ -586,6 +628,29 @@ mod tests {
             model: summary.response_model,
             finish_reasons: summary.finish_reasons,
         }
+    }
+
+    #[test]
+    fn members_nested_after_the_real_ones_are_not_read_as_them() {
+        // A Responses-like answer: `model` beyond the head (long instructions), and the
+        // client's `metadata` echoed after `usage`, with a `model` and a `usage` of its own.
+        let body = format!(
+            r#"{{"id":"resp_1","instructions":"{}","model":"gpt-4o","usage":{{"input_tokens":9,"output_tokens":4,"total_tokens":13}},"metadata":{{"model":"spoofed","usage":{{"input_tokens":0,"output_tokens":0}}}},"tools":[{{"parameters":{{"usage":{{"type":"string"}}}}}}]}}"#,
+            "x".repeat(2 * HEAD)
+        );
+        for splits in [&[][..], &[100, 1500][..]] {
+            let details = watch(body.as_bytes(), splits, None);
+            assert_eq!(details.model.as_deref(), Some("gpt-4o"), "{splits:?}");
+            let usage = details.usage.unwrap();
+            assert_eq!(
+                (usage.input_tokens, usage.output_tokens),
+                (9, 4),
+                "{splits:?}"
+            );
+        }
+        // A top-level `usage: null` is no usage, whatever is nested.
+        let body = r#"{"id":"c","usage":null,"tools":[{"usage":{"input_tokens":5}}]}"#;
+        assert_eq!(watch(body.as_bytes(), &[], None).usage, None);
     }
 
     #[test]
