@@ -7,9 +7,13 @@
 //!
 //! - [`OtlpTracing`] builds a tracer provider that exports over OTLP/HTTP (protobuf) through
 //!   the crate's own hyper + rustls client (no second TLS stack), in batches, from a thread of
-//!   its own: a request only puts its finished span in a bounded queue (dropped when full), so
-//!   a slow or dead collector never slows or fails a request.
+//!   its own: a request only puts its finished span in a bounded queue (dropped when full,
+//!   and no thread is woken per span), so a slow or dead collector never slows or fails a
+//!   request.
 //! - [`OtlpTracing::layer`] is the `tracing-subscriber` layer to add to the host's subscriber.
+//!   It takes the router's GenAI spans alone (target [`GENAI_TARGET`]); a log layer beside it
+//!   should leave that target out (it would format every GenAI field of every request for
+//!   nothing).
 //! - With this feature, [`SetRequestId`](crate::request_id::SetRequestId) makes the request
 //!   span a child of an incoming W3C `traceparent` (without it the header is not read), and
 //!   [`Resilience`](crate::resilience::Resilience) sends each attempt's own `traceparent` (and
@@ -30,6 +34,8 @@
 //!     .service_name("ai-router")
 //!     .build()?;
 //! tracing_subscriber::registry().with(tracing.layer()).init();
+//! // Beside a log layer, filter the GenAI spans out of it:
+//! // .with(fmt::layer().with_filter(EnvFilter::new("info,ai_router::genai=off")))
 //! // ... serve ...
 //! tracing.shutdown(std::time::Duration::from_secs(5));
 //! # Ok(()) }
@@ -42,23 +48,27 @@ use std::fmt;
 use std::sync::Arc;
 use std::time::Duration;
 
-use http::HeaderMap;
+use http::{HeaderMap, HeaderName, HeaderValue};
 use opentelemetry::propagation::TextMapPropagator as _;
-use opentelemetry::trace::{TraceContextExt as _, TracerProvider as _};
+use opentelemetry::trace::{SpanContext, TraceContextExt as _, TraceFlags, TracerProvider as _};
 use opentelemetry::{KeyValue, Value};
+use opentelemetry_http::HeaderExtractor;
 use opentelemetry_http::hyper::HyperClient;
-use opentelemetry_http::{HeaderExtractor, HeaderInjector};
 use opentelemetry_otlp::{Protocol, WithExportConfig as _, WithHttpConfig as _};
 use opentelemetry_sdk::Resource;
+use opentelemetry_sdk::error::OTelSdkResult;
 use opentelemetry_sdk::propagation::TraceContextPropagator;
-use opentelemetry_sdk::runtime::TokioCurrentThread;
-use opentelemetry_sdk::trace::span_processor_with_async_runtime::BatchSpanProcessor;
-use opentelemetry_sdk::trace::{BatchConfigBuilder, SdkTracer, SdkTracerProvider};
+use opentelemetry_sdk::trace::{
+    BatchConfigBuilder, BatchSpanProcessor, SdkTracer, SdkTracerProvider, SpanData, SpanExporter,
+};
 use tracing::Span;
 use tracing_opentelemetry::{OpenTelemetryLayer, OpenTelemetrySpanExt as _};
+use tracing_subscriber::Layer as _;
+use tracing_subscriber::filter::{Filtered, Targets};
 use tracing_subscriber::registry::LookupSpan;
 
 use crate::error::BuildError;
+use crate::request_id::GENAI_TARGET;
 
 /// The path OTLP/HTTP collectors take traces at, appended to a base endpoint.
 const TRACES_PATH: &str = "/v1/traces";
@@ -90,10 +100,11 @@ impl OtlpTracing {
         }
     }
 
-    /// The `tracing-subscriber` layer turning `tracing` spans into OpenTelemetry spans
-    /// exported by this provider. Add it to the host's subscriber (with a filter if the host
-    /// has spans of its own it does not want exported).
-    pub fn layer<S>(&self) -> OpenTelemetryLayer<S, SdkTracer>
+    /// The `tracing-subscriber` layer turning the router's GenAI spans (target
+    /// [`GENAI_TARGET`], INFO) into OpenTelemetry spans exported by this provider; it sees no
+    /// other span or event. Add it to the host's subscriber; the host's own spans, if it wants
+    /// them exported too, take a layer of their own made from [`provider`](Self::provider).
+    pub fn layer<S>(&self) -> Filtered<OpenTelemetryLayer<S, SdkTracer>, Targets, S>
     where
         S: tracing::Subscriber + for<'span> LookupSpan<'span>,
     {
@@ -103,6 +114,11 @@ impl OtlpTracing {
             .with_location(false)
             .with_threads(false)
             .with_tracked_inactivity(false)
+            // No OpenTelemetry context made current on every poll: the router reads its
+            // spans' contexts itself (`traceparent` out), and nothing else in it reads the
+            // current one.
+            .with_context_activation(false)
+            .with_filter(Targets::new().with_target(GENAI_TARGET, tracing::Level::INFO))
     }
 
     /// The underlying provider (to make tracers for the host's own spans, or to flush).
@@ -194,17 +210,19 @@ impl OtlpTracingBuilder {
             .with_timeout(self.export_timeout)
             .build()
             .map_err(|e| BuildError::new(format!("OTLP exporter: {e}")))?;
-        let mut batch = BatchConfigBuilder::default().with_max_export_timeout(self.export_timeout);
+        // One export is bounded by the exporter's own timeout.
+        let mut batch = BatchConfigBuilder::default();
         if let Some(delay) = self.scheduled_delay {
             batch = batch.with_scheduled_delay(delay);
         }
         if let Some(size) = self.max_queue_size {
             batch = batch.with_max_queue_size(size);
         }
-        // The export loop runs on a thread of its own (with its own single-threaded runtime),
-        // never on the host's: no request waits for it, and shutting down or dropping the
-        // provider from inside any runtime cannot deadlock.
-        let processor = BatchSpanProcessor::builder(exporter, TokioCurrentThread)
+        // The batches are exported from the processor's own thread, which a request never
+        // wakes (it wakes on a timer or a full batch); the HTTP client runs on a runtime of
+        // the exporter's own, never on the host's.
+        let exporter = OwnRuntime::new(exporter)?;
+        let processor = BatchSpanProcessor::builder(exporter)
             .with_batch_config(batch.build())
             .build();
         let provider = SdkTracerProvider::builder()
@@ -219,6 +237,65 @@ impl OtlpTracingBuilder {
             provider,
             endpoint: endpoint.into(),
         })
+    }
+}
+
+/// The OTLP exporter with the runtime its HTTP client runs on: the batch processor calls
+/// [`SpanExporter::export`] on its own thread, outside any runtime, and waits for it; the
+/// client's connections are driven by a thread of the runtime's own (so a connection the
+/// collector closes between exports is noticed), which ends when the exporter is dropped.
+#[derive(Debug)]
+struct OwnRuntime {
+    exporter: opentelemetry_otlp::SpanExporter,
+    runtime: tokio::runtime::Handle,
+    /// Dropped with the exporter: the runtime's thread then ends.
+    _stop: tokio::sync::oneshot::Sender<()>,
+}
+
+impl OwnRuntime {
+    fn new(exporter: opentelemetry_otlp::SpanExporter) -> Result<Self, BuildError> {
+        let runtime = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .map_err(|e| BuildError::new(format!("OTLP exporter runtime: {e}")))?;
+        let handle = runtime.handle().clone();
+        let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+        std::thread::Builder::new()
+            .name("ai-router-otlp".to_owned())
+            .spawn(move || {
+                runtime.block_on(async {
+                    let _ = stopped.await;
+                });
+            })
+            .map_err(|e| BuildError::new(format!("OTLP exporter thread: {e}")))?;
+        Ok(Self {
+            exporter,
+            runtime: handle,
+            _stop: stop,
+        })
+    }
+}
+
+impl SpanExporter for OwnRuntime {
+    fn export(
+        &self,
+        batch: Vec<SpanData>,
+    ) -> impl std::future::Future<Output = OTelSdkResult> + Send {
+        // The processor's thread is no runtime's: blocking it here is what it expects.
+        let result = self.runtime.block_on(self.exporter.export(batch));
+        std::future::ready(result)
+    }
+
+    fn shutdown_with_timeout(&self, timeout: Duration) -> OTelSdkResult {
+        self.exporter.shutdown_with_timeout(timeout)
+    }
+
+    fn force_flush(&self) -> OTelSdkResult {
+        self.exporter.force_flush()
+    }
+
+    fn set_resource(&mut self, resource: &Resource) {
+        self.exporter.set_resource(resource);
     }
 }
 
@@ -283,9 +360,48 @@ pub(crate) fn inject(span: &Span, headers: &mut HeaderMap) {
         return;
     }
     let context = span.context();
-    if context.span().span_context().is_valid() {
-        TraceContextPropagator::new().inject_context(&context, &mut HeaderInjector(headers));
+    let otel_span = context.span();
+    let span_context = otel_span.span_context();
+    if !span_context.is_valid() {
+        return;
     }
+    if let Ok(value) = HeaderValue::from_bytes(&traceparent(span_context)) {
+        headers.insert(TRACEPARENT, value);
+    }
+    let state = span_context.trace_state().header();
+    match HeaderValue::try_from(state) {
+        Ok(value) if !value.is_empty() => {
+            headers.insert(TRACESTATE, value);
+        }
+        // None (or none that can be sent): the client's belonged to its own span.
+        _ => {
+            headers.remove(TRACESTATE);
+        }
+    }
+}
+
+/// `traceparent`'s name.
+const TRACEPARENT: HeaderName = HeaderName::from_static("traceparent");
+/// `tracestate`'s name.
+const TRACESTATE: HeaderName = HeaderName::from_static("tracestate");
+
+/// The `traceparent` value of `context`: `00-{trace id}-{span id}-{flags}`, lowercase hex
+/// (written here rather than formatted: it is sent with every upstream request).
+fn traceparent(context: &SpanContext) -> [u8; 55] {
+    fn hex(out: &mut [u8], bytes: &[u8]) {
+        const DIGITS: &[u8; 16] = b"0123456789abcdef";
+        for (pair, byte) in out.chunks_exact_mut(2).zip(bytes) {
+            pair[0] = DIGITS[usize::from(byte >> 4)];
+            pair[1] = DIGITS[usize::from(byte & 0xf)];
+        }
+    }
+    let mut value = [b'-'; 55];
+    value[..2].copy_from_slice(b"00");
+    hex(&mut value[3..35], &context.trace_id().to_bytes());
+    hex(&mut value[36..52], &context.span_id().to_bytes());
+    let flags = context.trace_flags() & TraceFlags::SAMPLED;
+    hex(&mut value[53..55], &[flags.to_u8()]);
+    value
 }
 
 /// Gives `span` its final name (an OpenTelemetry span is started before the router knows
@@ -308,5 +424,40 @@ pub(crate) fn finish_request_span(
             "gen_ai.response.finish_reasons",
             Value::Array(reasons.into()),
         ));
+    }
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used)]
+mod tests {
+    use std::collections::HashMap;
+
+    use opentelemetry::trace::{SpanId, TraceId, TraceState};
+
+    use super::*;
+
+    #[test]
+    fn traceparent_is_what_the_w3c_propagator_writes() {
+        for (flags, state) in [
+            (TraceFlags::SAMPLED, TraceState::default()),
+            (
+                TraceFlags::default(),
+                TraceState::from_key_value([("vendor", "x1")]).unwrap(),
+            ),
+        ] {
+            let context = SpanContext::new(
+                TraceId::from_hex("0af7651916cd43dd8448eb211c80319c").unwrap(),
+                SpanId::from_hex("b7ad6b7169203331").unwrap(),
+                flags,
+                true,
+                state,
+            );
+            let mut expected = HashMap::new();
+            let otel_context =
+                opentelemetry::Context::new().with_remote_span_context(context.clone());
+            TraceContextPropagator::new().inject_context(&otel_context, &mut expected);
+            let ours = traceparent(&context);
+            assert_eq!(std::str::from_utf8(&ours).unwrap(), expected["traceparent"]);
+        }
     }
 }

@@ -1,26 +1,25 @@
-//! Response body of [`SetRequestId`](super::SetRequestId): carries the request span and
+//! Response body of [`SetRequestId`](super::SetRequestId): carries the request's spans and
 //! reports the request's end.
 
 use std::pin::Pin;
 use std::task::{Context, Poll};
 use std::time::Duration;
 
+use super::future::Observation;
+use super::span::RequestSpans;
+use crate::observe::Outcome;
 use http::StatusCode;
 use http_body::{Body, Frame, SizeHint};
 use pin_project_lite::pin_project;
-use tracing::Span;
-
-use super::future::Observation;
-use crate::observe::Outcome;
 
 pin_project! {
-    /// The inner service's body, passed through untouched inside the request span; when it
+    /// The inner service's body, passed through untouched inside the request's spans; when it
     /// ends, fails or is dropped before its end (the client went away), the router's
     /// [`Observer`](crate::observe::Observer) hears of it once. See the [module docs](super).
     pub struct ResponseBody<B> {
         #[pin]
         inner: B,
-        span: Span,
+        spans: RequestSpans,
         pending: Option<(Observation, StatusCode, Duration)>,
     }
 
@@ -28,8 +27,8 @@ pin_project! {
         fn drop(this: Pin<&mut Self>) {
             let this = this.project();
             if let Some((observation, status, latency)) = this.pending.take() {
-                let _entered = this.span.enter();
-                observation.finish(this.span, Some(status), latency, Outcome::ClientGone);
+                let _entered = this.spans.enter_log();
+                observation.finish(this.spans, Some(status), latency, Outcome::ClientGone);
             }
         }
     }
@@ -38,12 +37,12 @@ pin_project! {
 impl<B: Body> ResponseBody<B> {
     pub(super) fn new(
         inner: B,
-        span: Span,
+        spans: RequestSpans,
         pending: Option<(Observation, StatusCode, Duration)>,
     ) -> Self {
         let mut body = Self {
             inner,
-            span,
+            spans,
             pending,
         };
         if body.inner.is_end_stream() {
@@ -55,7 +54,7 @@ impl<B: Body> ResponseBody<B> {
 
     fn finish(&mut self, outcome: Outcome) {
         if let Some((observation, status, latency)) = self.pending.take() {
-            observation.finish(&self.span, Some(status), latency, outcome);
+            observation.finish(&self.spans, Some(status), latency, outcome);
         }
     }
 }
@@ -75,7 +74,7 @@ impl<B: Body> Body for ResponseBody<B> {
         cx: &mut Context<'_>,
     ) -> Poll<Option<Result<Frame<B::Data>, B::Error>>> {
         let mut this = self.project();
-        let _entered = this.span.enter();
+        let _entered = this.spans.enter_log();
         let frame = this.inner.as_mut().poll_frame(cx);
         let outcome = match &frame {
             Poll::Ready(None) => Some(Outcome::Completed),
@@ -86,7 +85,7 @@ impl<B: Body> Body for ResponseBody<B> {
         };
         if let Some(outcome) = outcome {
             if let Some((observation, status, latency)) = this.pending.take() {
-                observation.finish(this.span, Some(status), latency, outcome);
+                observation.finish(this.spans, Some(status), latency, outcome);
             }
         }
         frame

@@ -5,15 +5,14 @@ use std::pin::Pin;
 use std::sync::Arc;
 use std::task::{Context, Poll, ready};
 
+use super::body::ResponseBody;
+use super::span::RequestSpans;
+use crate::extensions::X_REQUEST_ID;
+use crate::observe::{End, Observer, Outcome, RequestHead, RequestLog};
 use http::Response;
 use http_body::Body;
 use pin_project_lite::pin_project;
 use tokio::time::Instant;
-use tracing::Span;
-
-use super::body::ResponseBody;
-use crate::extensions::X_REQUEST_ID;
-use crate::observe::{End, Observer, Outcome, RequestHead, RequestLog};
 
 /// What the layer keeps of a request until it is over.
 pub(super) struct Observation {
@@ -25,10 +24,10 @@ pub(super) struct Observation {
 
 impl Observation {
     /// Reports the end of the request: `status` sent (if any), how it ended; fills the
-    /// request `span` in.
+    /// request's GenAI span in.
     pub(super) fn finish(
         self,
-        span: &Span,
+        spans: &RequestSpans,
         status: Option<http::StatusCode>,
         latency: std::time::Duration,
         outcome: Outcome,
@@ -41,8 +40,8 @@ impl Observation {
         };
         let summary = self.log.summary(&self.head, end);
         self.observer.on_end(&summary);
-        // After the observer: a line it logs inside the span does not repeat every field.
-        super::span::record(span, &summary);
+        // After the observer: a line it logs inside the spans does not repeat every field.
+        spans.record(&summary);
     }
 }
 
@@ -51,7 +50,7 @@ pin_project! {
     pub struct ResponseFuture<F> {
         #[pin]
         inner: F,
-        span: Span,
+        spans: RequestSpans,
         observation: Option<Observation>,
     }
 
@@ -62,17 +61,17 @@ pin_project! {
             let this = this.project();
             if let Some(observation) = this.observation.take() {
                 let latency = observation.start.elapsed();
-                observation.finish(this.span, None, latency, Outcome::ClientGone);
+                observation.finish(this.spans, None, latency, Outcome::ClientGone);
             }
         }
     }
 }
 
 impl<F> ResponseFuture<F> {
-    pub(super) fn new(inner: F, span: Span, observation: Observation) -> Self {
+    pub(super) fn new(inner: F, spans: RequestSpans, observation: Observation) -> Self {
         Self {
             inner,
-            span,
+            spans,
             observation: Some(observation),
         }
     }
@@ -87,19 +86,19 @@ where
 
     fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
         let this = self.project();
-        let _entered = this.span.enter();
+        let _entered = this.spans.enter();
         let result = ready!(this.inner.poll(cx));
         let Some(observation) = this.observation.take() else {
             // Polled after completion: the answer was handed out already.
             return Poll::Ready(
-                result.map(|r| r.map(|b| ResponseBody::new(b, this.span.clone(), None))),
+                result.map(|r| r.map(|b| ResponseBody::new(b, this.spans.clone(), None))),
             );
         };
         let latency = observation.start.elapsed();
         let response = match result {
             Ok(response) => response,
             Err(error) => {
-                observation.finish(this.span, None, latency, Outcome::NoResponse);
+                observation.finish(this.spans, None, latency, Outcome::NoResponse);
                 return Poll::Ready(Err(error));
             }
         };
@@ -109,7 +108,7 @@ where
             .insert(X_REQUEST_ID, observation.head.id.header_value().clone());
         let body = ResponseBody::new(
             body,
-            this.span.clone(),
+            this.spans.clone(),
             Some((observation, parts.status, latency)),
         );
         Poll::Ready(Ok(Response::from_parts(parts, body)))

@@ -4,18 +4,24 @@
 //! as the [`RequestId`] request extension, echoes it on every response, and runs the request
 //! inside one `request` span (field `id`), which its [`ResponseBody`] carries on: a line
 //! logged while a stream is sent still names its request, and the request's own line (from
-//! the observer) has the rest, key name included. The span never carries headers, bodies or
+//! the observer) has the rest, key name included. The spans never carry headers, bodies or
 //! keys.
 //!
-//! The span is the request's OpenTelemetry SERVER span (`otel.kind = "server"`): when the
-//! request is over, after the observer, it gets the GenAI semantic-convention fields
-//! (v1.41) from the same summary and its name, `{gen_ai.operation.name} {gen_ai.request.model}`
-//! (`chat openai/gpt-4o-mini`): operation, provider, request and response model, response id,
-//! finish reasons, token usage, request parameters, `enduser.id` and
-//! `gen_ai.conversation.id` (the `identity` / `thread` knobs), the key's name
-//! (`ai_router.key`), attempts, outcome, status, and `error.type` on failure. A stream's span
-//! so ends with the stream. With the `otel` feature, an incoming W3C `traceparent` makes it a
-//! child of the caller's span (without it, the header is not read).
+//! Beside it, on its own target [`GENAI_TARGET`], the request's OpenTelemetry SERVER span
+//! (`request`, `otel.kind = "server"`, with the `id` too): when the request is over, after the
+//! observer, it gets the GenAI semantic-convention fields (v1.41) from the same summary and its
+//! name, `{gen_ai.operation.name} {gen_ai.request.model}` (`chat openai/gpt-4o-mini`):
+//! operation, provider, request and response model, response id, finish reasons, token usage,
+//! request parameters, `enduser.id` and `gen_ai.conversation.id` (the `identity` / `thread`
+//! knobs), the key's name (`ai_router.key`), attempts, outcome, status, and `error.type` on
+//! failure. A stream's span so ends with the stream. Both are entered while the layers below
+//! work, the GenAI one innermost (the upstream attempts' spans are its children); polling the
+//! response body enters the `request` span alone (so a line logged mid-stream names its
+//! request), and the GenAI span is entered again when the request ends. A log layer should leave
+//! [`GENAI_TARGET`] out (`tracing-subscriber`'s `fmt` formats every field of every span it
+//! sees, for every request), a trace exporter take it alone. With the `otel` feature, an
+//! incoming W3C `traceparent` makes the GenAI span a child of the caller's span (without it,
+//! the header is not read).
 //!
 //! It also puts a [`RequestLog`] in the extensions, which the layers below fill in (key name,
 //! endpoint, target, a stream's usage and outcome), and hands a
@@ -59,7 +65,14 @@ use crate::observe::{LogRequests, Observer, RequestHead, RequestLog};
 pub use self::body::ResponseBody;
 use self::future::Observation;
 pub use self::future::ResponseFuture;
+use self::span::RequestSpans;
 pub use crate::extensions::{RequestId, X_REQUEST_ID};
+
+/// The `tracing` target of the router's GenAI spans (each request's SERVER span and each
+/// upstream attempt's CLIENT span): what a trace exporter takes (`ai_router::otel` filters its
+/// layer to it) and a log layer should leave out, e.g. with the `EnvFilter` directive
+/// `ai_router::genai=off` or `Targets::new().with_target(GENAI_TARGET, LevelFilter::OFF)`.
+pub const GENAI_TARGET: &str = "ai_router::genai";
 
 /// Adds [`SetRequestId`]. See the module docs.
 #[derive(Clone)]
@@ -77,10 +90,10 @@ impl SetRequestIdLayer {
         }
     }
 
-    /// Whether the request span carries the GenAI attributes and each upstream attempt gets
-    /// its own span (default: yes). Turn it off when no trace exporter is installed and the
-    /// subscriber formats span fields (`tracing-subscriber`'s `fmt` does, for every span):
-    /// the request span then carries its `id` alone and costs what it did before traces.
+    /// Whether each request gets its GenAI span and each upstream attempt its own span, on
+    /// [`GENAI_TARGET`] (default: yes). Off, only the `request` span with its `id` is opened.
+    /// On, they cost nothing more than a callsite check while no subscriber layer enables
+    /// their target; a layer that does pays for their fields (a log layer formats them all).
     #[must_use]
     pub fn genai_spans(mut self, on: bool) -> Self {
         self.genai_spans = on;
@@ -183,13 +196,9 @@ where
             .get(X_REQUEST_ID)
             .and_then(RequestId::from_incoming)
             .unwrap_or_else(RequestId::generate);
-        let span = if self.genai_spans {
-            span::request_span(&id)
-        } else {
-            tracing::info_span!("request", id = %id)
-        };
+        let spans = RequestSpans::new(&id, self.genai_spans);
         #[cfg(feature = "otel")]
-        crate::otel::set_parent_from(&span, request.headers());
+        crate::otel::set_parent_from(spans.genai(), request.headers());
         let log = RequestLog::new();
         let head = RequestHead {
             id: id.clone(),
@@ -199,12 +208,15 @@ where
         let extensions = request.extensions_mut();
         extensions.insert(id);
         extensions.insert(log.clone());
-        let inner = span.in_scope(|| self.inner.call(request));
+        let inner = {
+            let _entered = spans.enter();
+            self.inner.call(request)
+        };
         // After the call: from here the response future reports the end, whatever happens.
         self.observer.on_start();
         ResponseFuture::new(
             inner,
-            span,
+            spans,
             Observation {
                 head,
                 log,

@@ -1,10 +1,13 @@
-//! The request span and its OpenTelemetry GenAI fields (semantic conventions v1.41).
+//! The request's spans: `request` with the request id alone (what log lines show), and its
+//! GenAI twin with the OpenTelemetry GenAI fields (semantic conventions v1.41), on a target of
+//! its own ([`GENAI_TARGET`]) so a log layer can leave it out and a trace exporter take it
+//! alone.
 //!
-//! The span is opened when the request arrives, with every field declared `Empty` (`tracing`
-//! takes no field it was not told of at creation), and filled in one pass when the request is
-//! over (its body ended, failed or was dropped), from the same
-//! [`RequestSummary`](crate::observe::RequestSummary) the observer gets. A span whose
-//! subscriber does not want it costs the callsite check and nothing else.
+//! The GenAI span is opened when the request arrives, with every field declared `Empty`
+//! (`tracing` takes no field it was not told of at creation), and filled in one pass when the
+//! request is over (its body ended, failed or was dropped), from the same
+//! [`RequestSummary`](crate::observe::RequestSummary) the observer gets. A span no subscriber
+//! wants costs the callsite check and nothing else.
 
 use std::fmt;
 use std::sync::OnceLock;
@@ -12,14 +15,74 @@ use std::sync::OnceLock;
 use tracing::Span;
 use tracing::field::{Empty, Field, Value};
 
+use super::GENAI_TARGET;
 use crate::extensions::RequestId;
 use crate::observe::{
     FinishReasons, Outcome, RequestSummary, gen_ai_operation_name as gen_ai_operation,
 };
 
-/// Opens the request span (`request`, kind SERVER), every GenAI field still empty.
-pub(super) fn request_span(id: &RequestId) -> Span {
+/// The spans of one request: both entered while the layers below work, the `request` one
+/// alone while the response body is polled. See the [module docs](self).
+#[derive(Clone, Debug)]
+pub(super) struct RequestSpans {
+    /// `request{id}` (target `ai_router::request_id`): the context of log lines.
+    log: Span,
+    /// The GenAI SERVER span (target [`GENAI_TARGET`]); disabled when GenAI spans are off or
+    /// nobody wants them.
+    genai: Span,
+}
+
+/// Both spans entered; the GenAI one last, so it is the current span (the parent of the
+/// attempt spans), and left first.
+pub(super) struct Entered<'a> {
+    _genai: tracing::span::Entered<'a>,
+    _log: tracing::span::Entered<'a>,
+}
+
+impl RequestSpans {
+    /// Opens the spans of request `id`; the GenAI one only when `genai` is on.
+    pub(super) fn new(id: &RequestId, genai: bool) -> Self {
+        // The target it always had (the module that opens it).
+        let log = tracing::info_span!(target: "ai_router::request_id", "request", id = %id);
+        let genai = if genai { genai_span(id) } else { Span::none() };
+        Self { log, genai }
+    }
+
+    /// Enters both spans (while the layers below work: the attempt spans are opened then).
+    pub(super) fn enter(&self) -> Entered<'_> {
+        let log = self.log.enter();
+        Entered {
+            _genai: self.genai.enter(),
+            _log: log,
+        }
+    }
+
+    /// Enters the `request` span alone: what a response body's poll needs (a line logged while
+    /// a stream is sent names its request). The GenAI span is left out: entering and leaving
+    /// it costs its layers on every poll (an OpenTelemetry layer reads the clock on each exit),
+    /// and it is entered once more when the request ends, which ends it there.
+    pub(super) fn enter_log(&self) -> tracing::span::Entered<'_> {
+        self.log.enter()
+    }
+
+    /// The GenAI span (a trace exporter's SERVER span).
+    #[cfg_attr(not(feature = "otel"), allow(dead_code))]
+    pub(super) fn genai(&self) -> &Span {
+        &self.genai
+    }
+
+    /// Fills the GenAI span in from `summary`, inside it: its last exit is the request's end
+    /// (an OpenTelemetry layer ends the span there, whenever it is closed).
+    pub(super) fn record(&self, summary: &RequestSummary) {
+        let _entered = self.genai.enter();
+        record(&self.genai, summary);
+    }
+}
+
+/// Opens the GenAI request span (kind SERVER), every GenAI field still empty.
+fn genai_span(id: &RequestId) -> Span {
     tracing::info_span!(
+        target: GENAI_TARGET,
         "request",
         id = %id,
         otel.name = Empty,
@@ -166,21 +229,26 @@ impl fmt::Display for Reasons {
     }
 }
 
-/// Fills the request span in from `summary`, in one record (one call into each layer).
-pub(super) fn record(span: &Span, summary: &RequestSummary) {
+/// Fills the GenAI request span in from `summary`, in one record (one call into each layer).
+fn record(span: &Span, summary: &RequestSummary) {
     if span.is_disabled() {
         return;
     }
     let Some(fields) = Fields::of(span) else {
         return;
     };
-    let name = span_name(summary);
-    let name = name.as_str();
-    let request_model = match (&summary.provider, &summary.model) {
-        (Some(provider), Some(model)) => Some(format!("{provider}/{model}")),
+    let owned_name = span_name(summary);
+    let name = owned_name.as_str();
+    let owned_model;
+    let request_model = match (summary.endpoint, &summary.provider, &summary.model) {
+        // The name ends with it: `chat openai/gpt-4o-mini`.
+        (Some(endpoint), Some(_), Some(_)) => name.get(gen_ai_operation(endpoint).len() + 1..),
+        (None, Some(provider), Some(model)) => {
+            owned_model = format!("{provider}/{model}");
+            Some(owned_model.as_str())
+        }
         _ => None,
     };
-    let request_model = request_model.as_deref();
     let error_type = error_type(summary);
     let usage = summary.usage;
     let input_tokens = usage.map(|u| int(u.input_tokens));
@@ -242,7 +310,7 @@ pub(super) fn record(span: &Span, summary: &RequestSummary) {
     #[cfg(feature = "otel")]
     crate::otel::finish_request_span(
         span,
-        name.to_owned(),
+        owned_name,
         summary.finish_reasons.iter().map(|r| r.as_str()),
     );
 }
@@ -278,7 +346,7 @@ mod tests {
     use crate::observe::{
         AnswerDetails, FinishReason, FinishReasons, RequestLog, RequestParams, Usage,
     };
-    use crate::request_id::SetRequestIdLayer;
+    use crate::request_id::{GENAI_TARGET, SetRequestIdLayer};
 
     /// The fields of every `request` span, as text.
     #[derive(Clone, Default)]
@@ -426,6 +494,59 @@ mod tests {
         }
         // `id`, plus the above; no top_p (not sent), no error.
         assert_eq!(fields.len(), expected.len() + 1, "{fields:#?}");
+    }
+
+    /// The target of every span left, in order.
+    #[derive(Clone, Default)]
+    struct Exits(Arc<Mutex<Vec<&'static str>>>);
+
+    impl<S: tracing::Subscriber + for<'a> LookupSpan<'a>> tracing_subscriber::Layer<S> for Exits {
+        fn on_exit(&self, id: &Id, ctx: Context<'_, S>) {
+            if let Some(span) = ctx.span(id) {
+                self.0.lock().unwrap().push(span.metadata().target());
+            }
+        }
+    }
+
+    impl Exits {
+        fn of(&self, target: &str) -> usize {
+            self.0
+                .lock()
+                .unwrap()
+                .iter()
+                .filter(|t| **t == target)
+                .count()
+        }
+    }
+
+    #[tokio::test]
+    async fn a_body_poll_enters_the_log_span_alone_and_the_genai_span_is_left_at_the_end() {
+        let exits = Exits::default();
+        let _guard =
+            tracing::subscriber::set_default(tracing_subscriber::registry().with(exits.clone()));
+        tracing::callsite::rebuild_interest_cache();
+        let service = ServiceBuilder::new()
+            .layer(SetRequestIdLayer::new().observer(|_: &crate::observe::RequestSummary| {}))
+            .service_fn(|_: Request<()>| async move {
+                let frames = ["a", "b", "c"].map(|data| {
+                    Ok::<_, Infallible>(http_body::Frame::data(Bytes::from_static(data.as_bytes())))
+                });
+                let body = http_body_util::StreamBody::new(futures_util::stream::iter(frames));
+                Ok::<_, Infallible>(Response::new(body))
+            });
+        let response = service.oneshot(Request::new(())).await.unwrap();
+        let (log_at_head, genai_at_head) =
+            (exits.of("ai_router::request_id"), exits.of(GENAI_TARGET));
+        assert!(genai_at_head >= 1, "entered while the layers below work");
+        let mut body = response.into_body();
+        let mut polls = 0;
+        while body.frame().await.is_some() {
+            polls += 1;
+        }
+        assert_eq!(polls, 3);
+        // Each poll entered the log span; the GenAI span once more, when the request ended.
+        assert!(exits.of("ai_router::request_id") >= log_at_head + polls);
+        assert_eq!(exits.of(GENAI_TARGET), genai_at_head + 1);
     }
 
     #[tokio::test]

@@ -1,6 +1,6 @@
 //! The CLIENT span of one upstream attempt (OpenTelemetry GenAI semantic conventions v1.41).
 //!
-//! Opened as a child of the current span (the request span, which
+//! Opened on [`GENAI_TARGET`] as a child of the current span (the request's GenAI span, which
 //! [`SetRequestId`](crate::request_id::SetRequestId) enters while the layers below work),
 //! named `{gen_ai.operation.name} {upstream model}` (`chat gpt-4o-mini`), and closed when the
 //! attempt is over: its duration is the attempt's latency, to the response head (for a
@@ -14,15 +14,18 @@ use tracing::field::Empty;
 
 use crate::extensions::RouteTarget;
 use crate::observe::gen_ai_operation_name as gen_ai_operation;
+use crate::request_id::GENAI_TARGET;
 
-/// Opens the span of attempt number `n` at `target`; none when the request span carries no
-/// GenAI attributes (`SetRequestIdLayer::genai_spans(false)`, or no request span at all).
+/// Opens the span of attempt number `n` at `target`; none when the current span is not a
+/// request's GenAI span (`SetRequestIdLayer::genai_spans(false)`, nobody wants them, or no
+/// request span at all).
 pub(super) fn attempt_span(target: &RouteTarget, n: u32) -> Span {
     if Span::current().field("gen_ai.operation.name").is_none() {
         return Span::none();
     }
     let operation = gen_ai_operation(target.endpoint());
     tracing::info_span!(
+        target: GENAI_TARGET,
         "attempt",
         otel.name = %format_args!("{operation} {}", target.upstream_model()),
         otel.kind = "client",

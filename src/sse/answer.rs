@@ -1,15 +1,19 @@
 //! Reading what an answer says about itself (id, model, usage, finish reasons) as its bytes
 //! pass, without parsing it whole or holding a byte back.
 //!
-//! A non-stream JSON answer is read at both ends: its first [`HEAD`] bytes give the top-level
-//! `id` and `model` (chat and completions put them first), its last [`TAIL`] bytes the `usage`
-//! object and the choices' `finish_reason`s (they come last), and the `model` when the head
-//! had none (embeddings put it after `data`). An answer whose `usage` starts before its last
-//! [`TAIL`] bytes (a huge last choice after it, which no provider sends) simply has none; a
-//! Responses API answer whose `model` comes after a long `instructions` has no model.
+//! A non-stream JSON answer of up to [`TAIL`] bytes (the usual case) is kept as it passes (its
+//! frames are shared, not copied) and read once at its end: one scan of its top-level members
+//! gives `id`, `model`, `usage` and the `choices`, whose `finish_reason`s are then looked up.
+//! A longer answer is read at both ends: its first [`HEAD`] bytes give the top-level `id` and
+//! `model` (chat and completions put them first), read before they leave the window of the
+//! last [`TAIL`] bytes, which gives the `usage` object and the choices' `finish_reason`s (they
+//! come last), and the `model` when the head had none (embeddings put it after `data`). In a
+//! longer answer, a `usage` that starts before its last [`TAIL`] bytes (a huge last choice
+//! after it, which no provider sends) is not found, nor a Responses API `model` that comes
+//! after a long `instructions`.
 
 use std::collections::VecDeque;
-use std::sync::Arc;
+use std::sync::{Arc, LazyLock};
 
 use bytes::Bytes;
 use memchr::memmem;
@@ -18,23 +22,26 @@ use serde::de::{self, DeserializeSeed, Deserializer, IgnoredAny, MapAccess, SeqA
 
 use crate::observe::{AnswerDetails, FinishReason, FinishReasons, RequestLog, Usage};
 
-/// How many bytes at the start of an answer are read for its `id` and `model`.
+/// How many bytes at the start of a long answer are read for its `id` and `model`.
 pub(crate) const HEAD: usize = 1024;
-/// How many bytes at the end of an answer are read for its usage and finish reasons.
+/// How many bytes at the end of an answer are kept for its usage and finish reasons (an
+/// answer up to this long is read whole).
 pub(crate) const TAIL: usize = 16 * 1024;
 /// The most frames kept for the tail (past it, small neighbours are merged).
 const TAIL_FRAMES: usize = 32;
 /// The longest `id` or `model` recorded; a longer one is left out.
 const MAX_NAME: usize = 256;
 
+/// `"finish_reason"`, searched for with one searcher built once.
+static FINISH_REASON: LazyLock<memmem::Finder<'static>> =
+    LazyLock::new(|| memmem::Finder::new(b"\"finish_reason\""));
+
 /// Watches a non-stream JSON answer pass and records what it says when it ends.
 pub(crate) struct AnswerWatch {
     log: RequestLog,
     /// The target's upstream model: the answer's `model` shares it when equal (no copy).
     upstream_model: Option<Arc<str>>,
-    /// The first bytes, copied only while the first frames are shorter than [`HEAD`].
-    head: Vec<u8>,
-    /// The head has been read (whatever it held).
+    /// The head has been read (a long answer's, before its first bytes left the window).
     head_done: bool,
     /// The frames before the last one still needed for the last [`TAIL`] bytes (a one-frame
     /// answer never allocates it).
@@ -53,7 +60,6 @@ impl AnswerWatch {
         Self {
             log,
             upstream_model,
-            head: Vec::new(),
             head_done: false,
             tail: VecDeque::new(),
             last: Bytes::new(),
@@ -68,9 +74,6 @@ impl AnswerWatch {
         if frame.is_empty() {
             return;
         }
-        if !self.head_done {
-            self.see_head(frame);
-        }
         self.tail_len += frame.len();
         self.total += frame.len();
         let previous = std::mem::replace(&mut self.last, frame.clone());
@@ -81,6 +84,10 @@ impl AnswerWatch {
             let without = self.tail_len - oldest.len();
             if without < TAIL {
                 break;
+            }
+            if !self.head_done {
+                // The first bytes are about to leave the window: read them now.
+                self.read_head_from_window();
             }
             self.tail_len = without;
             self.tail.pop_front();
@@ -111,79 +118,110 @@ impl AnswerWatch {
         }
     }
 
-    fn see_head(&mut self, frame: &Bytes) {
-        if self.head.is_empty() {
-            // Usually the first frame holds the head: read it there, no copy.
-            let head = &frame[..frame.len().min(HEAD)];
-            if !self.read_head(head, head.len() == HEAD) {
-                self.head.extend_from_slice(head);
+    /// Reads `id` and `model` from the first [`HEAD`] bytes, all still in the window (nothing
+    /// has left it yet): in place when the first frame holds them, else copied.
+    fn read_head_from_window(&mut self) {
+        self.head_done = true;
+        let first = self.tail.front().unwrap_or(&self.last);
+        let copied;
+        let head: &[u8] = if first.len() >= HEAD {
+            &first[..HEAD]
+        } else {
+            let mut bytes = Vec::with_capacity(HEAD);
+            for frame in self.tail.iter().chain(std::iter::once(&self.last)) {
+                let room = HEAD - bytes.len();
+                bytes.extend_from_slice(&frame[..frame.len().min(room)]);
+                if bytes.len() == HEAD {
+                    break;
+                }
             }
-            return;
-        }
-        let room = HEAD - self.head.len();
-        self.head.extend_from_slice(&frame[..frame.len().min(room)]);
-        let head = std::mem::take(&mut self.head);
-        if !self.read_head(&head, head.len() == HEAD) {
-            self.head = head;
-        }
-    }
-
-    /// Reads `id` and `model` from the first bytes; `last` when no more will be read. Whether
-    /// the head is done.
-    fn read_head(&mut self, head: &[u8], last: bool) -> bool {
-        let (found, complete) = top_level_strings(head, [b"id", b"model"]);
-        if !(complete || last) {
-            return false;
-        }
-        let [id, model] = found;
+            copied = bytes;
+            &copied
+        };
+        let ([id, model], _) = top_level_strings(head, [b"id", b"model"]);
         self.details.id = id.and_then(|raw| shared_str(raw, None));
         self.details.model = model.and_then(|raw| shared_str(raw, self.upstream_model.as_ref()));
-        self.head_done = true;
-        true
     }
 
     /// The answer ended: records what it said.
     pub(crate) fn finish(mut self) {
-        if !self.head_done && !self.head.is_empty() {
-            let head = std::mem::take(&mut self.head);
-            self.read_head(&head, true);
-        }
-        let joined;
-        let tail: &[u8] = if self.tail.is_empty() || self.last.len() >= TAIL {
-            // The last frame holds the whole tail (or the whole answer): read it in place.
-            &self.last
+        // Nothing left the window, and the answer is no longer than a tail: read it whole.
+        let whole = self.tail_len == self.total && self.total <= TAIL;
+        if whole && self.tail.is_empty() {
+            // One frame (the usual case): read in place.
+            let last = std::mem::take(&mut self.last);
+            self.read_whole(&last);
+        } else if whole {
+            let mut bytes = Vec::with_capacity(self.total);
+            for frame in self.tail.iter().chain(std::iter::once(&self.last)) {
+                bytes.extend_from_slice(frame);
+            }
+            self.read_whole(&bytes);
         } else {
+            if !self.head_done {
+                // A long answer whose first frame never left the window (or is its only one).
+                self.read_head_from_window();
+            }
             // The last TAIL bytes, in one piece.
             let mut skip = self.tail_len.saturating_sub(TAIL);
-            let mut bytes = Vec::with_capacity(self.tail_len - skip);
+            let mut tail = Vec::with_capacity(self.tail_len - skip);
             for frame in self.tail.iter().chain(std::iter::once(&self.last)) {
                 let from = skip.min(frame.len());
                 skip -= from;
-                bytes.extend_from_slice(&frame[from..]);
+                tail.extend_from_slice(&frame[from..]);
             }
-            joined = bytes;
-            &joined
-        };
-        let tail = tail.get(tail.len().saturating_sub(TAIL)..).unwrap_or(tail);
-        self.details.finish_reasons = finish_reasons_in(tail);
-        if tail.len() == self.total {
-            // The whole answer is in hand (the usual case): its top-level members only.
-            self.details.usage = top_level_value(tail, b"usage")
-                .and_then(|raw| serde_json::from_slice::<Usage>(raw).ok());
-            if self.details.model.is_none() {
-                self.details.model = top_level_value(tail, b"model")
-                    .and_then(|raw| shared_str(raw, self.upstream_model.as_ref()));
-            }
-        } else {
             // The end of a longer answer: the last members that read as such.
-            self.details.usage = last_usage(tail);
+            self.details.finish_reasons = finish_reasons_in(&tail);
+            self.details.usage = last_usage(&tail);
             if self.details.model.is_none() {
-                self.details.model = last_string_member(tail, b"\"model\"")
+                self.details.model = last_string_member(&tail, b"\"model\"")
                     .and_then(|raw| shared_str(raw, self.upstream_model.as_ref()));
             }
         }
         self.log
             .record_body(self.details, None, crate::observe::Outcome::Completed);
+    }
+
+    /// Reads the whole answer `json`: its top-level members only.
+    fn read_whole(&mut self, json: &[u8]) {
+        let members = TopLevel::of(json);
+        self.details.id = members.id.and_then(|raw| shared_str(raw, None));
+        self.details.model = members
+            .model
+            .and_then(|raw| shared_str(raw, self.upstream_model.as_ref()));
+        self.details.usage = members
+            .usage
+            .and_then(|raw| serde_json::from_slice::<Usage>(raw).ok());
+        self.details.finish_reasons = members.choices.map(finish_reasons_in).unwrap_or_default();
+    }
+}
+
+/// The top-level members of a whole answer that tell about it, raw: the first string `id`
+/// and `model`, the last `usage` and `choices` (as serde_json would read a repeated member).
+#[derive(Default)]
+struct TopLevel<'a> {
+    id: Option<&'a [u8]>,
+    model: Option<&'a [u8]>,
+    usage: Option<&'a [u8]>,
+    choices: Option<&'a [u8]>,
+}
+
+impl<'a> TopLevel<'a> {
+    /// One scan of the object `json`.
+    fn of(json: &'a [u8]) -> Self {
+        let mut members = Self::default();
+        each_top_level_member(json, |key, value| {
+            let is_string = value.first() == Some(&b'"');
+            match key {
+                b"id" if is_string && members.id.is_none() => members.id = Some(value),
+                b"model" if is_string && members.model.is_none() => members.model = Some(value),
+                b"usage" => members.usage = Some(value),
+                b"choices" => members.choices = Some(value),
+                _ => {}
+            }
+            false
+        });
+        members
     }
 }
 
@@ -204,20 +242,6 @@ pub(crate) fn top_level_strings<'a>(
         found.iter().all(Option::is_some)
     });
     (found, ended)
-}
-
-/// The raw value of the top-level member `name` of the whole JSON object `json`: a member
-/// nested deeper (an echoed `metadata.usage`, a tool schema's `model` property) is not it.
-fn top_level_value<'a>(json: &'a [u8], name: &[u8]) -> Option<&'a [u8]> {
-    let mut found = None;
-    each_top_level_member(json, |key, value| {
-        if key == name {
-            found = Some(value);
-        }
-        // The last one wins, as in serde_json.
-        false
-    });
-    found
 }
 
 /// Calls `member(key, raw value)` for each top-level member of the object `json` starts
@@ -387,7 +411,7 @@ fn last_string_member<'a>(bytes: &'a [u8], key: &[u8]) -> Option<&'a [u8]> {
 fn finish_reasons_in(bytes: &[u8]) -> FinishReasons {
     let mut reasons = FinishReasons::new();
     let mut from = 0;
-    while let Some(found) = memmem::find(&bytes[from..], b"\"finish_reason\"") {
+    while let Some(found) = FINISH_REASON.find(&bytes[from..]) {
         let at = from + found;
         from = at + 15;
         if at > 0 && bytes[at - 1] == b'\\' {
@@ -415,7 +439,7 @@ fn finish_reasons_in(bytes: &[u8]) -> FinishReasons {
 /// Whether an event may carry a string `finish_reason` (not `null`): a cheap check before
 /// [`read_finish_reasons`].
 pub(crate) fn may_have_finish_reason(event: &[u8]) -> bool {
-    memmem::find_iter(event, b"\"finish_reason\"").any(|at| {
+    FINISH_REASON.find_iter(event).any(|at| {
         let colon = skip_space(event, at + 15);
         event.get(colon) == Some(&b':') && event.get(skip_space(event, colon + 1)) == Some(&b'"')
     })
@@ -711,6 +735,23 @@ mod tests {
     }
 
     #[test]
+    fn a_long_answer_in_one_or_two_frames_is_read_at_both_ends() {
+        let body = format!(
+            r#"{{"id":"long-1","model":"m-1","choices":[{{"index":0,"message":{{"content":"{}"}},"finish_reason":"length"}}],"usage":{{"prompt_tokens":3,"completion_tokens":4}}}}"#,
+            "z".repeat(TAIL + 100)
+        );
+        let end = body.len() - 20;
+        for splits in [&[][..], &[end][..], &[HEAD / 2, end][..]] {
+            let details = watch(body.as_bytes(), splits, None);
+            assert_eq!(details.id.as_deref(), Some("long-1"), "{splits:?}");
+            assert_eq!(details.model.as_deref(), Some("m-1"), "{splits:?}");
+            assert_eq!(details.usage.unwrap().output_tokens, 4, "{splits:?}");
+            let reasons: Vec<_> = details.finish_reasons.iter().collect();
+            assert_eq!(reasons, [FinishReason::Length], "{splits:?}");
+        }
+    }
+
+    #[test]
     fn usage_before_the_tail_is_not_found() {
         // Usage first, then more than the tail's worth of bytes.
         let body = format!(
@@ -745,6 +786,18 @@ mod tests {
         // Over-long names are left out.
         let long = format!("\"{}\"", "a".repeat(MAX_NAME + 1));
         assert_eq!(shared_str(long.as_bytes(), None), None);
+    }
+
+    #[test]
+    fn string_ends_are_found_past_escapes_in_short_and_long_strings() {
+        let long_escaped = format!(r#""{}\"x\\""#, "y".repeat(40));
+        let long = format!(r#""{}""#, "z".repeat(30));
+        for text in [r#""""#, r#""a\"b""#, r#""a\\""#, &long_escaped, &long] {
+            let json = format!("{text},\"next\"");
+            assert_eq!(string_end(json.as_bytes(), 0), Some(text.len()), "{text}");
+        }
+        assert_eq!(string_end(br#""unterminated"#, 0), None);
+        assert_eq!(string_end(br#""ends in a backslash\"#, 0), None);
     }
 
     #[test]
