@@ -10,7 +10,7 @@ use pin_project_lite::pin_project;
 use tokio::time::Sleep;
 use tower_service::Service;
 
-use super::body::ResponseBody;
+use super::body::{KeyGuard, ResponseBody, TokenDebit};
 use super::key_store::{ApiKeyDigest, KeyStoreError};
 use super::limit::{Admission, KeyLimiter};
 use crate::deadline::expired;
@@ -32,6 +32,7 @@ pin_project! {
         #[pin]
         called: Option<S::Future>,
         admission: Option<Admission<L::Permit>>,
+        debit: Option<TokenDebit>,
         // Armed only when the store or the limiter does not answer at once (the in-memory
         // ones always do), so a request that is admitted straight away costs no timer.
         #[pin]
@@ -57,6 +58,9 @@ pin_project! {
         },
         Admit {
             #[pin] admit: L::Future,
+            // Set for a key with a tokens-per-minute limit (and a request log to read usage
+            // from): debits the answer's tokens when it ends.
+            debit: Option<TokenDebit>,
             request: Option<Request<ReqBody>>,
             inner: Option<S>,
         },
@@ -74,6 +78,7 @@ where
             state: State::Refused { error: Some(error) },
             called: None,
             admission: None,
+            debit: None,
             deadline: None,
             wait: Duration::ZERO,
         }
@@ -97,6 +102,7 @@ where
             },
             called: None,
             admission: None,
+            debit: None,
             deadline: None,
             wait,
         }
@@ -165,21 +171,34 @@ where
                             continue;
                         }
                     };
-                    if let Some(log) = request.extensions().get::<RequestLog>() {
+                    let log = request.extensions().get::<RequestLog>();
+                    if let Some(log) = log {
                         log.record_principal(&principal);
                     }
+                    let debit = match (log, principal.limits().tpm) {
+                        (Some(log), Some(_)) => {
+                            let (limiter, digest) = (limiter.clone(), *digest);
+                            let principal = principal.clone();
+                            Some(TokenDebit::new(log.clone(), move |tokens| {
+                                limiter.spend_tokens(&digest, &principal, tokens);
+                            }))
+                        }
+                        _ => None,
+                    };
                     // The router key stops here: nothing below may forward it.
                     request.headers_mut().remove(header::AUTHORIZATION);
                     let admit = limiter.admit(digest, &principal);
                     request.extensions_mut().insert(principal);
                     this.state.set(State::Admit {
                         admit,
+                        debit,
                         request: Some(request),
                         inner: Some(inner),
                     });
                 }
                 StateProj::Admit {
                     admit,
+                    debit,
                     request,
                     inner,
                 } => {
@@ -202,10 +221,16 @@ where
                     };
                     match admitted {
                         Ok(admission) => {
+                            if admission.is_unchecked() {
+                                if let Some(log) = request.extensions().get::<RequestLog>() {
+                                    log.record_limits_unchecked();
+                                }
+                            }
                             // Admitted: the deadline covered the checks, not the answer.
                             this.deadline.set(None);
                             this.called.set(Some(inner.call(request)));
                             *this.admission = Some(admission);
+                            *this.debit = debit.take();
                             this.state.set(State::Called);
                         }
                         Err(error) => this.state.set(State::Refused { error: Some(error) }),
@@ -222,7 +247,8 @@ where
                     let mut admission = this.admission.take().unwrap_or_default();
                     let (mut parts, body) = response.into_parts();
                     admission.write_headers(&mut parts.headers);
-                    let body = ResponseBody::inner(body, admission.take_permit());
+                    let guard = KeyGuard::new(admission.take_permit(), this.debit.take());
+                    let body = ResponseBody::inner(body, guard);
                     return Poll::Ready(Ok(Response::from_parts(parts, body)));
                 }
             }

@@ -1,4 +1,5 @@
-//! Per-key request limits: requests per minute (GCRA, from `governor`) and requests in flight.
+//! Per-key limits: requests per minute (GCRA, from `governor`), tokens per minute (GCRA over
+//! tokens, debited when an answer ends) and requests in flight.
 
 use std::collections::HashMap;
 use std::fmt;
@@ -17,7 +18,7 @@ use http::HeaderMap;
 use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 
 use super::key_store::ApiKeyDigest;
-use crate::error::{Error, write_rate_headers};
+use crate::error::{Error, RateUnit, write_rate_headers};
 use crate::extensions::{KeyLimits, Principal};
 
 /// Admits or refuses a request for a key, before its body is read.
@@ -25,10 +26,15 @@ use crate::extensions::{KeyLimits, Principal};
 /// [`InProcessLimiter`] is the default; a shared backend (e.g. Redis, for a fleet of routers)
 /// implements this trait and plugs in with
 /// [`AiRouterBuilder::limiter`](crate::AiRouterBuilder::limiter) or [`AuthLayer::limiter`](super::AuthLayer::limiter).
-/// Refusals are an [`Error`]: 429 `rate_limit_exceeded` (made with [`Error::rate_limited`]
-/// or [`Error::concurrency_limited`]), or [`Error::limits_unavailable`] when the backend
-/// cannot answer. A check that takes longer than the auth layer's deadline is answered 503
-/// `limits_unavailable`.
+/// Refusals are an [`Error`]: 429 `rate_limit_exceeded` (made with [`Error::rate_limited`],
+/// [`Error::tokens_limited`] or [`Error::concurrency_limited`]), or
+/// [`Error::limits_unavailable`] when the backend cannot answer (or
+/// [`Admission::unchecked`], to serve anyway). A check that takes longer than the auth layer's
+/// deadline is answered 503 `limits_unavailable`.
+///
+/// Tokens per minute are counted after the fact: once an admitted request's answer has ended,
+/// the auth layer hands the tokens its usage reported to [`spend_tokens`](Self::spend_tokens),
+/// and `admit` refuses while the key's last minute is over budget.
 pub trait KeyLimiter: Clone + Send + Sync + 'static {
     /// What an admitted request holds until its response body ends (a concurrency slot):
     /// released when dropped. `()` for a limiter without concurrency limits.
@@ -41,6 +47,14 @@ pub trait KeyLimiter: Clone + Send + Sync + 'static {
     /// principal's [`KeyLimits`]. Limits are per key: state is kept by `key`, never by the
     /// principal's name (two keys may share a name).
     fn admit(&self, key: &ApiKeyDigest, principal: &Principal) -> Self::Future;
+
+    /// Debits `tokens` (input + output) from the key's tokens-per-minute budget: called once
+    /// per admitted request of a key with a `tpm` limit, when its answer has ended (or was
+    /// dropped), if the answer reported its usage. Runs on the response path: it must not
+    /// block (queue or spawn any I/O). The default does nothing.
+    fn spend_tokens(&self, key: &ApiKeyDigest, principal: &Principal, tokens: u64) {
+        let _ = (key, principal, tokens);
+    }
 }
 
 /// What an admitted request carries: the rate-limit figures to report and a permit (a
@@ -48,14 +62,18 @@ pub trait KeyLimiter: Clone + Send + Sync + 'static {
 #[derive(Debug)]
 pub struct Admission<P> {
     rate: Option<RateSnapshot>,
+    tokens: Option<RateSnapshot>,
     permit: Option<P>,
+    unchecked: bool,
 }
 
 impl<P> Default for Admission<P> {
     fn default() -> Self {
         Self {
             rate: None,
+            tokens: None,
             permit: None,
+            unchecked: false,
         }
     }
 }
@@ -78,6 +96,32 @@ impl<P> Admission<P> {
         self
     }
 
+    /// Admitted without a check: the backend could not answer and its policy is to serve
+    /// anyway. Counted (`RequestSummary::limits_unchecked`) so operators see it.
+    pub fn unchecked() -> Self {
+        Self {
+            unchecked: true,
+            ..Self::default()
+        }
+    }
+
+    /// Admitted; `limit` tokens per minute, `remaining` left, the budget full again after
+    /// `reset` (`x-ratelimit-*-tokens`).
+    #[must_use]
+    pub fn with_tokens(mut self, limit: u32, remaining: u32, reset: Duration) -> Self {
+        self.tokens = Some(RateSnapshot {
+            limit,
+            remaining,
+            reset,
+        });
+        self
+    }
+
+    /// Whether the request was admitted without a check ([`Admission::unchecked`]).
+    pub fn is_unchecked(&self) -> bool {
+        self.unchecked
+    }
+
     /// Admitted holding `permit` until the response body ends.
     #[must_use]
     pub fn with_permit(mut self, permit: P) -> Self {
@@ -85,10 +129,37 @@ impl<P> Admission<P> {
         self
     }
 
-    /// Writes `x-ratelimit-*-requests` (replacing an upstream's), if the key is rate limited.
+    /// The same admission holding `f(permit)`: for a limiter made of others (e.g. one of two
+    /// backends chosen at start), whose permit is theirs wrapped.
+    pub fn map_permit<Q>(self, f: impl FnOnce(P) -> Q) -> Admission<Q> {
+        Admission {
+            rate: self.rate,
+            tokens: self.tokens,
+            permit: self.permit.map(f),
+            unchecked: self.unchecked,
+        }
+    }
+
+    /// Writes `x-ratelimit-*-requests` and `-tokens` (replacing an upstream's) for the limits
+    /// the key has.
     pub(crate) fn write_headers(&self, headers: &mut HeaderMap) {
         if let Some(rate) = &self.rate {
-            write_rate_headers(headers, rate.limit, rate.remaining, rate.reset);
+            write_rate_headers(
+                headers,
+                RateUnit::Requests,
+                rate.limit,
+                rate.remaining,
+                rate.reset,
+            );
+        }
+        if let Some(tokens) = &self.tokens {
+            write_rate_headers(
+                headers,
+                RateUnit::Tokens,
+                tokens.limit,
+                tokens.remaining,
+                tokens.reset,
+            );
         }
     }
 
@@ -152,6 +223,67 @@ fn new_gcra(rpm: NonZeroU32) -> Arc<Gcra> {
     )
 }
 
+/// The longest debt a key can run up: one huge answer makes its key wait at most this long.
+const MAX_TOKEN_DEBT: Duration = Duration::from_secs(24 * 60 * 60);
+
+/// A key's tokens-per-minute budget: GCRA over tokens, debited after each answer. `tat` is
+/// when the budget would be full again; the key is over budget while not one token of the
+/// minute is free (`tat` more than a minute less one token's time away).
+#[derive(Debug)]
+struct TokenBudget {
+    tpm: NonZeroU32,
+    /// The time one token takes to come back: a minute / `tpm`.
+    per_token: Duration,
+    tat: std::sync::Mutex<Option<tokio::time::Instant>>,
+}
+
+impl TokenBudget {
+    fn new(tpm: NonZeroU32) -> Self {
+        Self {
+            tpm,
+            per_token: WINDOW / tpm.get(),
+            tat: std::sync::Mutex::new(None),
+        }
+    }
+
+    /// Time until the budget is full again (the tokens owed, in time).
+    fn owed(&self, now: tokio::time::Instant) -> Duration {
+        let tat = *self.tat.lock().unwrap_or_else(PoisonError::into_inner);
+        tat.map_or(Duration::ZERO, |tat| tat.saturating_duration_since(now))
+    }
+
+    /// Refuses while not one token of the minute is free (so a refusal and
+    /// `x-ratelimit-remaining-tokens: 0` go together); else the figures to report.
+    fn check(&self) -> Result<RateSnapshot, Error> {
+        let owed = self.owed(tokio::time::Instant::now());
+        if owed + self.per_token > WINDOW {
+            return Err(Error::tokens_limited(
+                self.tpm.get(),
+                owed + self.per_token - WINDOW,
+            ));
+        }
+        let free = (WINDOW - owed).as_nanos() / self.per_token.as_nanos().max(1);
+        Ok(RateSnapshot {
+            limit: self.tpm.get(),
+            remaining: u32::try_from(free).unwrap_or(u32::MAX).min(self.tpm.get()),
+            reset: owed,
+        })
+    }
+
+    fn spend(&self, tokens: u64) {
+        let now = tokio::time::Instant::now();
+        let tokens = u32::try_from(tokens).unwrap_or(u32::MAX);
+        let debt = self.per_token.saturating_mul(tokens);
+        let mut tat = self.tat.lock().unwrap_or_else(PoisonError::into_inner);
+        let from = tat.map_or(now, |tat| tat.max(now));
+        let owed = (from - now).saturating_add(debt).min(MAX_TOKEN_DEBT);
+        *tat = Some(now + owed);
+    }
+}
+
+/// The window of the per-minute limits.
+const WINDOW: Duration = Duration::from_secs(60);
+
 fn new_slots(max: NonZeroU32) -> Arc<Semaphore> {
     Arc::new(Semaphore::new(max.get() as usize))
 }
@@ -161,6 +293,7 @@ struct KeyState {
     limits: KeyLimits,
     rate: Option<Arc<Gcra>>,
     slots: Option<Arc<Semaphore>>,
+    tokens: Option<Arc<TokenBudget>>,
 }
 
 impl KeyState {
@@ -169,12 +302,19 @@ impl KeyState {
             limits,
             rate: limits.rpm.map(new_gcra),
             slots: limits.max_concurrent.map(new_slots),
+            tokens: limits.tpm.map(|tpm| Arc::new(TokenBudget::new(tpm))),
         }
     }
 
     /// The state for `limits`, keeping what did not change: a changed `rpm` starts a new
-    /// window, a changed `max_concurrent` a new slot count; the other part carries on.
+    /// window, a changed `max_concurrent` a new slot count, a changed `tpm` a new budget; the
+    /// other parts carry on.
     fn with_limits(&self, limits: KeyLimits) -> Self {
+        let tokens = if limits.tpm == self.limits.tpm {
+            self.tokens.clone()
+        } else {
+            limits.tpm.map(|tpm| Arc::new(TokenBudget::new(tpm)))
+        };
         let rate = if limits.rpm == self.limits.rpm {
             self.rate.clone()
         } else {
@@ -189,12 +329,17 @@ impl KeyState {
             limits,
             rate,
             slots,
+            tokens,
         }
     }
 
     fn admit(&self) -> Result<Admission<ConcurrencyPermit>, Error> {
         let mut admission = Admission::unlimited();
-        // Concurrency first: a refused slot must not spend a rate token.
+        // Tokens first (a read), then concurrency: a refusal must not spend a rate token.
+        if let Some(tokens) = &self.tokens {
+            let budget = tokens.check()?;
+            admission = admission.with_tokens(budget.limit, budget.remaining, budget.reset);
+        }
         if let Some(slots) = &self.slots {
             let max = self.limits.max_concurrent.map_or(0, NonZeroU32::get);
             let permit = slots
@@ -204,7 +349,7 @@ impl KeyState {
             admission = admission.with_permit(ConcurrencyPermit { _permit: permit });
         }
         if let (Some(rate), Some(rpm)) = (&self.rate, self.limits.rpm) {
-            let period = Duration::from_secs(60) / rpm.get();
+            let period = WINDOW / rpm.get();
             match rate.check() {
                 Ok(snapshot) => {
                     let remaining = snapshot.remaining_burst_capacity();
@@ -261,10 +406,19 @@ impl KeyLimiter for InProcessLimiter {
 
     fn admit(&self, key: &ApiKeyDigest, principal: &Principal) -> Self::Future {
         let limits = principal.limits();
-        if limits.rpm.is_none() && limits.max_concurrent.is_none() {
+        if !limits.is_limited() {
             return ready(Ok(Admission::unlimited()));
         }
         ready(self.state(key, limits).admit())
+    }
+
+    fn spend_tokens(&self, key: &ApiKeyDigest, principal: &Principal, tokens: u64) {
+        let limits = principal.limits();
+        if limits.tpm.is_some() {
+            if let Some(budget) = &self.state(key, limits).tokens {
+                budget.spend(tokens);
+            }
+        }
     }
 }
 
@@ -345,6 +499,52 @@ mod tests {
             "{wait:?}"
         );
         tokio::time::advance(wait).await;
+        admit(&limiter, &key).unwrap();
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn tpm_refuses_once_a_minute_of_tokens_is_owed_then_recovers() {
+        let limiter = InProcessLimiter::new();
+        let key = Principal::new("k").tpm(100);
+        let digest = ApiKeyDigest::of(key.name());
+        let mut headers = HeaderMap::new();
+        admit(&limiter, &key).unwrap().write_headers(&mut headers);
+        assert_eq!(headers["x-ratelimit-limit-tokens"], "100");
+        assert_eq!(headers["x-ratelimit-remaining-tokens"], "100");
+        assert!(headers.get("x-ratelimit-limit-requests").is_none());
+        limiter.spend_tokens(&digest, &key, 60);
+        let mut headers = HeaderMap::new();
+        admit(&limiter, &key).unwrap().write_headers(&mut headers);
+        assert_eq!(headers["x-ratelimit-remaining-tokens"], "40");
+        assert_eq!(headers["x-ratelimit-reset-tokens"], "36s");
+        // Admitted requests may run past the budget; the next one waits it off.
+        limiter.spend_tokens(&digest, &key, 60);
+        let refused = admit(&limiter, &key).unwrap_err();
+        assert_eq!(refused.status(), http::StatusCode::TOO_MANY_REQUESTS);
+        let response = refused.into_response();
+        assert_eq!(response.headers()["x-ratelimit-limit-tokens"], "100");
+        assert_eq!(response.headers()["x-ratelimit-remaining-tokens"], "0");
+        // 120 tokens owed at 0.6 s each: 12 s over the minute, plus one token.
+        assert_eq!(response.headers()["retry-after-ms"], "12600");
+        tokio::time::advance(Duration::from_millis(12_599)).await;
+        assert!(admit(&limiter, &key).is_err());
+        tokio::time::advance(Duration::from_millis(1)).await;
+        admit(&limiter, &key).unwrap();
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_tpm_refusal_spends_no_slot_and_no_request() {
+        let limiter = InProcessLimiter::new();
+        let key = Principal::new("k").tpm(10).rpm(2).max_concurrent(1);
+        let digest = ApiKeyDigest::of(key.name());
+        limiter.spend_tokens(&digest, &key, 1_000_000_000_000);
+        for _ in 0..5 {
+            assert!(admit(&limiter, &key).is_err());
+        }
+        // A day of debt at most; once paid, both requests of the minute are still there.
+        tokio::time::advance(MAX_TOKEN_DEBT).await;
+        let first = admit(&limiter, &key).unwrap();
+        drop(first);
         admit(&limiter, &key).unwrap();
     }
 

@@ -27,7 +27,7 @@ use std::time::Duration;
 
 use http::StatusCode;
 
-pub(crate) use self::render::{is_rendered, render_body, write_rate_headers};
+pub(crate) use self::render::{RateUnit, is_rendered, render_body, write_rate_headers};
 pub(crate) use self::table::retryable_status;
 
 /// A boxed error, as Tower and hyper pass them around.
@@ -64,6 +64,7 @@ enum Kind {
     ExpiredApiKey,
     ModelNotAllowed { model: String },
     RateLimited { limit: u32, wait: Duration },
+    TokensLimited { limit: u32, wait: Duration },
     ConcurrencyLimited { limit: u32 },
     KeyStoreUnavailable,
     LimitsUnavailable,
@@ -202,6 +203,12 @@ impl Error {
         Self::new(Kind::RateLimited { limit, wait })
     }
 
+    /// The key has spent its `limit` tokens per minute; `wait` until some are free again (429
+    /// `rate_limit_exceeded`, with `retry-after` and `x-ratelimit-*-tokens`).
+    pub fn tokens_limited(limit: u32, wait: Duration) -> Self {
+        Self::new(Kind::TokensLimited { limit, wait })
+    }
+
     /// The key has `limit` requests in flight already (429 `rate_limit_exceeded`).
     pub fn concurrency_limited(limit: u32) -> Self {
         Self::new(Kind::ConcurrencyLimited { limit })
@@ -210,7 +217,9 @@ impl Error {
     /// How long the client should wait before retrying, when the router knows.
     pub fn retry_after(&self) -> Option<Duration> {
         match self.kind {
-            Kind::RateLimited { wait, .. } => Some(wait.max(Duration::from_millis(1))),
+            Kind::RateLimited { wait, .. } | Kind::TokensLimited { wait, .. } => {
+                Some(wait.max(Duration::from_millis(1)))
+            }
             Kind::ConcurrencyLimited { .. } | Kind::Overloaded => Some(Duration::from_secs(1)),
             _ => None,
         }
@@ -456,6 +465,19 @@ mod tests {
             assert_eq!(response.headers()["retry-after-ms"], ms, "{wait}");
             assert_eq!(response.headers()["x-ratelimit-remaining-requests"], "0");
         }
+    }
+
+    #[test]
+    fn a_tokens_refusal_carries_the_tokens_headers() {
+        let response = Error::tokens_limited(1000, Duration::from_millis(1500)).into_response();
+        assert_eq!(response.status(), http::StatusCode::TOO_MANY_REQUESTS);
+        let headers = response.headers();
+        assert_eq!(headers["retry-after"], "2");
+        assert_eq!(headers["retry-after-ms"], "1500");
+        assert_eq!(headers["x-ratelimit-limit-tokens"], "1000");
+        assert_eq!(headers["x-ratelimit-remaining-tokens"], "0");
+        assert_eq!(headers["x-ratelimit-reset-tokens"], "1.5s");
+        assert!(headers.get("x-ratelimit-limit-requests").is_none());
     }
 
     #[test]

@@ -34,8 +34,14 @@ impl Error {
             headers.insert(header::RETRY_AFTER, HeaderValue::from(secs));
             headers.insert(RETRY_AFTER_MS, HeaderValue::from(wait.as_millis() as u64));
         }
-        if let Kind::RateLimited { limit, wait } = self.kind {
-            write_rate_headers(headers, limit, 0, wait);
+        match self.kind {
+            Kind::RateLimited { limit, wait } => {
+                write_rate_headers(headers, RateUnit::Requests, limit, 0, wait);
+            }
+            Kind::TokensLimited { limit, wait } => {
+                write_rate_headers(headers, RateUnit::Tokens, limit, 0, wait);
+            }
+            _ => {}
         }
         if let Some(retry) = parts.should_retry {
             headers.insert(
@@ -56,22 +62,47 @@ pub(crate) fn is_rendered<B>(response: &Response<B>) -> bool {
     response.extensions().get::<Rendered>().is_some()
 }
 
-const LIMIT_REQUESTS: HeaderName = HeaderName::from_static("x-ratelimit-limit-requests");
-const REMAINING_REQUESTS: HeaderName = HeaderName::from_static("x-ratelimit-remaining-requests");
-const RESET_REQUESTS: HeaderName = HeaderName::from_static("x-ratelimit-reset-requests");
+/// What a rate limit counts: OpenAI's `x-ratelimit-*-requests` or `x-ratelimit-*-tokens`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum RateUnit {
+    /// Requests per minute.
+    Requests,
+    /// Tokens per minute.
+    Tokens,
+}
 
-/// Writes OpenAI's request rate-limit headers (replacing an upstream's): `limit` requests per
+impl RateUnit {
+    /// The limit, remaining and reset header names.
+    fn names(self) -> [HeaderName; 3] {
+        match self {
+            Self::Requests => [
+                HeaderName::from_static("x-ratelimit-limit-requests"),
+                HeaderName::from_static("x-ratelimit-remaining-requests"),
+                HeaderName::from_static("x-ratelimit-reset-requests"),
+            ],
+            Self::Tokens => [
+                HeaderName::from_static("x-ratelimit-limit-tokens"),
+                HeaderName::from_static("x-ratelimit-remaining-tokens"),
+                HeaderName::from_static("x-ratelimit-reset-tokens"),
+            ],
+        }
+    }
+}
+
+/// Writes OpenAI's rate-limit headers for `unit` (replacing an upstream's): `limit` per
 /// window, `remaining` left, the window full again after `reset`.
 pub(crate) fn write_rate_headers(
     headers: &mut HeaderMap,
+    unit: RateUnit,
     limit: u32,
     remaining: u32,
     reset: Duration,
 ) {
-    headers.insert(LIMIT_REQUESTS, HeaderValue::from(limit));
-    headers.insert(REMAINING_REQUESTS, HeaderValue::from(remaining));
+    let [limit_name, remaining_name, reset_name] = unit.names();
+    headers.insert(limit_name, HeaderValue::from(limit));
+    headers.insert(remaining_name, HeaderValue::from(remaining));
     if let Ok(reset) = HeaderValue::try_from(format_reset(reset)) {
-        headers.insert(RESET_REQUESTS, reset);
+        headers.insert(reset_name, reset);
     }
 }
 

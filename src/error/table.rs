@@ -176,6 +176,16 @@ impl Error {
                     wait.as_secs_f64()
                 ),
             ),
+            TokensLimited { limit, wait } => row(
+                StatusCode::TOO_MANY_REQUESTS,
+                RATE_LIMIT,
+                Some("rate_limit_exceeded"),
+                format!(
+                    "Rate limit reached for this API key on tokens per minute: limit {limit}. \
+                     Please try again in {:.3}s.",
+                    wait.as_secs_f64()
+                ),
+            ),
             ConcurrencyLimited { limit } => row(
                 StatusCode::TOO_MANY_REQUESTS,
                 RATE_LIMIT,

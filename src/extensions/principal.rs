@@ -18,7 +18,8 @@ use wildmatch::WildMatch;
 /// let team = Principal::new("team-a")
 ///     .allow_models(["openai/*", "*/gpt-4o-mini", "fast"])
 ///     .rpm(600)
-///     .max_concurrent(32);
+///     .max_concurrent(32)
+///     .tpm(100_000);
 /// assert!(team.allows_model("openai/gpt-4o"));
 /// assert!(team.allows_model("groq/gpt-4o-mini"));
 /// assert!(!team.allows_model("groq/llama-3.1-8b-instant"));
@@ -39,6 +40,15 @@ pub struct KeyLimits {
     pub rpm: Option<NonZeroU32>,
     /// Requests in flight at once (a stream counts until it ends).
     pub max_concurrent: Option<NonZeroU32>,
+    /// Tokens per minute (input + output, from each answer's usage).
+    pub tpm: Option<NonZeroU32>,
+}
+
+impl KeyLimits {
+    /// Whether any limit is set.
+    pub fn is_limited(&self) -> bool {
+        self.rpm.is_some() || self.max_concurrent.is_some() || self.tpm.is_some()
+    }
 }
 
 impl Principal {
@@ -87,6 +97,15 @@ impl Principal {
     #[must_use]
     pub fn max_concurrent(mut self, max: u32) -> Self {
         self.limits.max_concurrent = NonZeroU32::new(max);
+        self
+    }
+
+    /// At most `tpm` tokens (input + output, as each answer's usage reports them) per minute
+    /// (0 means unlimited). Tokens are counted after an answer ends; a request is refused
+    /// while the key's last minute is over budget.
+    #[must_use]
+    pub fn tpm(mut self, tpm: u32) -> Self {
+        self.limits.tpm = NonZeroU32::new(tpm);
         self
     }
 

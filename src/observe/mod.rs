@@ -270,6 +270,7 @@ struct Details {
     response_id: Option<Arc<str>>,
     response_model: Option<Arc<str>>,
     finish_reasons: FinishReasons,
+    limits_unchecked: bool,
 }
 
 impl RequestLog {
@@ -285,6 +286,20 @@ impl RequestLog {
     /// The caller's key passed the check.
     pub fn record_principal(&self, principal: &Principal) {
         self.with(|d| d.key = Some(principal.name_shared().clone()));
+    }
+
+    /// The key's limits were not checked: the limiter's backend failed and its policy is to
+    /// serve anyway.
+    pub fn record_limits_unchecked(&self) {
+        self.with(|d| d.limits_unchecked = true);
+    }
+
+    /// The usage the answer reported, so far.
+    pub fn usage(&self) -> Option<Usage> {
+        self.details
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .usage
     }
 
     /// The request was matched to `endpoint`.
@@ -382,6 +397,7 @@ impl RequestLog {
             response_id: details.response_id,
             response_model: details.response_model,
             finish_reasons: details.finish_reasons,
+            limits_unchecked: details.limits_unchecked,
         }
     }
 }
@@ -454,6 +470,9 @@ pub struct RequestSummary {
     pub response_model: Option<Arc<str>>,
     /// The answer's finish reasons, in choice order (chat and completions).
     pub finish_reasons: FinishReasons,
+    /// The key's limits were not checked (the limiter's backend was down and its policy is to
+    /// serve anyway; see [`Admission::unchecked`](crate::auth::Admission::unchecked)).
+    pub limits_unchecked: bool,
 }
 
 /// Gets every request when it is over: its body ended, failed, or the client went away

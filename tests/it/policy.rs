@@ -21,6 +21,9 @@ const ALIAS_KEY: &str = "sk-router-alias-0123456789";
 const OLD_KEY: &str = "sk-router-old-0123456789";
 const RPM_KEY: &str = "sk-router-rpm-0123456789";
 const ONE_KEY: &str = "sk-router-one-0123456789";
+const TPM_KEY: &str = "sk-router-tpm-0123456789";
+/// The tokens-per-minute budget of `TPM_KEY`: one token back per second.
+const TPM: u64 = 60;
 
 fn keys() -> MemoryKeyStore {
     MemoryKeyStore::new()
@@ -36,6 +39,7 @@ fn keys() -> MemoryKeyStore {
         )
         .with_key(RPM_KEY, Principal::new("rpm").rpm(2))
         .with_key(ONE_KEY, Principal::new("one").max_concurrent(1))
+        .with_key(TPM_KEY, Principal::new("tpm").tpm(TPM as u32))
 }
 
 async fn harness() -> Harness {
@@ -309,4 +313,86 @@ async fn a_limiter_of_ones_own_plugs_into_the_builder() {
     assert_eq!(refused.header("retry-after"), Some("7"));
     assert_eq!(upstream.request_count(), 2);
     server.abort();
+}
+
+/// The usage total of a streamed answer (its `include_usage` chunk).
+fn streamed_usage(text: &str) -> u64 {
+    text.lines()
+        .filter_map(|line| line.strip_prefix("data: "))
+        .filter(|data| *data != "[DONE]")
+        .filter_map(|data| serde_json::from_str::<serde_json::Value>(data).ok())
+        .find_map(|chunk| chunk["usage"]["total_tokens"].as_u64())
+        .unwrap()
+}
+
+#[tokio::test]
+async fn tokens_per_minute_count_each_answers_usage_and_refuse_past_the_budget() {
+    let harness = harness().await;
+    let started = std::time::Instant::now();
+    let mut spent = 0;
+    let mut refused = None;
+    for round in 0..20 {
+        // Streams and plain answers both debit what their usage says.
+        let stream = round % 2 == 0;
+        let body = serde_json::json!({
+            "model": "mock/gpt-4o-mini",
+            "messages": [{"role": "user", "content": "hi"}],
+            "stream": stream,
+            "stream_options": stream.then(|| serde_json::json!({"include_usage": true})),
+        });
+        let request = Request::post(harness.url("/chat/completions"))
+            .header("authorization", format!("Bearer {TPM_KEY}"))
+            .header("content-type", "application/json")
+            .body(Full::new(Bytes::from(body.to_string())))
+            .unwrap();
+        let response = send(request).await;
+        if response.status == 429 {
+            // A stream and a plain answer at least were debited before the refusal.
+            assert!(round >= 2, "refused at round {round}");
+            refused = Some(response);
+            break;
+        }
+        assert_eq!(response.status, 200, "{}", response.text());
+        assert_eq!(response.header("x-ratelimit-limit-tokens"), Some("60"));
+        // What is left before this request: the budget less what was spent (plus what came
+        // back since, under a token: the test takes well under a second).
+        let remaining: u64 = response
+            .header("x-ratelimit-remaining-tokens")
+            .unwrap()
+            .parse()
+            .unwrap();
+        assert_eq!(remaining, TPM.saturating_sub(spent), "round {round}");
+        assert!(spent < TPM, "admitted with {spent} tokens spent");
+        spent += if stream {
+            streamed_usage(&response.text())
+        } else {
+            response.json()["usage"]["total_tokens"].as_u64().unwrap()
+        };
+    }
+    assert!(
+        started.elapsed() < Duration::from_secs(1),
+        "too slow to check exact figures"
+    );
+    let refused = refused.expect("the budget was never exhausted");
+    assert!(spent >= TPM);
+    let error = refused.assert_error(429, Some("rate_limit_exceeded"));
+    assert!(
+        error["message"]
+            .as_str()
+            .unwrap()
+            .contains("tokens per minute")
+    );
+    assert_eq!(refused.header("x-ratelimit-limit-tokens"), Some("60"));
+    assert_eq!(refused.header("x-ratelimit-remaining-tokens"), Some("0"));
+    // One second per token owed past the minute, plus one.
+    let wait_ms: u64 = refused.header("retry-after-ms").unwrap().parse().unwrap();
+    let expected = (spent - TPM + 1) * 1000;
+    assert!(
+        wait_ms <= expected && wait_ms + 1000 > expected,
+        "{wait_ms} vs {expected}"
+    );
+    // Other keys are not affected.
+    let other = post_chat(&harness, ROUTER_KEY, "mock/gpt-4o-mini").await;
+    assert_eq!(other.status, 200);
+    assert!(other.header("x-ratelimit-limit-tokens").is_none());
 }
