@@ -43,17 +43,24 @@ mod future;
 mod key_store;
 mod layer;
 mod limit;
+#[cfg(feature = "redis")]
+mod redis;
 mod service;
 
 use http::{HeaderMap, header};
 
 use crate::error::Error;
 
-pub use self::body::ResponseBody;
+pub use self::body::{KeyGuard, ResponseBody};
 pub use self::future::ResponseFuture;
 pub use self::key_store::{ApiKeyDigest, InvalidDigest, KeyStore, KeyStoreError, MemoryKeyStore};
 pub use self::layer::{AuthLayer, DEFAULT_CHECK_DEADLINE};
 pub use self::limit::{Admission, ConcurrencyPermit, InProcessLimiter, KeyLimiter};
+#[cfg(feature = "redis")]
+pub use self::redis::{
+    BackendErrorMode, DEFAULT_LEASE, DEFAULT_REDIS_TIMEOUT, RedisAdmitFuture, RedisLimiter,
+    RedisLimiterBuilder, RedisPermit,
+};
 pub use self::service::Auth;
 pub use crate::extensions::{KeyLimits, Principal};
 
@@ -259,6 +266,93 @@ mod tests {
             service.oneshot(one()).await.unwrap().status(),
             StatusCode::OK
         );
+    }
+
+    /// A limiter whose backend is down, serving anyway.
+    #[derive(Clone)]
+    struct DownButAllowing;
+
+    impl KeyLimiter for DownButAllowing {
+        type Permit = ();
+        type Future = std::future::Ready<Result<Admission<()>, Error>>;
+        fn admit(&self, _: &ApiKeyDigest, _: &Principal) -> Self::Future {
+            std::future::ready(Ok(Admission::unchecked()))
+        }
+    }
+
+    #[tokio::test]
+    async fn an_unchecked_admission_is_recorded_for_metrics() {
+        let service = ServiceBuilder::new()
+            .layer(AuthLayer::new(keys()).limiter(DownButAllowing))
+            .service_fn(|_: Request<()>| async {
+                Ok::<_, Infallible>(Response::new(http_body_util::Full::<Bytes>::default()))
+            });
+        let log = crate::observe::RequestLog::new();
+        let mut request = request(Some("Bearer sk-router-rpm"));
+        request.extensions_mut().insert(log.clone());
+        let response = service.oneshot(request).await.unwrap();
+        assert_eq!(response.status(), StatusCode::OK);
+        let summary = log.summary(
+            &crate::observe::RequestHead {
+                id: crate::extensions::RequestId::generate(),
+                method: http::Method::POST,
+                uri: http::Uri::from_static("/"),
+            },
+            crate::observe::End {
+                status: Some(StatusCode::OK),
+                latency: Duration::ZERO,
+                duration: Duration::ZERO,
+                outcome: crate::observe::Outcome::Completed,
+            },
+        );
+        assert!(summary.limits_unchecked);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn tokens_are_debited_from_the_usage_recorded_when_the_answer_ends() {
+        let keys = MemoryKeyStore::new().with_key("sk-tpm", Principal::new("tpm").tpm(100));
+        let service = ServiceBuilder::new()
+            .layer(AuthLayer::new(keys))
+            .service_fn(|request: Request<()>| async move {
+                // What the stream layer does as an answer passes: record its usage.
+                let log = request
+                    .extensions()
+                    .get::<crate::observe::RequestLog>()
+                    .unwrap();
+                let usage = crate::observe::Usage {
+                    input_tokens: 40,
+                    output_tokens: 20,
+                    total_tokens: 60,
+                    cached_tokens: 0,
+                };
+                log.record_body(
+                    crate::observe::AnswerDetails {
+                        usage: Some(usage),
+                        ..Default::default()
+                    },
+                    None,
+                    crate::observe::Outcome::Completed,
+                );
+                Ok::<_, Infallible>(Response::new(http_body_util::Full::from("ok")))
+            });
+        let call = || {
+            let mut request = request(Some("Bearer sk-tpm"));
+            request
+                .extensions_mut()
+                .insert(crate::observe::RequestLog::new());
+            service.clone().oneshot(request)
+        };
+        let first = call().await.unwrap();
+        assert_eq!(first.headers()["x-ratelimit-remaining-tokens"], "100");
+        // Not debited while the answer is still going.
+        let second = call().await.unwrap();
+        assert_eq!(second.headers()["x-ratelimit-remaining-tokens"], "100");
+        assert_eq!(text(first).await, "ok");
+        drop(second);
+        // Both answers are over: 120 tokens spent of 100.
+        let refused = call().await.unwrap();
+        let error = refusal(refused, StatusCode::TOO_MANY_REQUESTS).await;
+        assert!(error["message"].as_str().unwrap().contains("tokens"));
     }
 
     #[derive(Clone)]

@@ -4,7 +4,8 @@
 
 use std::collections::{HashMap, HashSet};
 use std::fmt;
-use std::sync::Arc;
+use std::hash::{BuildHasherDefault, Hash, Hasher};
+use std::sync::{Arc, OnceLock, PoisonError, RwLock};
 
 use http::StatusCode;
 use prometheus_client::encoding::{
@@ -77,6 +78,7 @@ pub fn gen_ai_operation_name(endpoint: Endpoint) -> &'static str {
 /// | `ai_router_requests_total` | counter | `status`, `provider`, `model`, `key` |
 /// | `ai_router_upstream_attempts_total` | counter | `outcome` (`ok`, `failed`) |
 /// | `ai_router_rate_limited_total` | counter | `key` |
+/// | `ai_router_limits_unchecked_total` | counter | `key` (served unchecked: the limiter's backend was down) |
 /// | `ai_router_in_flight` | gauge | |
 ///
 /// - **Label values are bounded**: a provider or model is its name only when configured
@@ -104,9 +106,10 @@ pub fn gen_ai_operation_name(endpoint: Endpoint) -> &'static str {
 /// - **Counts are exact**: every request the observer hears of adds one to
 ///   `ai_router_requests_total` and one observation to the duration histogram.
 ///
-/// Cheap on the request path: the label sets are looked up (and created once each) in
-/// per-metric maps behind read locks; the values are shared strings, so a request allocates
-/// nothing once its label sets exist. The GenAI conventions left the main repository after
+/// Cheap on the request path: a request looks up its series (the handles of every metric
+/// for its labels, created once each) in one map behind a read lock, keyed by the identity of
+/// its bounded label values, so it hashes a few words and allocates nothing once its series
+/// exist. The GenAI conventions left the main repository after
 /// v1.41 (`semantic-conventions-genai`); its draft counts tokens with
 /// `gen_ai.client.inference.usage.input_tokens` / `.output_tokens` counters instead of the
 /// token histogram.
@@ -139,8 +142,8 @@ pub struct Metrics {
 #[derive(Debug, Default)]
 #[must_use]
 pub struct MetricsBuilder {
-    providers: HashMap<Arc<str>, HashSet<Arc<str>>>,
-    keys: HashSet<Arc<str>>,
+    providers: HashMap<Arc<str>, HashSet<Arc<str>, FastHash>, FastHash>,
+    keys: HashSet<Arc<str>, FastHash>,
 }
 
 impl MetricsBuilder {
@@ -202,7 +205,9 @@ impl MetricsBuilder {
             attempts_ok: Counter::default(),
             attempts_failed: Counter::default(),
             rate_limited: Family::default(),
+            limits_unchecked: Family::default(),
             in_flight: Gauge::default(),
+            series: RwLock::default(),
         };
         Metrics {
             inner: Arc::new(inner.registered()),
@@ -221,7 +226,10 @@ struct Inner {
     attempts_ok: Counter,
     attempts_failed: Counter,
     rate_limited: Family<KeyLabel, Counter>,
+    limits_unchecked: Family<KeyLabel, Counter>,
     in_flight: Gauge,
+    /// Every label set seen, with its handles.
+    series: RwLock<HashMap<SeriesKey, Series, FastHash>>,
 }
 
 impl Inner {
@@ -265,6 +273,12 @@ impl Inner {
             self.rate_limited.clone(),
         );
         self.registry.register(
+            "ai_router_limits_unchecked",
+            "Requests served without a limit check because the limiter's backend failed \
+             (on_backend_error = allow), by key name",
+            self.limits_unchecked.clone(),
+        );
+        self.registry.register(
             "ai_router_in_flight",
             "Requests in flight (a stream until its end)",
             self.in_flight.clone(),
@@ -276,9 +290,9 @@ impl Inner {
 /// The names labels may carry.
 struct Bounds {
     /// Configured providers, each with its configured models.
-    providers: HashMap<Arc<str>, HashSet<Arc<str>>>,
+    providers: HashMap<Arc<str>, HashSet<Arc<str>, FastHash>, FastHash>,
     /// Configured key names.
-    keys: HashSet<Arc<str>>,
+    keys: HashSet<Arc<str>, FastHash>,
     none: Arc<str>,
     other: Arc<str>,
 }
@@ -367,6 +381,11 @@ impl Observer for Metrics {
         if status == Some(429) && s.provider.is_none() {
             m.rate_limited.get_or_create(&KeyLabel(key.clone())).inc();
         }
+        if s.limits_unchecked {
+            m.limits_unchecked
+                .get_or_create(&KeyLabel(key.clone()))
+                .inc();
+        }
         if s.attempts > 0 {
             m.attempts_failed.inc_by(u64::from(s.attempts - 1));
             if last_attempt_failed(status, s.outcome) {
@@ -376,43 +395,175 @@ impl Observer for Metrics {
             }
         }
 
-        let mut labels = GenAiLabels {
+        let series_key = SeriesKey {
             operation: s.endpoint.map_or("none", gen_ai_operation_name),
-            provider: provider.clone(),
-            model: model.clone(),
+            provider: Shared(provider),
+            model: Shared(model),
+            key: Shared(key),
+            status,
             error: error_type(status, s.outcome),
+        };
+        m.with_series(series_key, |series| {
+            series.duration.observe(s.duration.as_secs_f64());
+            // Set by the stream layer only, once per stream; the conventions time successful
+            // answers only.
+            if let (Some(first_byte), Some(200..=299)) = (s.first_byte, status) {
+                series
+                    .first_token
+                    .get_or_init(|| m.first_token.get_or_create_owned(&series.labels))
+                    .observe(first_byte.as_secs_f64());
+            }
+            if let Some(usage) = s.usage {
+                let mut labels = series.labels.clone();
+                let [input, output] = &series.tokens;
+                labels.token_type = Some("input");
+                input
+                    .get_or_init(|| m.tokens.get_or_create_owned(&labels))
+                    .observe(usage.input_tokens as f64);
+                labels.token_type = Some("output");
+                output
+                    .get_or_init(|| m.tokens.get_or_create_owned(&labels))
+                    .observe(usage.output_tokens as f64);
+            }
+            series.requests.inc();
+        });
+    }
+}
+
+impl Inner {
+    /// Runs `f` with the series of `key`, made (its duration and request count registered)
+    /// the first time.
+    fn with_series(&self, key: SeriesKey, f: impl FnOnce(&Series)) {
+        {
+            let series = self.series.read().unwrap_or_else(PoisonError::into_inner);
+            if let Some(found) = series.get(&key) {
+                return f(found);
+            }
+        }
+        let mut series = self.series.write().unwrap_or_else(PoisonError::into_inner);
+        let labels = GenAiLabels {
+            operation: key.operation,
+            provider: key.provider.0.clone(),
+            model: key.model.0.clone(),
+            error: key.error,
             token_type: None,
         };
-        m.duration
-            .get_or_create(&labels)
-            .observe(s.duration.as_secs_f64());
-        labels.error = None;
-        // Set by the stream layer only, once per stream; the conventions time successful
-        // answers only.
-        if let (Some(first_byte), Some(200..=299)) = (s.first_byte, status) {
-            m.first_token
-                .get_or_create(&labels)
-                .observe(first_byte.as_secs_f64());
-        }
-        if let Some(usage) = s.usage {
-            labels.token_type = Some("input");
-            m.tokens
-                .get_or_create(&labels)
-                .observe(usage.input_tokens as f64);
-            labels.token_type = Some("output");
-            m.tokens
-                .get_or_create(&labels)
-                .observe(usage.output_tokens as f64);
-        }
+        let requests = RequestLabels {
+            status: key.status,
+            provider: key.provider.0.clone(),
+            model: key.model.0.clone(),
+            key: key.key.0.clone(),
+        };
+        let found = series.entry(key).or_insert_with(|| Series {
+            duration: self.duration.get_or_create_owned(&labels),
+            requests: self.requests.get_or_create_owned(&requests),
+            first_token: OnceLock::new(),
+            tokens: [OnceLock::new(), OnceLock::new()],
+            labels: GenAiLabels {
+                error: None,
+                ..labels
+            },
+        });
+        f(found)
+    }
+}
 
-        m.requests
-            .get_or_create(&RequestLabels {
-                status,
-                provider,
-                model,
-                key,
-            })
-            .inc();
+/// What tells one request's label sets from another's: the label values, the bounded names
+/// by identity (each is one of [`Bounds`]' shared strings).
+#[derive(Clone, Debug, Hash, PartialEq, Eq)]
+struct SeriesKey {
+    operation: &'static str,
+    provider: Shared,
+    model: Shared,
+    key: Shared,
+    status: Option<u16>,
+    error: Option<ErrorType>,
+}
+
+/// One of [`Bounds`]' names, compared and hashed by address: each name is one shared string.
+#[derive(Clone, Debug)]
+struct Shared(Arc<str>);
+
+impl PartialEq for Shared {
+    fn eq(&self, other: &Self) -> bool {
+        Arc::ptr_eq(&self.0, &other.0)
+    }
+}
+
+impl Eq for Shared {}
+
+impl Hash for Shared {
+    fn hash<H: Hasher>(&self, state: &mut H) {
+        state.write_usize(Arc::as_ptr(&self.0).cast::<u8>() as usize);
+    }
+}
+
+/// The handles of one request's label sets (shared with the families, which render them).
+struct Series {
+    duration: Histogram,
+    requests: Counter,
+    /// Made on first use: a series never observed is not rendered.
+    first_token: OnceLock<Histogram>,
+    /// Input, output: made on first use.
+    tokens: [OnceLock<Histogram>; 2],
+    /// The GenAI labels without `error_type`, to make the lazy ones.
+    labels: GenAiLabels,
+}
+
+/// The hasher of the metrics' own maps: a multiply-rotate word hash (as rustc's `FxHasher`).
+/// Their keys are configured names and addresses, never chosen by a client, and few.
+type FastHash = BuildHasherDefault<WordHasher>;
+
+/// See [`FastHash`].
+#[derive(Default)]
+struct WordHasher(u64);
+
+impl WordHasher {
+    const SEED: u64 = 0x51_7c_c1_b7_27_22_0a_95;
+
+    fn add(&mut self, word: u64) {
+        self.0 = (self.0.rotate_left(5) ^ word).wrapping_mul(Self::SEED);
+    }
+}
+
+impl Hasher for WordHasher {
+    fn write(&mut self, bytes: &[u8]) {
+        let mut chunks = bytes.chunks_exact(8);
+        for chunk in &mut chunks {
+            let mut word = [0u8; 8];
+            word.copy_from_slice(chunk);
+            self.add(u64::from_le_bytes(word));
+        }
+        let rest = chunks.remainder();
+        if !rest.is_empty() {
+            let mut word = [0u8; 8];
+            word[..rest.len()].copy_from_slice(rest);
+            self.add(u64::from_le_bytes(word));
+        }
+    }
+
+    fn write_u8(&mut self, i: u8) {
+        self.add(u64::from(i));
+    }
+
+    fn write_u16(&mut self, i: u16) {
+        self.add(u64::from(i));
+    }
+
+    fn write_u32(&mut self, i: u32) {
+        self.add(u64::from(i));
+    }
+
+    fn write_u64(&mut self, i: u64) {
+        self.add(i);
+    }
+
+    fn write_usize(&mut self, i: usize) {
+        self.add(i as u64);
+    }
+
+    fn finish(&self) -> u64 {
+        self.0
     }
 }
 
@@ -718,6 +869,21 @@ mod tests {
         let text = m.render();
         let failed = r#"gen_ai_server_request_duration_seconds_count{gen_ai_operation_name="chat",gen_ai_provider_name="demo",gen_ai_request_model="gpt-4o-mini",error_type="upstream_failed"}"#;
         assert_eq!(value(&text, failed), Some(1.0), "{text}");
+    }
+
+    #[test]
+    fn requests_served_unchecked_are_counted_by_key() {
+        let m = metrics();
+        for checked in [true, false, false] {
+            let mut s = routed("demo", "gpt-4o-mini", "team-a", 200);
+            s.limits_unchecked = !checked;
+            m.on_end(&s);
+        }
+        let text = m.render();
+        assert_eq!(
+            value(&text, r#"ai_router_limits_unchecked_total{key="team-a"}"#),
+            Some(2.0)
+        );
     }
 
     #[test]

@@ -1,0 +1,165 @@
+//! Redis stopped and started again under running routers, in both backend modes: nothing
+//! hangs, and limits apply again without a restart.
+
+use std::time::Duration;
+
+use ai_router::auth::{BackendErrorMode, Principal};
+
+use crate::proxy::FreezingProxy;
+use crate::server::RedisServer;
+use crate::support::{Fleet, RawResponse};
+
+/// Sends requests alternating between the routers (bounded: 100 tries, 50 ms apart) until
+/// one is answered with `status`; returns it.
+async fn until_status(fleet: &Fleet, status: u16) -> RawResponse {
+    for n in 0..100 {
+        let response = fleet.chat(n % 2).await;
+        if response.status.as_u16() == status {
+            return response;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    panic!("never answered {status}");
+}
+
+/// Waits (bounded: 5 s) until both limiters have found Redis again.
+async fn until_both_answer(fleet: &Fleet) {
+    for _ in 0..100 {
+        if fleet.routers.iter().all(|r| !r.limiter.is_backend_down()) {
+            return;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    panic!("a limiter never found Redis again");
+}
+
+#[tokio::test]
+async fn allow_serves_unchecked_while_redis_is_down_then_limits_again() {
+    let mut redis = RedisServer::start().await;
+    let fleet = Fleet::start(&redis, Principal::new("fleet").rpm(2), |b| {
+        b.on_backend_error(BackendErrorMode::Allow)
+    })
+    .await;
+    assert_eq!(fleet.chat(0).await.status, 200);
+    assert_eq!(fleet.chat(1).await.status, 200);
+    fleet.chat(0).await.assert_error(429, "rate_limit_exceeded");
+
+    redis.stop();
+    for n in 0..6 {
+        let response = fleet.chat(n % 2).await;
+        assert_eq!(response.status, 200, "request {n} while Redis is down");
+        // Unchecked: the router has no figures of its own; the upstream's pass (the mock's).
+        assert_eq!(response.header("x-ratelimit-limit-requests"), Some("10000"));
+    }
+    assert!(fleet.routers.iter().all(|r| r.limiter.is_backend_down()));
+
+    // A new, empty Redis: each limiter finds it again by itself...
+    redis.restart().await;
+    until_both_answer(&fleet).await;
+    // ...and the window starts afresh, shared again: 2 pass, then both routers refuse.
+    for n in 0..2 {
+        let response = fleet.chat(n).await;
+        assert_eq!(response.status, 200);
+        assert_eq!(response.number("x-ratelimit-limit-requests"), 2);
+    }
+    for n in 0..2 {
+        let refused = fleet.chat(n).await;
+        refused.assert_error(429, "rate_limit_exceeded");
+        assert_eq!(refused.number("x-ratelimit-remaining-requests"), 0);
+    }
+}
+
+#[tokio::test]
+async fn deny_refuses_while_redis_is_down_then_serves_again() {
+    // Redis is down when the routers start: they start anyway.
+    let mut redis = RedisServer::start().await;
+    redis.stop();
+    let fleet = Fleet::start(&redis, Principal::new("fleet").rpm(100), |b| {
+        b.on_backend_error(BackendErrorMode::Deny)
+    })
+    .await;
+    for n in 0..4 {
+        fleet
+            .chat(n % 2)
+            .await
+            .assert_error(503, "limits_unavailable");
+    }
+    assert_eq!(fleet.upstream.request_count(), 0);
+
+    redis.restart().await;
+    let served = until_status(&fleet, 200).await;
+    assert_eq!(served.number("x-ratelimit-limit-requests"), 100);
+
+    redis.stop();
+    let refused = until_status(&fleet, 503).await;
+    refused.assert_error(503, "limits_unavailable");
+    for n in 0..4 {
+        fleet
+            .chat(n % 2)
+            .await
+            .assert_error(503, "limits_unavailable");
+    }
+
+    redis.restart().await;
+    until_both_answer(&fleet).await;
+    // Both routers serve again.
+    assert_eq!(fleet.chat(0).await.status, 200);
+    assert_eq!(fleet.chat(1).await.status, 200);
+}
+
+#[tokio::test]
+async fn a_hung_redis_is_a_timeout_not_a_hang() {
+    let redis = RedisServer::start().await;
+    let fleet = Fleet::start(&redis, Principal::new("fleet").rpm(2), |b| {
+        b.on_backend_error(BackendErrorMode::Allow)
+    })
+    .await;
+    assert_eq!(fleet.chat(0).await.status, 200);
+    assert_eq!(fleet.chat(1).await.status, 200);
+
+    redis.pause();
+    // Answered (unchecked) within the exchange timeout: the first call of each router waits
+    // for the limiter's timeout, the next ones not at all.
+    for n in 0..6 {
+        let response = fleet.chat(n % 2).await;
+        assert_eq!(response.status, 200, "request {n} while Redis hangs");
+    }
+    assert!(fleet.routers.iter().all(|r| r.limiter.is_backend_down()));
+
+    // The same Redis, with its state: the window is still spent.
+    redis.resume();
+    until_both_answer(&fleet).await;
+    fleet.chat(0).await.assert_error(429, "rate_limit_exceeded");
+    fleet.chat(1).await.assert_error(429, "rate_limit_exceeded");
+}
+
+#[tokio::test]
+async fn a_connection_that_hangs_for_good_is_replaced() {
+    let redis = RedisServer::start().await;
+    let proxy = FreezingProxy::start(redis.addr()).await;
+    let fleet = Fleet::start_at(&proxy.url(), Principal::new("fleet").rpm(3), |b| {
+        b.on_backend_error(BackendErrorMode::Deny)
+    })
+    .await;
+    assert_eq!(fleet.chat(0).await.status, 200);
+    assert_eq!(fleet.chat(1).await.status, 200);
+
+    // The routers' connections hang, for good: refused, never stuck.
+    proxy.freeze();
+    let refused = until_status(&fleet, 503).await;
+    refused.assert_error(503, "limits_unavailable");
+    for n in 0..4 {
+        fleet
+            .chat(n % 2)
+            .await
+            .assert_error(503, "limits_unavailable");
+    }
+
+    // New connections work: each limiter gives up its hung one and finds Redis, state intact.
+    proxy.thaw();
+    until_both_answer(&fleet).await;
+    let last = fleet.chat(0).await;
+    assert_eq!(last.status, 200);
+    assert_eq!(last.number("x-ratelimit-remaining-requests"), 0);
+    fleet.chat(1).await.assert_error(429, "rate_limit_exceeded");
+}
