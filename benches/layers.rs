@@ -335,6 +335,17 @@ fn router(c: &mut Criterion, rt: &Runtime) {
             move || chat_request(size, false),
         );
     }
+    // The same router behind `ReloadableRouter`: what a swappable config costs per request
+    // (one atomic load, one more `Arc` clone).
+    bench_service(
+        c,
+        rt,
+        "router/reloadable_chat_1KiB",
+        Some(KIB),
+        ai_router::ReloadableRouter::new(router.clone()),
+        StatusCode::OK,
+        || chat_request(KIB, false),
+    );
     bench_service(
         c,
         rt,

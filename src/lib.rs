@@ -87,6 +87,7 @@ pub use crate::request_id::SetRequestIdLayer;
 pub use crate::resilience::ResilienceLayer;
 pub use crate::route::RouteLayer;
 pub use crate::router::{AiRouter, AiRouterBuilder, BuildError, RouterBody};
+pub use crate::router::{ReloadHandle, ReloadableRouter};
 pub use crate::sse::SseLayer;
 
 /// The README's Rust examples, compiled as doctests.

@@ -2,7 +2,7 @@
 //!
 //! The library reads no files or environment variables; this is where the gateway does.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::net::SocketAddr;
 use std::path::Path;
 use std::time::Duration;
@@ -55,10 +55,127 @@ pub(crate) struct Config {
     /// Logs (and later traces and metrics).
     #[serde(default)]
     pub(crate) telemetry: TelemetryConfig,
+    /// Where per-key limits are kept.
+    #[serde(default)]
+    pub(crate) limits: LimitsConfig,
+}
+
+/// The `[limits]` table: where per-key limits (`rpm`, `tpm`, `max_concurrent`) are kept.
+#[derive(Clone, PartialEq, Eq, Default, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub(crate) struct LimitsConfig {
+    /// `memory` (this process, the default) or `redis` (shared by a fleet; feature `redis`).
+    pub(crate) backend: LimitsBackend,
+    /// The Redis URL (`redis://[:password@]host:port/db`); never logged.
+    pub(crate) redis_url: Option<String>,
+    /// An environment variable holding the Redis URL (keeps a password out of the file).
+    pub(crate) redis_url_env: Option<String>,
+    /// What a request gets while Redis cannot answer: `allow` (served unchecked, the
+    /// default) or `deny` (503 `limits_unavailable`).
+    pub(crate) on_backend_error: OnBackendError,
+    /// Seconds a concurrency slot lives without renewal (a router that dies frees its slots
+    /// after this).
+    pub(crate) lease_secs: Option<u64>,
+    /// Milliseconds one Redis call may take.
+    pub(crate) timeout_ms: Option<u64>,
+}
+
+impl std::fmt::Debug for LimitsConfig {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        // The URL may hold a password.
+        f.debug_struct("LimitsConfig")
+            .field("backend", &self.backend)
+            .field("redis_url", &self.redis_url.as_ref().map(|_| "<set>"))
+            .field("redis_url_env", &self.redis_url_env)
+            .field("on_backend_error", &self.on_backend_error)
+            .field("lease_secs", &self.lease_secs)
+            .field("timeout_ms", &self.timeout_ms)
+            .finish()
+    }
+}
+
+impl LimitsConfig {
+    /// Checks the table: the Redis settings only with `backend = "redis"`, which needs one
+    /// way to the URL.
+    fn check(&self) -> Result<(), ConfigError> {
+        let redis_settings = [
+            ("redis_url", self.redis_url.is_some()),
+            ("redis_url_env", self.redis_url_env.is_some()),
+            ("lease_secs", self.lease_secs.is_some()),
+            ("timeout_ms", self.timeout_ms.is_some()),
+            (
+                "on_backend_error",
+                self.on_backend_error != OnBackendError::default(),
+            ),
+        ];
+        match self.backend {
+            LimitsBackend::Memory => {
+                if let Some((name, _)) = redis_settings.iter().find(|(_, set)| *set) {
+                    return Err(ConfigError(format!(
+                        "limits.{name}: only for backend = \"redis\""
+                    )));
+                }
+            }
+            LimitsBackend::Redis => {
+                if self.redis_url.is_some() == self.redis_url_env.is_some() {
+                    return Err(ConfigError(
+                        "limits: with backend = \"redis\", set exactly one of `redis_url` or \
+                         `redis_url_env`"
+                            .into(),
+                    ));
+                }
+                if self.lease_secs == Some(0) || self.timeout_ms == Some(0) {
+                    return Err(ConfigError(
+                        "limits: lease_secs and timeout_ms must be above 0".into(),
+                    ));
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// The Redis URL, from the file or the environment (`env`).
+    #[cfg_attr(not(feature = "redis"), allow(dead_code))] // Read with the `redis` feature only.
+    pub(crate) fn redis_url(
+        &self,
+        env: impl Fn(&str) -> Option<String>,
+    ) -> Result<String, ConfigError> {
+        match (&self.redis_url, &self.redis_url_env) {
+            (Some(url), _) => Ok(url.clone()),
+            (None, Some(var)) => env(var).ok_or_else(|| {
+                ConfigError(format!(
+                    "limits.redis_url_env: the variable {var} is not set"
+                ))
+            }),
+            (None, None) => Err(ConfigError("limits: no redis_url".into())),
+        }
+    }
+}
+
+/// Where per-key limits are kept.
+#[derive(Debug, Default, Deserialize, Clone, Copy, PartialEq, Eq)]
+#[serde(rename_all = "lowercase")]
+pub(crate) enum LimitsBackend {
+    /// In this process (`InProcessLimiter`).
+    #[default]
+    Memory,
+    /// In Redis, shared by every gateway using it (`RedisLimiter`, feature `redis`).
+    Redis,
+}
+
+/// What a request gets while the limits backend cannot answer.
+#[derive(Debug, Default, Deserialize, Clone, Copy, PartialEq, Eq)]
+#[serde(rename_all = "lowercase")]
+pub(crate) enum OnBackendError {
+    /// Served unchecked (counted in `ai_router_limits_unchecked_total`).
+    #[default]
+    Allow,
+    /// 503 `limits_unavailable`.
+    Deny,
 }
 
 /// The `[server]` table: sockets, timeouts and caps.
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub(crate) struct ServerConfig {
     /// Seconds a client has to send a request's head (also closes a keep-alive connection
@@ -82,7 +199,7 @@ impl Default for ServerConfig {
 }
 
 /// The `[telemetry]` table.
-#[derive(Debug, Default, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Default, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub(crate) struct TelemetryConfig {
     /// One line per request: `text` (default), `json` or `off`.
@@ -129,6 +246,8 @@ pub(crate) struct KeyConfig {
     pub(crate) rpm: Option<u32>,
     /// Requests in flight at once.
     pub(crate) max_concurrent: Option<u32>,
+    /// Tokens per minute (input + output, from each answer's usage).
+    pub(crate) tpm: Option<u32>,
     /// RFC 3339 time after which the key is refused.
     pub(crate) expires_at: Option<String>,
 }
@@ -145,6 +264,9 @@ impl KeyConfig {
         }
         if let Some(max) = self.max_concurrent {
             principal = principal.max_concurrent(max);
+        }
+        if let Some(tpm) = self.tpm {
+            principal = principal.tpm(tpm);
         }
         if let Some(at) = &self.expires_at {
             let at = humantime::parse_rfc3339_weak(at)
@@ -367,6 +489,64 @@ pub(crate) fn endpoint(table: &str, key: &str) -> Result<Endpoint, ConfigError> 
     })
 }
 
+/// The label values a config names in metrics: anything else is counted as `other`.
+#[derive(Debug, Default, PartialEq, Eq)]
+pub(crate) struct MetricNames {
+    /// Provider names.
+    pub(crate) providers: BTreeSet<String>,
+    /// `provider/model` ids.
+    pub(crate) models: BTreeSet<String>,
+    /// Key names.
+    pub(crate) keys: BTreeSet<String>,
+}
+
+impl MetricNames {
+    /// Whether `self` names something `known` does not.
+    pub(crate) fn adds_to(&self, known: &Self) -> bool {
+        !(self.providers.is_subset(&known.providers)
+            && self.models.is_subset(&known.models)
+            && self.keys.is_subset(&known.keys))
+    }
+}
+
+/// The settings that only a restart changes: the sockets and the serving code are set up
+/// with them once, and the limiter with `[limits]` (a reload keeps the limiter and its state).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) struct RestartOnly {
+    listen: SocketAddr,
+    mount: String,
+    shutdown_grace_secs: u64,
+    server: ServerConfig,
+    telemetry: TelemetryConfig,
+    limits: LimitsConfig,
+}
+
+impl RestartOnly {
+    /// The names of the settings that differ between `self` and `other`.
+    pub(crate) fn changed(&self, other: &Self) -> Vec<&'static str> {
+        let mut changed = Vec::new();
+        if self.listen != other.listen {
+            changed.push("listen");
+        }
+        if self.mount != other.mount {
+            changed.push("mount");
+        }
+        if self.shutdown_grace_secs != other.shutdown_grace_secs {
+            changed.push("shutdown_grace_secs");
+        }
+        if self.server != other.server {
+            changed.push("[server]");
+        }
+        if self.telemetry != other.telemetry {
+            changed.push("[telemetry]");
+        }
+        if self.limits != other.limits {
+            changed.push("[limits]");
+        }
+        changed
+    }
+}
+
 /// A configuration problem, with the file and the key it concerns.
 #[derive(Debug)]
 pub(crate) struct ConfigError(pub(crate) String);
@@ -392,6 +572,16 @@ impl Config {
     /// `provider/model` ids it names (provider models, alias targets, default models), its
     /// key names.
     pub(crate) fn metrics(&self) -> Metrics {
+        let names = self.metric_names();
+        Metrics::builder()
+            .providers(names.providers)
+            .models(names.models)
+            .keys(names.keys)
+            .build()
+    }
+
+    /// The names this file gives metric labels (see [`Config::metrics`]).
+    pub(crate) fn metric_names(&self) -> MetricNames {
         let listed = self.providers.iter().flat_map(|(name, provider)| {
             provider
                 .models
@@ -402,15 +592,26 @@ impl Config {
             .models
             .values()
             .flat_map(|alias| alias.targets.iter().cloned());
-        Metrics::builder()
-            .providers(self.providers.keys())
-            .models(
-                listed
-                    .chain(targets)
-                    .chain(self.default_models.values().cloned()),
-            )
-            .keys(self.keys.iter().map(|key| key.name.as_str()))
-            .build()
+        MetricNames {
+            providers: self.providers.keys().cloned().collect(),
+            models: listed
+                .chain(targets)
+                .chain(self.default_models.values().cloned())
+                .collect(),
+            keys: self.keys.iter().map(|key| key.name.clone()).collect(),
+        }
+    }
+
+    /// The settings a reload leaves as they were.
+    pub(crate) fn restart_only(&self) -> RestartOnly {
+        RestartOnly {
+            listen: self.listen,
+            mount: self.mount.clone(),
+            shutdown_grace_secs: self.shutdown_grace_secs,
+            server: self.server.clone(),
+            telemetry: self.telemetry.clone(),
+            limits: self.limits.clone(),
+        }
     }
 
     /// The stream settings of a provider.
@@ -467,6 +668,7 @@ impl Config {
             key.principal()
                 .map_err(|e| ConfigError(format!("keys[{i}] (`{}`): {e}", key.name)))?;
         }
+        self.limits.check()?;
         if !self.mount.starts_with('/') || self.mount.contains(['{', '}', '*', '?', '#']) {
             return Err(ConfigError(format!(
                 "mount: `{}` must be a plain path starting with `/`",
@@ -834,6 +1036,49 @@ mod tests {
     }
 
     #[test]
+    fn limits_are_read_and_misplaced_settings_refused() {
+        let config = Config::parse("").unwrap();
+        assert_eq!(config.limits.backend, LimitsBackend::Memory);
+        let config = Config::parse(
+            "[limits]\nbackend = \"redis\"\nredis_url_env = \"REDIS_URL\"\n\
+             on_backend_error = \"deny\"\nlease_secs = 10\ntimeout_ms = 100",
+        )
+        .unwrap();
+        assert_eq!(config.limits.backend, LimitsBackend::Redis);
+        assert_eq!(config.limits.on_backend_error, OnBackendError::Deny);
+        let url = config
+            .limits
+            .redis_url(|var| (var == "REDIS_URL").then(|| "redis://:pw@h/0".to_owned()))
+            .unwrap();
+        assert_eq!(url, "redis://:pw@h/0");
+        // The URL may hold a password: never in a debug print.
+        let config =
+            Config::parse("[limits]\nbackend = \"redis\"\nredis_url = \"redis://:hunter2@h/0\"")
+                .unwrap();
+        assert!(!format!("{config:?}").contains("hunter2"));
+        for (text, says) in [
+            ("[limits]\nredis_url = \"redis://h\"", "limits.redis_url"),
+            (
+                "[limits]\non_backend_error = \"deny\"",
+                "limits.on_backend_error",
+            ),
+            ("[limits]\nbackend = \"redis\"", "exactly one"),
+            (
+                "[limits]\nbackend = \"redis\"\nredis_url = \"redis://h\"\nredis_url_env = \"R\"",
+                "exactly one",
+            ),
+            (
+                "[limits]\nbackend = \"redis\"\nredis_url = \"redis://h\"\nlease_secs = 0",
+                "above 0",
+            ),
+            ("[limits]\nbackend = \"etcd\"", "etcd"),
+        ] {
+            let error = Config::parse(text).unwrap_err().to_string();
+            assert!(error.contains(says), "{text}: {error}");
+        }
+    }
+
+    #[test]
     fn key_policy_is_read() {
         let text = r#"
             [[keys]]
@@ -842,6 +1087,7 @@ mod tests {
             models = ["openai/*", "fast"]
             rpm = 600
             max_concurrent = 32
+            tpm = 100000
             expires_at = "2027-01-01T00:00:00Z"
         "#;
         let config = Config::parse(text).unwrap();
@@ -850,6 +1096,7 @@ mod tests {
         assert!(principal.allows_model("openai/gpt-4o") && !principal.allows_model("groq/x"));
         assert_eq!(principal.limits().rpm.map(|r| r.get()), Some(600));
         assert_eq!(principal.limits().max_concurrent.map(|r| r.get()), Some(32));
+        assert_eq!(principal.limits().tpm.map(|r| r.get()), Some(100_000));
         let in_2028 = humantime::parse_rfc3339("2028-01-01T00:00:00Z").unwrap();
         assert!(principal.is_expired_at(in_2028));
     }
@@ -975,6 +1222,7 @@ mod proptests {
             "models",
             "rpm",
             "max_concurrent",
+            "tpm",
             "expires_at",
             "base_url",
             "api_key_env",
@@ -1028,7 +1276,7 @@ mod proptests {
             "\"http://u:p@h/v1#f\"",
         ]);
         prop_oneof![
-            fields(vec!["models", "rpm", "max_concurrent", "expires_at"])
+            fields(vec!["models", "rpm", "max_concurrent", "tpm", "expires_at"])
                 .prop_map(|f| format!("[[keys]]\nname = \"k\"\nkey_env = \"K\"\n{f}")),
             fields(vec!["models", "rpm", "expires_at"]).prop_map(|f| format!(
                 "[[keys]]\nname = \"d\"\nkey_sha256 = \"{}\"\n{f}",

@@ -21,8 +21,27 @@
 //! `[telemetry] otlp_endpoint` when the gateway is built with the `otel` feature
 //! (`cargo run --example gateway --features otel`); built without it, the setting is ignored,
 //! with a warning at start.
+//!
+//! SIGHUP (Unix) reloads the config file: keys, providers, aliases and the other routing
+//! settings change without dropping traffic (requests in flight finish on the config they
+//! started with), and the key limits keep their state (one limiter for the gateway's life).
+//! A file that fails to load is logged and the running config keeps serving. `listen`,
+//! `mount`, `shutdown_grace_secs`, `[server]`, `[telemetry]` and `[limits]` need a restart: a
+//! reload keeps their running values, with a warning if the file changed them.
+//!
+//! Per-key limits are kept in the process, or in Redis for a fleet (`[limits] backend =
+//! "redis"`, built with `--features redis`).
 
 mod config;
+mod limits;
+/// The Redis test harness of `tests/redis` (a real `redis-server` on a free port).
+#[cfg(all(test, feature = "redis"))]
+#[allow(clippy::unwrap_used, clippy::expect_used, dead_code, unreachable_pub)]
+#[path = "../../tests/redis/server.rs"]
+mod redis_server;
+#[cfg(test)]
+#[allow(clippy::unwrap_used, clippy::expect_used)]
+mod reload_tests;
 mod serve;
 #[cfg(test)]
 #[allow(clippy::unwrap_used, clippy::expect_used)]
@@ -30,21 +49,24 @@ mod tests;
 
 use std::io::IsTerminal as _;
 use std::net::SocketAddr;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 use std::sync::Arc;
 use std::time::Duration;
 
-use ai_router::AiRouter;
+use ai_router::auth::MemoryKeyStore;
 use ai_router::mock::MockUpstream;
 use ai_router::observe::{AccessLog, AccessLogFormat, Metrics, Observer, RequestSummary};
 use ai_router::request_id::SetRequestIdLayer;
+use ai_router::{AiRouter, ReloadHandle, ReloadableRouter};
 use tokio::net::TcpListener;
 use tracing_subscriber::layer::SubscriberExt as _;
 use tracing_subscriber::util::SubscriberInitExt as _;
 use tracing_subscriber::{EnvFilter, Layer as _};
 
-use crate::config::{AccessLogConfig, Config, ConfigError, ProviderKind, TelemetryConfig};
+use crate::config::{
+    AccessLogConfig, Config, ConfigError, MetricNames, ProviderKind, RestartOnly, TelemetryConfig,
+};
 use crate::serve::{App, ServerState};
 
 /// The key the in-process mock upstream expects: the router swaps it in, as it would a real
@@ -52,8 +74,9 @@ use crate::serve::{App, ServerState};
 const DEMO_UPSTREAM_KEY: &str = "sk-demo-upstream";
 
 fn main() -> ExitCode {
-    let config = match config_path().and_then(|path| Config::load(&path)) {
-        Ok(config) => config,
+    let loaded = config_path().and_then(|path| Config::load(&path).map(|config| (path, config)));
+    let (path, config) = match loaded {
+        Ok(loaded) => loaded,
         Err(error) => {
             eprintln!("error: {error}");
             return ExitCode::FAILURE;
@@ -81,7 +104,7 @@ fn main() -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
-    let code = match runtime.block_on(run(config, writer)) {
+    let code = match runtime.block_on(run(config, path, writer)) {
         Ok(()) => ExitCode::SUCCESS,
         Err(error) => {
             tracing::error!("{error}");
@@ -129,14 +152,20 @@ fn stop_traces(traces: Option<Traces>) {
 }
 
 /// Diagnostics to `writer`, filtered by `RUST_LOG` (default `info`); JSON when the access log
-/// is JSON, colours only on a terminal. With `traces`, the router's spans (INFO and up,
-/// whatever `RUST_LOG` says) are exported too.
+/// is JSON, colours only on a terminal. The log never sees the router's GenAI spans (it would
+/// format their every field for each request); with `traces`, they (INFO and up, whatever
+/// `RUST_LOG` says) are exported.
 fn init_logging(
     format: AccessLogConfig,
     writer: tracing_appender::non_blocking::NonBlocking,
     traces: Option<&Traces>,
 ) {
     let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info"));
+    let genai_off = format!("{}=off", ai_router::request_id::GENAI_TARGET);
+    let filter = match genai_off.parse() {
+        Ok(directive) => filter.add_directive(directive),
+        Err(_) => filter,
+    };
     let fmt = tracing_subscriber::fmt::layer()
         .with_writer(writer)
         .with_ansi(std::io::stderr().is_terminal());
@@ -146,12 +175,7 @@ fn init_logging(
         fmt.boxed()
     };
     #[cfg(feature = "otel")]
-    let exported = traces.map(|traces| {
-        traces.layer().with_filter(
-            tracing_subscriber::filter::Targets::new()
-                .with_target("ai_router", tracing::Level::INFO),
-        )
-    });
+    let exported = traces.map(|traces| traces.layer());
     #[cfg(not(feature = "otel"))]
     let exported: Option<tracing_subscriber::layer::Identity> = traces.map(|never| match *never {});
     tracing_subscriber::registry()
@@ -186,8 +210,21 @@ fn config_path() -> Result<PathBuf, ConfigError> {
     Ok(path)
 }
 
-async fn run(config: Config, log: impl std::io::Write + Send + 'static) -> Result<(), ConfigError> {
-    let gateway = Gateway::start(config, log).await?;
+async fn run(
+    config: Config,
+    path: PathBuf,
+    log: impl std::io::Write + Send + 'static,
+) -> Result<(), ConfigError> {
+    let gateway = Gateway::start(config, log).await?.reloads_from(path);
+    #[cfg(unix)]
+    match reload_on_hangup(gateway.reloader()) {
+        Ok(reloads) => {
+            tokio::spawn(reloads);
+        }
+        Err(error) => {
+            tracing::warn!(%error, "cannot listen for SIGHUP: the config will not be reloaded");
+        }
+    }
     tracing::info!(
         "ai-router listening on http://{}{}",
         gateway.addr,
@@ -198,6 +235,17 @@ async fn run(config: Config, log: impl std::io::Write + Send + 'static) -> Resul
     gateway.serve(shutdown_signal()).await;
     Ok(())
 }
+
+/// The limiter of the gateway's routers: one instance, made in [`Gateway::start`] from
+/// `[limits]` and shared by every router a reload builds, so rpm windows, token budgets and
+/// concurrency slots survive reloads.
+pub(crate) use crate::limits::GatewayLimiter;
+
+/// One router built from a config file.
+type ConfiguredRouter = AiRouter<MemoryKeyStore, GatewayLimiter>;
+
+/// What the gateway serves under its mount: the configured router, swapped on reload.
+pub(crate) type GatewayRouter = ReloadableRouter<MemoryKeyStore, GatewayLimiter>;
 
 /// A gateway ready to serve: its listener bound, its router built.
 pub(crate) struct Gateway {
@@ -212,6 +260,8 @@ pub(crate) struct Gateway {
     /// The metrics' own listener (`[telemetry] metrics_listen`), and its address.
     metrics_listener: Option<TcpListener>,
     pub(crate) metrics_addr: Option<SocketAddr>,
+    /// Reloads the config file into the router served.
+    reloader: Reloader,
     /// Kept alive as long as the gateway serves.
     _mock: Option<MockUpstream>,
 }
@@ -223,8 +273,6 @@ impl Gateway {
         config: Config,
         log: impl std::io::Write + Send + 'static,
     ) -> Result<Self, ConfigError> {
-        let invalid = |e: &dyn std::fmt::Display| ConfigError(format!("invalid config: {e}"));
-        let env = |var: &str| std::env::var(var).ok();
         let mock = if config.providers.values().any(|p| p.mock) {
             let mock = MockUpstream::builder()
                 .api_key(DEMO_UPSTREAM_KEY)
@@ -260,14 +308,157 @@ impl Gateway {
         // GenAI spans only when they are exported: the log's formatter would otherwise
         // format every span's fields for nothing (tens of µs per request).
         let genai_spans = cfg!(feature = "otel") && config.telemetry.otlp_endpoint.is_some();
-        let mut builder = AiRouter::builder()
+        let parts = RouterParts {
+            limiter: GatewayLimiter::new(&config.limits, |var| std::env::var(var).ok())?,
+            telemetry,
+            mock_origin,
+            genai_spans,
+            mount: config.mount.clone(),
+            max_in_flight: config.server.max_in_flight,
+        };
+        let router = GatewayRouter::new(parts.build(&config)?);
+        let reloader = Reloader::new(parts, router.handle(), &config);
+
+        let listener = TcpListener::bind(config.listen)
+            .await
+            .map_err(|e| ConfigError(format!("cannot listen on {}: {e}", config.listen)))?;
+        let addr = listener
+            .local_addr()
+            .map_err(|e| ConfigError(format!("cannot read the listening address: {e}")))?;
+        let (metrics_listener, metrics_addr) = match config.telemetry.metrics_listen {
+            Some(at) => {
+                let listener = TcpListener::bind(at)
+                    .await
+                    .map_err(|e| ConfigError(format!("cannot listen for metrics on {at}: {e}")))?;
+                let addr = listener.local_addr().map_err(|e| {
+                    ConfigError(format!("cannot read the metrics listening address: {e}"))
+                })?;
+                (Some(listener), Some(addr))
+            }
+            None => (None, None),
+        };
+        let mount = config.mount.trim_end_matches('/').to_owned();
+        let state = Arc::new(ServerState::default());
+        let observe = SetRequestIdLayer::new()
             .genai_spans(genai_spans)
-            .mount_path(config.mount.as_str())
+            .observer(on_end);
+        let beside = metrics_listener.is_none().then(|| metrics.clone());
+        let app = App::new(router, &mount, observe, state.clone(), beside);
+        Ok(Self {
+            listener,
+            addr,
+            mount,
+            app,
+            config,
+            state,
+            metrics,
+            metrics_listener,
+            metrics_addr,
+            reloader,
+            _mock: mock,
+        })
+    }
+
+    /// Reloads read `path` (the file `config` came from).
+    pub(crate) fn reloads_from(mut self, path: PathBuf) -> Self {
+        self.reloader.path = Some(path.into());
+        self
+    }
+
+    /// What reloads the config file into this gateway (on SIGHUP, or in a test).
+    pub(crate) fn reloader(&self) -> Reloader {
+        self.reloader.clone()
+    }
+
+    /// Serves until `shutdown` resolves, then drains for `shutdown_grace_secs`.
+    pub(crate) async fn serve(self, shutdown: impl std::future::Future<Output = ()>) {
+        let grace = Duration::from_secs(self.config.shutdown_grace_secs);
+        let settings = &self.config.server;
+        let metrics = self
+            .metrics_listener
+            .map(|listener| tokio::spawn(serve::serve_metrics(listener, self.metrics, settings)));
+        serve::serve(
+            self.listener,
+            self.app,
+            settings,
+            self.state,
+            shutdown,
+            grace,
+        )
+        .await;
+        if let Some(metrics) = metrics {
+            metrics.abort();
+        }
+    }
+}
+
+/// The router's observer: its metrics, then the access log.
+#[derive(Clone)]
+struct Telemetry {
+    metrics: Metrics,
+    access_log: Option<Arc<dyn Observer>>,
+}
+
+impl Observer for Telemetry {
+    fn on_start(&self) {
+        self.metrics.on_start();
+    }
+
+    fn on_end(&self, summary: &RequestSummary) {
+        self.metrics.on_end(summary);
+        if let Some(log) = &self.access_log {
+            log.on_end(summary);
+        }
+    }
+}
+
+/// What every router of a gateway is built with besides its config file's routing settings:
+/// made once at start, kept across reloads.
+#[derive(Clone)]
+struct RouterParts {
+    /// One limiter for the gateway's life.
+    limiter: GatewayLimiter,
+    /// The metrics and the access log.
+    telemetry: Telemetry,
+    /// The demo mock's origin, if one was started.
+    mock_origin: Option<String>,
+    /// Whether requests get GenAI spans (only when traces are exported).
+    genai_spans: bool,
+    /// The mount and the in-flight cap, read at start (a reload cannot change them).
+    mount: String,
+    max_in_flight: usize,
+}
+
+impl RouterParts {
+    /// Builds the router `config` describes (its keys, providers, aliases and body settings;
+    /// the rest is `self`'s), at start and on each reload.
+    fn build(&self, config: &Config) -> Result<ConfiguredRouter, ConfigError> {
+        let invalid = |e: &dyn std::fmt::Display| ConfigError(format!("invalid config: {e}"));
+        let env = |var: &str| std::env::var(var).ok();
+        if self.mock_origin.is_none() {
+            if let Some(name) = config
+                .providers
+                .iter()
+                .find_map(|(n, p)| p.mock.then_some(n))
+            {
+                return Err(ConfigError(format!(
+                    "providers.{name}: `mock = true` needs the demo mock upstream, started only \
+                     when the gateway starts with a mock provider: restart the gateway"
+                )));
+            }
+        }
+        let mut builder = AiRouter::builder()
+            .genai_spans(self.genai_spans)
+            .mount_path(self.mount.as_str())
             .keys(config.key_store(env)?)
-            .max_in_flight(config.server.max_in_flight)
-            .observer(telemetry);
+            .limiter(self.limiter.clone())
+            .max_in_flight(self.max_in_flight)
+            .observer(self.telemetry.clone());
         for (name, provider) in &config.providers {
-            let mock = mock_origin.as_deref().map(|url| (url, DEMO_UPSTREAM_KEY));
+            let mock = self
+                .mock_origin
+                .as_deref()
+                .map(|url| (url, DEMO_UPSTREAM_KEY));
             builder = match provider.kind {
                 ProviderKind::Openai => builder.provider(
                     name.as_str(),
@@ -315,86 +506,112 @@ impl Gateway {
         if let Some(limit) = config.body_limit {
             builder = builder.body_limit(limit);
         }
-        let router = builder.build().map_err(|e| invalid(&e))?;
+        builder.build().map_err(|e| invalid(&e))
+    }
+}
 
-        let listener = TcpListener::bind(config.listen)
-            .await
-            .map_err(|e| ConfigError(format!("cannot listen on {}: {e}", config.listen)))?;
-        let addr = listener
-            .local_addr()
-            .map_err(|e| ConfigError(format!("cannot read the listening address: {e}")))?;
-        let (metrics_listener, metrics_addr) = match config.telemetry.metrics_listen {
-            Some(at) => {
-                let listener = TcpListener::bind(at)
-                    .await
-                    .map_err(|e| ConfigError(format!("cannot listen for metrics on {at}: {e}")))?;
-                let addr = listener.local_addr().map_err(|e| {
-                    ConfigError(format!("cannot read the metrics listening address: {e}"))
-                })?;
-                (Some(listener), Some(addr))
-            }
-            None => (None, None),
+/// Re-reads the gateway's config file and swaps the router it describes in, on SIGHUP or when
+/// a test asks. Cheap to clone.
+#[derive(Clone)]
+pub(crate) struct Reloader {
+    /// The file the gateway was started with (none: started from text, nothing to re-read).
+    path: Option<Arc<Path>>,
+    inner: Arc<ReloaderInner>,
+}
+
+/// What every clone of a [`Reloader`] shares.
+struct ReloaderInner {
+    parts: RouterParts,
+    handle: ReloadHandle<MemoryKeyStore, GatewayLimiter>,
+    /// The restart-only settings the gateway runs with.
+    started: RestartOnly,
+    /// The names the metrics know (from the config at start).
+    metric_names: MetricNames,
+    /// One reload at a time: the last file read is the one that serves.
+    one_at_a_time: tokio::sync::Mutex<()>,
+}
+
+impl Reloader {
+    fn new(
+        parts: RouterParts,
+        handle: ReloadHandle<MemoryKeyStore, GatewayLimiter>,
+        started: &Config,
+    ) -> Self {
+        Self {
+            path: None,
+            inner: Arc::new(ReloaderInner {
+                parts,
+                handle,
+                started: started.restart_only(),
+                metric_names: started.metric_names(),
+                one_at_a_time: tokio::sync::Mutex::new(()),
+            }),
+        }
+    }
+
+    /// Reads the config file again, builds its router (same limiter, metrics, access log and
+    /// demo mock) and serves it from the next request on. A file that fails to read, parse,
+    /// check or build is logged and returned, and the running config keeps serving.
+    pub(crate) async fn reload(&self) -> Result<(), ConfigError> {
+        let reloaded = self.try_reload().await;
+        if let Err(error) = &reloaded {
+            tracing::error!("config not reloaded, the running one keeps serving: {error}");
+        }
+        reloaded
+    }
+
+    async fn try_reload(&self) -> Result<(), ConfigError> {
+        let Some(path) = self.path.clone() else {
+            return Err(ConfigError(
+                "the gateway was not started from a config file: nothing to reload".into(),
+            ));
         };
-        let mount = config.mount.trim_end_matches('/').to_owned();
-        let state = Arc::new(ServerState::default());
-        let observe = SetRequestIdLayer::new()
-            .genai_spans(genai_spans)
-            .observer(on_end);
-        let beside = metrics_listener.is_none().then(|| metrics.clone());
-        let app = App::new(router, &mount, observe, state.clone(), beside);
-        Ok(Self {
-            listener,
-            addr,
-            mount,
-            app,
-            config,
-            state,
-            metrics,
-            metrics_listener,
-            metrics_addr,
-            _mock: mock,
-        })
-    }
-
-    /// Serves until `shutdown` resolves, then drains for `shutdown_grace_secs`.
-    pub(crate) async fn serve(self, shutdown: impl std::future::Future<Output = ()>) {
-        let grace = Duration::from_secs(self.config.shutdown_grace_secs);
-        let settings = &self.config.server;
-        let metrics = self
-            .metrics_listener
-            .map(|listener| tokio::spawn(serve::serve_metrics(listener, self.metrics, settings)));
-        serve::serve(
-            self.listener,
-            self.app,
-            settings,
-            self.state,
-            shutdown,
-            grace,
-        )
-        .await;
-        if let Some(metrics) = metrics {
-            metrics.abort();
+        let inner = &*self.inner;
+        let _one_at_a_time = inner.one_at_a_time.lock().await;
+        let file = path.clone();
+        let config = tokio::task::spawn_blocking(move || Config::load(&file))
+            .await
+            .map_err(|e| ConfigError(format!("cannot read config `{}`: {e}", path.display())))??;
+        let router = inner.parts.build(&config)?;
+        for setting in inner.started.changed(&config.restart_only()) {
+            tracing::warn!(
+                setting,
+                "changed in the config file, but only a restart applies it: the running value is kept"
+            );
         }
+        if config.metric_names().adds_to(&inner.metric_names) {
+            tracing::warn!(
+                "the config names keys, providers or models unknown when the gateway started: \
+                 metrics count them as `other` until a restart"
+            );
+        }
+        inner.handle.reload(router);
+        tracing::info!(
+            path = %path.display(),
+            keys = config.keys.len(),
+            providers = config.providers.len(),
+            aliases = config.models.len(),
+            "config reloaded"
+        );
+        Ok(())
     }
 }
 
-/// The router's observer: its metrics, then the access log.
-struct Telemetry {
-    metrics: Metrics,
-    access_log: Option<Arc<dyn Observer>>,
-}
-
-impl Observer for Telemetry {
-    fn on_start(&self) {
-        self.metrics.on_start();
-    }
-
-    fn on_end(&self, summary: &RequestSummary) {
-        self.metrics.on_end(summary);
-        if let Some(log) = &self.access_log {
-            log.on_end(summary);
+/// Reloads the config on every SIGHUP, for as long as the returned future runs. The handler is
+/// installed before this returns: from then on, a SIGHUP reloads instead of ending the process.
+#[cfg(unix)]
+pub(crate) fn reload_on_hangup(
+    reloader: Reloader,
+) -> std::io::Result<impl std::future::Future<Output = ()> + Send + 'static> {
+    use tokio::signal::unix::{SignalKind, signal};
+    let mut hangups = signal(SignalKind::hangup())?;
+    Ok(async move {
+        while hangups.recv().await.is_some() {
+            tracing::info!("SIGHUP: reloading the config");
+            // Logged by `reload`; the running config keeps serving on an error.
+            let _ = reloader.reload().await;
         }
-    }
+    })
 }
 
 /// Ctrl-C, or SIGTERM on Unix.

@@ -13,10 +13,11 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::task::{Context, Poll};
 use std::time::Duration;
 
+use ai_router::RouterBody;
+use ai_router::auth::KeyLimiter;
 use ai_router::body::Full;
 use ai_router::observe::Metrics;
 use ai_router::request_id::{self, SetRequestId, SetRequestIdLayer};
-use ai_router::{AiRouter, RouterBody};
 use http::{HeaderValue, Method, Request, Response, StatusCode, header};
 use http_body_util::Either;
 use hyper::body::Incoming;
@@ -30,6 +31,7 @@ use tokio::sync::Semaphore;
 use tower::{Layer as _, Service};
 
 use crate::config::ServerConfig;
+use crate::{GatewayLimiter, GatewayRouter};
 
 /// What the serving code counts, for `/health` and for tests.
 #[derive(Debug, Default)]
@@ -51,10 +53,12 @@ impl ServerState {
     }
 }
 
-/// The gateway's service. Cheap to clone (one per connection).
+/// The gateway's service. Cheap to clone (one per connection, and one per request).
 #[derive(Clone)]
 pub(crate) struct App {
-    router: AiRouter,
+    /// The configured router, swapped on reload: each request is served by the one current
+    /// when it arrives.
+    router: GatewayRouter,
     outside: SetRequestId<Outside>,
     /// The mount without a trailing `/` (empty: the router takes every other path).
     mount: Arc<str>,
@@ -66,7 +70,7 @@ impl App {
     /// The router at `mount`; answers outside it get a request id and go to `observe`, and
     /// `metrics` (if any) are served at `/metrics`.
     pub(crate) fn new(
-        router: AiRouter,
+        router: GatewayRouter,
         mount: &str,
         observe: SetRequestIdLayer,
         state: Arc<ServerState>,
@@ -89,7 +93,8 @@ impl App {
 }
 
 /// The body of the gateway's answers.
-pub(crate) type AppBody = Either<RouterBody, request_id::ResponseBody<Full>>;
+pub(crate) type AppBody =
+    Either<RouterBody<<GatewayLimiter as KeyLimiter>::Permit>, request_id::ResponseBody<Full>>;
 
 impl Service<Request<Incoming>> for App {
     type Response = Response<AppBody>;
@@ -118,7 +123,7 @@ impl Service<Request<Incoming>> for App {
     }
 }
 
-type RouterFuture = <AiRouter as Service<Request<Incoming>>>::Future;
+type RouterFuture = <GatewayRouter as Service<Request<Incoming>>>::Future;
 type OutsideFuture = <SetRequestId<Outside> as Service<Request<Incoming>>>::Future;
 
 pin_project! {

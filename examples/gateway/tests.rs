@@ -14,11 +14,11 @@ use super::Gateway;
 use crate::config::Config;
 
 /// How long any one exchange may take before the test fails.
-const PATIENCE: Duration = Duration::from_secs(5);
+pub(super) const PATIENCE: Duration = Duration::from_secs(5);
 
 /// What the access log wrote.
 #[derive(Clone, Default)]
-struct Lines(Arc<Mutex<Vec<u8>>>);
+pub(super) struct Lines(Arc<Mutex<Vec<u8>>>);
 
 impl Write for Lines {
     fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
@@ -32,7 +32,7 @@ impl Write for Lines {
 }
 
 impl Lines {
-    fn text(&self) -> String {
+    pub(super) fn text(&self) -> String {
         String::from_utf8(self.0.lock().unwrap().clone()).unwrap()
     }
 }
@@ -111,7 +111,7 @@ fn post(path: &str, body: &str) -> String {
     )
 }
 
-fn chat(model: &str, stream: bool) -> String {
+pub(super) fn chat(model: &str, stream: bool) -> String {
     format!(
         r#"{{"model":"{model}","stream":{stream},"messages":[{{"role":"user","content":"hi"}}]}}"#
     )
@@ -666,4 +666,108 @@ async fn metrics_beside_health_count_a_known_set_of_requests_without_a_key() {
 #[tokio::test]
 async fn metrics_on_their_own_listener_count_the_same() {
     metrics_count_a_known_set_of_requests(true).await;
+}
+
+/// `[limits] backend = "redis"` with Redis down (a port nothing listens on): the gateway
+/// starts, keys without limits never ask Redis, limited keys get what `on_backend_error`
+/// says, at once, and an unchecked request is counted.
+#[cfg(feature = "redis")]
+#[tokio::test]
+async fn with_redis_down_limited_keys_get_what_on_backend_error_says() {
+    let port = {
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        listener.local_addr().unwrap().port()
+    };
+    for (mode, status) in [("deny", "503"), ("allow", "200")] {
+        let gateway = start(&format!(
+            r#"models = ["gpt-4o-mini"]
+[[keys]]
+name = "limited"
+key_sha256 = "d4b64a970797832ea66333e1d1857757dd36116e82e53d409fca5ff973918060"
+rpm = 100
+tpm = 100000
+[limits]
+backend = "redis"
+redis_url = "redis://127.0.0.1:{port}/0"
+on_backend_error = "{mode}"
+timeout_ms = 100
+"#
+        ))
+        .await;
+        let body = chat("demo/gpt-4o-mini", false);
+        let limited = format!(
+            "POST /v3/router/chat/completions HTTP/1.1\r\nHost: gw\r\n\
+             Authorization: Bearer {LIMITED_KEY}\r\nContent-Type: application/json\r\n\
+             Content-Length: {}\r\nConnection: close\r\n\r\n{body}",
+            body.len()
+        );
+        for _ in 0..3 {
+            let answer = exchange(gateway.addr, &limited).await;
+            assert!(
+                answer.starts_with(&format!("HTTP/1.1 {status}")),
+                "{mode}: {answer}"
+            );
+            if mode == "deny" {
+                assert!(
+                    answer.contains(r#""code":"limits_unavailable""#),
+                    "{answer}"
+                );
+            }
+            // Unlimited keys are served whatever Redis does.
+            let answer = exchange(gateway.addr, &post("/v3/router/chat/completions", &body)).await;
+            assert!(answer.starts_with("HTTP/1.1 200"), "{mode}: {answer}");
+        }
+        let metrics = exchange(gateway.addr, &get("/metrics")).await;
+        let unchecked = series(
+            &metrics,
+            r#"ai_router_limits_unchecked_total{key="limited"}"#,
+        );
+        let expected = if mode == "allow" { Some(3.0) } else { None };
+        assert_eq!(unchecked, expected, "{mode}: {metrics}");
+    }
+}
+
+/// Two gateways with `[limits] backend = "redis"` on one real `redis-server`: a key's rpm
+/// holds across both, exactly.
+#[cfg(feature = "redis")]
+#[tokio::test]
+async fn two_gateways_sharing_redis_hold_a_keys_rpm_exactly() {
+    let redis = crate::redis_server::RedisServer::start().await;
+    let config = format!(
+        r#"models = ["gpt-4o-mini"]
+[[keys]]
+name = "limited"
+key_sha256 = "d4b64a970797832ea66333e1d1857757dd36116e82e53d409fca5ff973918060"
+rpm = 3
+[limits]
+backend = "redis"
+redis_url = "{}"
+on_backend_error = "deny"
+"#,
+        redis.url()
+    );
+    let (one, two) = (start(&config).await, start(&config).await);
+    let body = chat("demo/gpt-4o-mini", false);
+    let limited = format!(
+        "POST /v3/router/chat/completions HTTP/1.1\r\nHost: gw\r\n\
+         Authorization: Bearer {LIMITED_KEY}\r\nContent-Type: application/json\r\n\
+         Content-Length: {}\r\nConnection: close\r\n\r\n{body}",
+        body.len()
+    );
+    let mut passed = Vec::new();
+    for round in 0..8 {
+        let gateway = if round % 2 == 0 { &one } else { &two };
+        let answer = exchange(gateway.addr, &limited).await;
+        if answer.starts_with("HTTP/1.1 200") {
+            passed.push(round);
+        } else {
+            assert!(answer.starts_with("HTTP/1.1 429"), "{answer}");
+            assert!(
+                answer.contains("x-ratelimit-remaining-requests: 0"),
+                "{answer}"
+            );
+        }
+    }
+    // Each gateway alone would have let 3 through: 6 in all.
+    assert_eq!(passed, [0, 1, 2]);
 }

@@ -42,6 +42,7 @@
 //! ```
 
 mod builder;
+mod reload;
 
 use std::convert::Infallible;
 use std::fmt;
@@ -56,6 +57,7 @@ use pin_project_lite::pin_project;
 use tower_service::Service;
 
 pub use self::builder::AiRouterBuilder;
+pub use self::reload::{ReloadHandle, ReloadableRouter};
 use crate::auth::{self, Auth, ConcurrencyPermit, InProcessLimiter, KeyLimiter, KeyStore};
 use crate::error::BoxError;
 pub use crate::error::BuildError;
