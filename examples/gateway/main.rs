@@ -55,6 +55,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use ai_router::auth::MemoryKeyStore;
+use ai_router::in_flight::InFlightLimitLayer;
 use ai_router::mock::MockUpstream;
 use ai_router::observe::{AccessLog, AccessLogFormat, Metrics, Observer, RequestSummary};
 use ai_router::request_id::SetRequestIdLayer;
@@ -314,7 +315,7 @@ impl Gateway {
             mock_origin,
             genai_spans,
             mount: config.mount.clone(),
-            max_in_flight: config.server.max_in_flight,
+            in_flight: InFlightLimitLayer::new(config.server.max_in_flight),
         };
         let router = GatewayRouter::new(parts.build(&config)?);
         let reloader = Reloader::new(parts, router.handle(), &config);
@@ -424,9 +425,11 @@ struct RouterParts {
     mock_origin: Option<String>,
     /// Whether requests get GenAI spans (only when traces are exported).
     genai_spans: bool,
-    /// The mount and the in-flight cap, read at start (a reload cannot change them).
+    /// The mount, read at start (a reload cannot change it).
     mount: String,
-    max_in_flight: usize,
+    /// The in-flight cap: one for the gateway's life, so requests still in flight on a
+    /// router a reload replaced keep counting.
+    in_flight: InFlightLimitLayer,
 }
 
 impl RouterParts {
@@ -452,7 +455,7 @@ impl RouterParts {
             .mount_path(self.mount.as_str())
             .keys(config.key_store(env)?)
             .limiter(self.limiter.clone())
-            .max_in_flight(self.max_in_flight)
+            .in_flight_limit(self.in_flight.clone())
             .observer(self.telemetry.clone());
         for (name, provider) in &config.providers {
             let mock = self

@@ -214,6 +214,15 @@ impl<K, L> AiRouterBuilder<K, L> {
         self
     }
 
+    /// The in-flight cap as a layer: routers built with clones of one
+    /// [`InFlightLimitLayer`] share its slots, so a router swapped in by a reload (see
+    /// [`ReloadableRouter`](crate::ReloadableRouter)) counts the requests still in flight on
+    /// the one it replaced. Replaces [`max_in_flight`](Self::max_in_flight).
+    pub fn in_flight_limit(mut self, limit: InFlightLimitLayer) -> Self {
+        self.rest.in_flight = limit;
+        self
+    }
+
     /// Whether requests get GenAI spans (default: yes): the request span carries the
     /// OpenTelemetry GenAI attributes, each upstream attempt a child span. See
     /// [`SetRequestIdLayer::genai_spans`]: turn it off when nothing exports traces and the

@@ -231,6 +231,29 @@ mod tests {
         assert_send::<RouterBody>();
     }
 
+    #[tokio::test]
+    async fn routers_built_with_one_in_flight_layer_share_its_slots() {
+        use tower::ServiceExt as _;
+        let limit = crate::in_flight::InFlightLimitLayer::new(1);
+        let build = || {
+            AiRouter::builder()
+                .keys(MemoryKeyStore::new())
+                .in_flight_limit(limit.clone())
+                .build()
+                .unwrap()
+        };
+        let (old, new) = (build(), build());
+        let request = || http::Request::new(http_body_util::Empty::<Bytes>::new());
+        // A 401 whose body is not read yet is still in flight on the old router.
+        let held = old.oneshot(request()).await.unwrap();
+        assert_eq!(held.status(), 401);
+        let shed = new.clone().oneshot(request()).await.unwrap();
+        assert_eq!(shed.status(), 503);
+        drop(held);
+        let served = new.oneshot(request()).await.unwrap();
+        assert_eq!(served.status(), 401);
+    }
+
     #[test]
     fn models_for_unknown_providers_are_refused() {
         let error = AiRouter::builder()

@@ -39,10 +39,12 @@ use crate::error::BoxError;
 /// keeps the part that did not change (a new `max_concurrent` keeps the `rpm` window). A key
 /// removed by a reload is refused from then on; its state stays in the limiter.
 ///
-/// What else lives in a router starts anew with it: provider cooldowns, round-robin turns, the
-/// connection pools and the [`max_in_flight`](crate::AiRouterBuilder::max_in_flight) count
-/// (requests in flight on the old router hold their slots there). Share an
-/// [`Observer`](crate::observe::Observer) the same way to keep one set of metrics.
+/// What else lives in a router starts anew with it: provider cooldowns, round-robin turns and
+/// the connection pools. Share the in-flight cap the same way
+/// ([`in_flight_limit`](crate::AiRouterBuilder::in_flight_limit) with clones of one
+/// [`InFlightLimitLayer`](crate::in_flight::InFlightLimitLayer); with
+/// [`max_in_flight`](crate::AiRouterBuilder::max_in_flight), each router counts its own
+/// requests), and an [`Observer`](crate::observe::Observer) to keep one set of metrics.
 ///
 /// # Readiness
 ///
