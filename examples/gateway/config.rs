@@ -7,7 +7,7 @@ use std::net::SocketAddr;
 use std::path::Path;
 use std::time::Duration;
 
-use ai_router::auth::{ApiKeyDigest, MemoryKeyStore, Principal};
+use ai_router::auth::{ApiKeyDigest, DEFAULT_CHECK_DEADLINE, MemoryKeyStore, Principal};
 use ai_router::extensions::{MAX_RETRIES, Retry};
 use ai_router::observe::Metrics;
 use ai_router::provider::{AnthropicProvider, GeminiProvider, HttpProvider, ProviderAuth};
@@ -129,6 +129,17 @@ impl LimitsConfig {
                         "limits: lease_secs and timeout_ms must be above 0".into(),
                     ));
                 }
+                // Past the key check's deadline, the deadline would answer 503 first, even
+                // with on_backend_error = "allow".
+                if self
+                    .timeout_ms
+                    .is_some_and(|ms| u128::from(ms) >= DEFAULT_CHECK_DEADLINE.as_millis())
+                {
+                    return Err(ConfigError(format!(
+                        "limits.timeout_ms: must be under the key check's deadline ({} ms)",
+                        DEFAULT_CHECK_DEADLINE.as_millis()
+                    )));
+                }
             }
         }
         Ok(())
@@ -149,6 +160,35 @@ impl LimitsConfig {
             }),
             (None, None) => Err(ConfigError("limits: no redis_url".into())),
         }
+    }
+}
+
+/// A TOML error as its message, position and key, never the value: toml's own rendering
+/// quotes the whole line, which may hold a secret (a Redis URL's password, a header).
+fn parse_error(text: &str, error: &toml::de::Error) -> ConfigError {
+    let message = error.message().trim_end();
+    let Some(span) = error.span() else {
+        return ConfigError(message.to_owned());
+    };
+    let before = text.get(..span.start).unwrap_or(text);
+    let line_start = before.rfind('\n').map_or(0, |at| at + 1);
+    let line = before.matches('\n').count() + 1;
+    let column = before.len() - line_start + 1;
+    let text_line = text
+        .get(line_start..)
+        .and_then(|rest| rest.lines().next())
+        .unwrap_or_default()
+        .trim();
+    // The key of a `key = value` line, or a table header; nothing else of the line.
+    let key = match text_line.split_once('=') {
+        Some((key, _)) => key.trim(),
+        None if text_line.starts_with('[') => text_line,
+        None => "",
+    };
+    if key.is_empty() {
+        ConfigError(format!("line {line}, column {column}: {message}"))
+    } else {
+        ConfigError(format!("line {line}, column {column} (`{key}`): {message}"))
     }
 }
 
@@ -625,7 +665,7 @@ impl Config {
 
     /// Parses configuration text.
     pub(crate) fn parse(text: &str) -> Result<Self, ConfigError> {
-        let config: Self = toml::from_str(text).map_err(|e| ConfigError(e.to_string()))?;
+        let config: Self = toml::from_str(text).map_err(|e| parse_error(text, &e))?;
         config.check()?;
         Ok(config)
     }
@@ -1056,6 +1096,15 @@ mod tests {
             Config::parse("[limits]\nbackend = \"redis\"\nredis_url = \"redis://:hunter2@h/0\"")
                 .unwrap();
         assert!(!format!("{config:?}").contains("hunter2"));
+        // Nor in a parse error, which names the line without quoting it.
+        for text in [
+            "[limits]\nbackend = \"redis\"\nredis_ur = \"redis://:hunter2@h/0\"",
+            "[limits]\nredis_url = \"redis://:hunter2@h/0",
+        ] {
+            let error = Config::parse(text).unwrap_err().to_string();
+            assert!(!error.contains("hunter2"), "{error}");
+            assert!(error.contains("line "), "{error}");
+        }
         for (text, says) in [
             ("[limits]\nredis_url = \"redis://h\"", "limits.redis_url"),
             (
@@ -1070,6 +1119,10 @@ mod tests {
             (
                 "[limits]\nbackend = \"redis\"\nredis_url = \"redis://h\"\nlease_secs = 0",
                 "above 0",
+            ),
+            (
+                "[limits]\nbackend = \"redis\"\nredis_url = \"redis://h\"\ntimeout_ms = 5000",
+                "deadline",
             ),
             ("[limits]\nbackend = \"etcd\"", "etcd"),
         ] {

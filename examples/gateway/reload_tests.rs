@@ -329,7 +329,7 @@ async fn a_file_that_fails_to_load_keeps_the_running_config() {
     let alias = |targets: &str| format!("[models.\"quick\"]\ntargets = [{targets}]\n");
     let beta = key("beta", "");
     for (broken, why) in [
-        (format!("{beta}[[keys]\n"), "TOML parse error"),
+        (format!("{beta}[[keys]\n"), "unclosed array table"),
         (
             format!("{beta}[providers.demo2]\nmock = true\nbase_ur = \"x\"\n"),
             "base_ur",

@@ -33,8 +33,9 @@ pub struct Principal {
     limits: KeyLimits,
 }
 
-/// Per-key request limits; `None` is unlimited.
+/// Per-key request limits; `None` is unlimited. Set with [`Principal`]'s builder methods.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+#[non_exhaustive]
 pub struct KeyLimits {
     /// Requests per minute.
     pub rpm: Option<NonZeroU32>,
@@ -102,7 +103,11 @@ impl Principal {
 
     /// At most `tpm` tokens (input + output, as each answer's usage reports them) per minute
     /// (0 means unlimited). Tokens are counted after an answer ends; a request is refused
-    /// while the key's last minute is over budget.
+    /// while the key's last minute is over budget. The usage is read from the request's
+    /// [`RequestLog`](crate::observe::RequestLog) (always there in an
+    /// [`AiRouter`](crate::AiRouter); with [`AuthLayer`](crate::auth::AuthLayer) alone, put a
+    /// [`SetRequestId`](crate::request_id::SetRequestId) layer above it, or nothing is
+    /// debited).
     #[must_use]
     pub fn tpm(mut self, tpm: u32) -> Self {
         self.limits.tpm = NonZeroU32::new(tpm);

@@ -163,3 +163,46 @@ async fn a_connection_that_hangs_for_good_is_replaced() {
     assert_eq!(last.number("x-ratelimit-remaining-requests"), 0);
     fleet.chat(1).await.assert_error(429, "rate_limit_exceeded");
 }
+
+/// A slot released while Redis does not answer is released once it does (Redis kept its
+/// data through the blip), not a lease later.
+#[tokio::test]
+async fn a_slot_released_during_a_blip_is_free_once_redis_answers() {
+    let redis = RedisServer::start().await;
+    let limiter = ai_router::auth::RedisLimiter::builder(redis.url())
+        .timeout(crate::support::LIMITER_TIMEOUT)
+        .lease(Duration::from_secs(60))
+        .build()
+        .unwrap();
+    let one = Principal::new("one").max_concurrent(1);
+    let key = crate::support::digest();
+    use ai_router::auth::KeyLimiter as _;
+    let held = limiter.admit(&key, &one).await.unwrap();
+    limiter.admit(&key, &one).await.unwrap_err();
+
+    // Redis freezes: the next check times out and the limiter marks it down...
+    redis.pause();
+    let other = ai_router::auth::ApiKeyDigest::of("sk-other");
+    let _ = limiter.admit(&other, &Principal::new("o").rpm(5)).await;
+    assert!(limiter.is_backend_down());
+    // ...while the slot's holder ends.
+    drop(held);
+    redis.resume();
+    for _ in 0..100 {
+        if !limiter.is_backend_down() {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert!(!limiter.is_backend_down(), "Redis never answered again");
+    // The release went through (bounded wait for the background task), far from the lease.
+    let mut admitted = false;
+    for _ in 0..40 {
+        if limiter.admit(&key, &one).await.is_ok() {
+            admitted = true;
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert!(admitted, "the slot was still taken after Redis came back");
+}

@@ -137,3 +137,26 @@ async fn keys_without_limits_never_reach_redis() {
         .unwrap_err();
     assert_eq!(refused.code(), Some("limits_unavailable"));
 }
+
+#[tokio::test]
+async fn tpm_refuses_once_not_one_token_is_left_like_in_process() {
+    let redis = RedisServer::start().await;
+    let (shared, local) = (limiter(&redis).await, InProcessLimiter::new());
+    // Exactly the budget spent: a minute owed, less the few ms since.
+    let principal = Principal::new("k").tpm(100);
+    shared.spend_tokens(&digest(), &principal, 100);
+    local.spend_tokens(&digest(), &principal, 100);
+    let memory_refusal = local.admit(&digest(), &principal).await.unwrap_err();
+    let mut redis_refusal = None;
+    for _ in 0..200 {
+        if let Err(error) = shared.admit(&digest(), &principal).await {
+            redis_refusal = Some(error);
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    let redis_refusal = redis_refusal.expect("admitted with under one token left");
+    assert_same_refusal(&redis_refusal, &memory_refusal);
+    // Until one token (600 ms) is back.
+    assert!(redis_refusal.retry_after().unwrap() <= Duration::from_millis(600));
+}

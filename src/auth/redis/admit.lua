@@ -16,8 +16,9 @@ local max_concurrent, lease = tonumber(ARGV[5]), tonumber(ARGV[6])
 local tokens_left, tokens_reset = -1, 0
 if tpm > 0 then
   local owed = math.max((tonumber(redis.call('GET', KEYS[2])) or 0) - now, 0)
-  if owed >= window then
-    return {0, 1, owed - window + per_token}
+  -- Refused while not one token of the minute is free (so a refusal goes with remaining 0).
+  if owed + per_token > window then
+    return {0, 1, owed + per_token - window}
   end
   tokens_left = math.min(math.floor((window - owed) / per_token), tpm)
   tokens_reset = owed
@@ -48,6 +49,9 @@ if rpm > 0 then
 end
 if max_concurrent > 0 then
   redis.call('ZADD', KEYS[3], string.format('%.0f', now + lease), ARGV[7])
-  redis.call('PEXPIRE', KEYS[3], math.ceil(lease / 1000))
+  -- Never shortens the set's life: a router with a shorter lease must not expire the others'.
+  if redis.call('PTTL', KEYS[3]) < math.ceil(lease / 1000) then
+    redis.call('PEXPIRE', KEYS[3], math.ceil(lease / 1000))
+  end
 end
 return {1, requests_left, requests_reset, tokens_left, tokens_reset}

@@ -19,8 +19,11 @@ for i, key in ipairs(KEYS) do
     redis.call('ZREM', key, value)
   elseif op == 'renew' then
     redis.call('ZADD', key, 'XX', string.format('%.0f', now + lease), value)
-    -- A no-op once the set is gone; else the set outlives each of its leases.
-    redis.call('PEXPIRE', key, math.ceil(lease / 1000))
+    -- A no-op once the set is gone; else the set outlives each of its leases (never
+    -- shortened: another router's lease may be longer).
+    if redis.call('PTTL', key) < math.ceil(lease / 1000) then
+      redis.call('PEXPIRE', key, math.ceil(lease / 1000))
+    end
   end
 end
 return #KEYS

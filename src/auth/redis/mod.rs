@@ -379,13 +379,15 @@ impl Inner {
     /// Redis failed: no call waits for it again until the probe gets an answer.
     fn failed(&self, reason: &dyn fmt::Display) -> Result<Admission<RedisPermit>, Error> {
         if self.health.trip() {
-            self.health.warn_gate.touch();
-            tracing::warn!(
-                reason = %reason,
-                mode = ?self.settings.mode,
-                "the Redis limits backend failed; until it answers, requests are {}",
-                self.settings.mode.verb(),
-            );
+            // At most one line per period, even if Redis keeps failing between probes.
+            if self.health.warn_gate.open() {
+                tracing::warn!(
+                    reason = %reason,
+                    mode = ?self.settings.mode,
+                    "the Redis limits backend failed; until it answers, requests are {}",
+                    self.settings.mode.verb(),
+                );
+            }
             // Wake the task to probe; a full queue means it is awake anyway.
             let _ = self.jobs.try_send(Job::Probe);
         }

@@ -13,6 +13,10 @@ use super::{Health, LeaseBook, MAX_DEBT_US, PROBE_EVERY, Settings, SharedConnect
 /// Operations per script call (keys and arguments of one `EVALSHA`).
 const MAX_BATCH: usize = 256;
 
+/// Debits and releases kept while Redis is down, to run once it answers (a release must
+/// not wait out its lease when Redis kept its data through a blip); past it, the oldest go.
+const MAX_PENDING: usize = 16 * 1024;
+
 /// Work for the background task.
 #[derive(Debug)]
 pub(super) enum Job {
@@ -72,6 +76,8 @@ impl Background {
         let mut next_probe = Instant::now();
         let mut connected = false;
         let mut jobs = Vec::new();
+        // Debits and releases not yet written (Redis down, or a batch that failed).
+        let mut pending: Vec<Op> = Vec::new();
         loop {
             let wake = if connected && !self.health.is_down() {
                 next_renewal
@@ -100,12 +106,23 @@ impl Background {
                     next_probe = Instant::now() + PROBE_EVERY;
                 }
             }
+            pending.extend(jobs.drain(..).filter_map(Op::from_job));
+            if pending.len() > MAX_PENDING {
+                let lost = pending.len() - MAX_PENDING;
+                pending.drain(..lost);
+                if self.health.warn_gate.open() {
+                    tracing::warn!(
+                        lost,
+                        "the Redis limiter dropped token debits and lease releases it could \
+                         not write (Redis down too long)"
+                    );
+                }
+            }
             if self.health.is_down() {
-                // Nowhere to write: debits are lost, leases expire by themselves.
-                jobs.clear();
+                // Nowhere to write yet: kept for when Redis answers.
                 continue;
             }
-            let mut ops: Vec<Op> = jobs.drain(..).filter_map(Op::from_job).collect();
+            let mut ops = std::mem::take(&mut pending);
             if now >= next_renewal {
                 next_renewal = now + renew_every;
                 ops.extend(self.leases.snapshot().into_iter().map(|(set, member)| Op {
@@ -114,20 +131,30 @@ impl Background {
                     value: member,
                 }));
             }
+            let mut written = 0;
             for chunk in ops.chunks(MAX_BATCH) {
                 if !self.run_batch(chunk).await {
                     break;
                 }
+                written += chunk.len();
             }
+            // What failed is tried again once Redis answers (renewals are made afresh).
+            pending.extend(ops.drain(written..).filter(|op| op.kind != "renew"));
         }
     }
 
-    /// Asks Redis for a `PING` (and loads the scripts); true if it answered. A connection
+    /// Writes a probe key (and loads the scripts); true if Redis took it. A connection
     /// that stays silent for two probes in a row is replaced.
     async fn probe(&mut self) -> bool {
         let mut connection = self.connection.get();
         let answer = tokio::time::timeout(self.settings.timeout, async {
-            ::redis::cmd("PING")
+            // A write, not a PING: a replica after a failover (READONLY) or a full Redis
+            // (OOM) answers PING but fails every check.
+            ::redis::cmd("SET")
+                .arg(format!("{}probe", self.settings.prefix))
+                .arg(1)
+                .arg("PX")
+                .arg(60_000)
                 .query_async::<()>(&mut connection)
                 .await?;
             self.admit.load_async(&mut connection).await?;
