@@ -15,8 +15,8 @@
 //! run without `--bench` (e.g. `cargo test --all-features --benches`) it does a short smoke run.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
-use std::net::{SocketAddr, TcpListener as StdListener};
-use std::process::{Child, Command, Stdio};
+use std::net::SocketAddr;
+use std::process::{Command, Stdio};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
@@ -32,8 +32,7 @@ use hyper_util::client::legacy::Client;
 use hyper_util::client::legacy::connect::HttpConnector;
 use hyper_util::rt::{TokioExecutor, TokioIo};
 use hyper_util::service::TowerToHyperService;
-use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
-use tokio::net::{TcpListener, TcpStream};
+use tokio::net::TcpListener;
 use tokio::task::JoinSet;
 
 const ROUTER_KEY: &str = "sk-router-bench-key";
@@ -49,56 +48,20 @@ const SMOKE: (usize, usize, usize) = (20, 50, 200);
 /// The longest one run may take.
 const RUN_CAP: Duration = Duration::from_secs(20);
 
-/// A `redis-server` child on a free loopback port, killed by pid when dropped.
-struct RedisServer {
-    port: u16,
-    child: Child,
-}
+/// The tests' `redis-server` harness (free loopback port, no persistence, killed by pid).
+#[allow(dead_code, unreachable_pub)]
+#[path = "../tests/redis/server.rs"]
+mod server;
+use server::RedisServer;
 
-impl RedisServer {
-    async fn start() -> Option<Self> {
-        let port = StdListener::bind("127.0.0.1:0")
-            .ok()?
-            .local_addr()
-            .ok()?
-            .port();
-        let child = Command::new("redis-server")
-            .args(["--port", &port.to_string(), "--bind", "127.0.0.1"])
-            .args(["--save", "", "--appendonly", "no"])
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .ok()?;
-        let server = Self { port, child };
-        for _ in 0..200 {
-            if server.answers_ping().await {
-                return Some(server);
-            }
-            tokio::time::sleep(Duration::from_millis(25)).await;
-        }
-        None
-    }
-
-    async fn answers_ping(&self) -> bool {
-        let exchange = async {
-            let mut stream = TcpStream::connect(("127.0.0.1", self.port)).await?;
-            stream.write_all(b"PING\r\n").await?;
-            let mut answer = [0u8; 7];
-            stream.read_exact(&mut answer).await?;
-            Ok::<_, std::io::Error>(&answer == b"+PONG\r\n")
-        };
-        matches!(
-            tokio::time::timeout(Duration::from_millis(500), exchange).await,
-            Ok(Ok(true))
-        )
-    }
-}
-
-impl Drop for RedisServer {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
+/// Whether `redis-server` can be run at all.
+fn redis_installed() -> bool {
+    Command::new("redis-server")
+        .arg("--version")
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .status()
+        .is_ok_and(|status| status.success())
 }
 
 /// The bench key: limits it never reaches (`LIMITS_RPM_ONLY=1`: no `max_concurrent`, so no
@@ -237,18 +200,17 @@ async fn run() {
     } else {
         1
     };
-    let Some(redis) = RedisServer::start().await else {
+    if !redis_installed() {
         eprintln!("limits: redis-server is not installed (apt-get install redis-server): skipped");
         return;
-    };
+    }
+    let redis = RedisServer::start().await;
     let upstream = MockUpstream::builder()
         .api_key(PROVIDER_KEY)
         .start()
         .await
         .unwrap();
-    let limiter = RedisLimiter::builder(format!("redis://127.0.0.1:{}/0", redis.port))
-        .build()
-        .unwrap();
+    let limiter = RedisLimiter::builder(redis.url()).build().unwrap();
     let backends = [
         ("memory", serve(&upstream, InProcessLimiter::new()).await),
         ("redis", serve(&upstream, limiter.clone()).await),

@@ -29,6 +29,18 @@ async fn limiter(redis: &RedisServer) -> RedisLimiter {
         .unwrap()
 }
 
+/// The refusal `limiter` gives `principal` once a debit has gone through its background task
+/// (bounded: 200 tries, 10 ms apart); `None` if it keeps admitting.
+async fn refusal_once_debited(limiter: &RedisLimiter, principal: &Principal) -> Option<Error> {
+    for _ in 0..200 {
+        if let Err(error) = limiter.admit(&digest(), principal).await {
+            return Some(error);
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    None
+}
+
 #[tokio::test]
 async fn rpm_a_burst_then_the_same_wait() {
     let redis = RedisServer::start().await;
@@ -56,16 +68,9 @@ async fn tpm_refuses_while_a_minute_is_owed_with_the_same_wait() {
     shared.spend_tokens(&digest(), &principal, 150);
     local.spend_tokens(&digest(), &principal, 150);
     let memory_refusal = local.admit(&digest(), &principal).await.unwrap_err();
-    // The Redis debit goes through the background task: bounded wait for it.
-    let mut redis_refusal = None;
-    for _ in 0..200 {
-        if let Err(error) = shared.admit(&digest(), &principal).await {
-            redis_refusal = Some(error);
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(10)).await;
-    }
-    let redis_refusal = redis_refusal.expect("the debit never reached Redis");
+    let redis_refusal = refusal_once_debited(&shared, &principal)
+        .await
+        .expect("the debit never reached Redis");
     assert_same_refusal(&redis_refusal, &memory_refusal);
     let wait = redis_refusal.retry_after().unwrap();
     assert!(
@@ -147,15 +152,9 @@ async fn tpm_refuses_once_not_one_token_is_left_like_in_process() {
     shared.spend_tokens(&digest(), &principal, 100);
     local.spend_tokens(&digest(), &principal, 100);
     let memory_refusal = local.admit(&digest(), &principal).await.unwrap_err();
-    let mut redis_refusal = None;
-    for _ in 0..200 {
-        if let Err(error) = shared.admit(&digest(), &principal).await {
-            redis_refusal = Some(error);
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(10)).await;
-    }
-    let redis_refusal = redis_refusal.expect("admitted with under one token left");
+    let redis_refusal = refusal_once_debited(&shared, &principal)
+        .await
+        .expect("admitted with under one token left");
     assert_same_refusal(&redis_refusal, &memory_refusal);
     // Until one token (600 ms) is back.
     assert!(redis_refusal.retry_after().unwrap() <= Duration::from_millis(600));
