@@ -206,3 +206,37 @@ async fn a_slot_released_during_a_blip_is_free_once_redis_answers() {
     }
     assert!(admitted, "the slot was still taken after Redis came back");
 }
+
+/// A slot still held when Redis restarts empty is put back by the next renewal: the fleet's
+/// count is exact again without waiting for the holder to end.
+#[tokio::test]
+async fn a_held_slot_is_put_back_after_redis_restarts_empty() {
+    let mut redis = RedisServer::start().await;
+    let limiter = ai_router::auth::RedisLimiter::builder(redis.url())
+        .timeout(crate::support::LIMITER_TIMEOUT)
+        .lease(Duration::from_millis(1500))
+        .build()
+        .unwrap();
+    let one = Principal::new("one").max_concurrent(1);
+    let key = crate::support::digest();
+    use ai_router::auth::KeyLimiter as _;
+    let _held = limiter.admit(&key, &one).await.unwrap();
+    limiter.admit(&key, &one).await.unwrap_err();
+
+    redis.stop();
+    redis.restart().await;
+    // Renewals run every 500 ms; give the limiter a few to reconnect and put the lease back
+    // (bounded: 40 tries, 100 ms apart). Each admission that gets through is released.
+    let mut refused = false;
+    for _ in 0..40 {
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        if limiter.admit(&key, &one).await.is_err() {
+            refused = true;
+            break;
+        }
+    }
+    assert!(
+        refused,
+        "the held slot never counted again after the restart"
+    );
+}

@@ -3,7 +3,8 @@
 -- value at ARGV[1 + 2i] and ARGV[2 + 2i]:
 --   'spend'   KEYS[i] a tpm TAT, value the debt of the tokens spent (tat = max(tat, now) + debt)
 --   'release' KEYS[i] a lease set, value the member to remove
---   'renew'   KEYS[i] a lease set, value a member still held (only if still there)
+--   'renew'   KEYS[i] a lease set, value a member still held (put back if Redis lost it:
+--             restarted empty, or an outage outlasted the lease; the holder is alive)
 local clock = redis.call('TIME')
 local now = tonumber(clock[1]) * 1000000 + tonumber(clock[2])
 local lease, max_debt = tonumber(ARGV[1]), tonumber(ARGV[2])
@@ -18,9 +19,9 @@ for i, key in ipairs(KEYS) do
   elseif op == 'release' then
     redis.call('ZREM', key, value)
   elseif op == 'renew' then
-    redis.call('ZADD', key, 'XX', string.format('%.0f', now + lease), value)
-    -- A no-op once the set is gone; else the set outlives each of its leases (never
-    -- shortened: another router's lease may be longer).
+    redis.call('ZADD', key, string.format('%.0f', now + lease), value)
+    -- The set outlives each of its leases (never shortened: another router's lease may be
+    -- longer).
     if redis.call('PTTL', key) < math.ceil(lease / 1000) then
       redis.call('PEXPIRE', key, math.ceil(lease / 1000))
     end

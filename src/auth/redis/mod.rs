@@ -361,6 +361,8 @@ impl Inner {
         match verdict(&reply, limits) {
             Some(Ok(mut admission)) => {
                 if let Some(permit) = permit {
+                    // In Redis now: renewals may put it back if Redis loses it.
+                    self.leases.confirm(permit.id);
                     admission = admission.with_permit(permit);
                 }
                 Ok(admission)
@@ -599,7 +601,7 @@ impl Drop for RedisPermit {
             .lock()
             .unwrap_or_else(PoisonError::into_inner)
             .remove(&self.id);
-        if let (Some(set), true) = (held, self.taken) {
+        if let (Some((set, _)), true) = (held, self.taken) {
             let member = self.member();
             // No task (the limiter is gone) or a full queue: the lease expires by itself.
             if let Some(jobs) = self.leases.jobs.upgrade() {
@@ -619,7 +621,8 @@ impl fmt::Debug for RedisPermit {
 
 /// The leases this process holds (by permit id: the lease set's key), for renewals.
 struct LeaseBook {
-    held: Mutex<HashMap<u64, String>>,
+    /// By permit id: the lease set's key, and whether the admit script took the lease.
+    held: Mutex<HashMap<u64, (String, bool)>>,
     next_id: AtomicU64,
     /// Random per limiter: lease members of two processes never collide.
     instance: u64,
@@ -633,7 +636,7 @@ impl LeaseBook {
         self.held
             .lock()
             .unwrap_or_else(PoisonError::into_inner)
-            .insert(id, set);
+            .insert(id, (set, false));
         RedisPermit {
             id,
             leases: Arc::clone(self),
@@ -646,11 +649,25 @@ impl LeaseBook {
         format!("{:016x}:{id:x}", self.instance)
     }
 
-    /// Every lease held now: (set, member).
+    /// The admit script took permit `id`'s lease.
+    fn confirm(&self, id: u64) {
+        if let Some((_, taken)) = self
+            .held
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .get_mut(&id)
+        {
+            *taken = true;
+        }
+    }
+
+    /// Every lease held now whose admission went through: (set, member). (One whose check is
+    /// still on its way is left to its script: renewing it first would count it twice.)
     fn snapshot(&self) -> Vec<(String, String)> {
         let held = self.held.lock().unwrap_or_else(PoisonError::into_inner);
         held.iter()
-            .map(|(id, set)| (set.clone(), self.member(*id)))
+            .filter(|(_, (_, taken))| *taken)
+            .map(|(id, (set, _))| (set.clone(), self.member(*id)))
             .collect()
     }
 }
