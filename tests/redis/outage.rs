@@ -3,7 +3,9 @@
 
 use std::time::Duration;
 
-use ai_router::auth::{BackendErrorMode, Principal};
+use ai_router::auth::{
+    Admission, BackendErrorMode, KeyLimiter as _, Principal, RedisLimiter, RedisPermit,
+};
 
 use crate::proxy::FreezingProxy;
 use crate::server::RedisServer;
@@ -164,21 +166,35 @@ async fn a_connection_that_hangs_for_good_is_replaced() {
     fleet.chat(1).await.assert_error(429, "rate_limit_exceeded");
 }
 
+/// A key with one concurrency slot.
+fn only_one() -> Principal {
+    Principal::new("one").max_concurrent(1)
+}
+
+/// A limiter on `redis` with leases of `lease`, and the admission holding its key's only slot
+/// (a second request is refused).
+async fn holding_the_only_slot(
+    redis: &RedisServer,
+    lease: Duration,
+) -> (RedisLimiter, Admission<RedisPermit>) {
+    let limiter = RedisLimiter::builder(redis.url())
+        .timeout(crate::support::LIMITER_TIMEOUT)
+        .lease(lease)
+        .build()
+        .unwrap();
+    let key = crate::support::digest();
+    let admission = limiter.admit(&key, &only_one()).await.unwrap();
+    limiter.admit(&key, &only_one()).await.unwrap_err();
+    (limiter, admission)
+}
+
 /// A slot released while Redis does not answer is released once it does (Redis kept its
 /// data through the blip), not a lease later.
 #[tokio::test]
 async fn a_slot_released_during_a_blip_is_free_once_redis_answers() {
     let redis = RedisServer::start().await;
-    let limiter = ai_router::auth::RedisLimiter::builder(redis.url())
-        .timeout(crate::support::LIMITER_TIMEOUT)
-        .lease(Duration::from_secs(60))
-        .build()
-        .unwrap();
-    let one = Principal::new("one").max_concurrent(1);
-    let key = crate::support::digest();
-    use ai_router::auth::KeyLimiter as _;
-    let held = limiter.admit(&key, &one).await.unwrap();
-    limiter.admit(&key, &one).await.unwrap_err();
+    let (limiter, held) = holding_the_only_slot(&redis, Duration::from_secs(60)).await;
+    let (one, key) = (only_one(), crate::support::digest());
 
     // Redis freezes: the next check times out and the limiter marks it down...
     redis.pause();
@@ -212,16 +228,8 @@ async fn a_slot_released_during_a_blip_is_free_once_redis_answers() {
 #[tokio::test]
 async fn a_held_slot_is_put_back_after_redis_restarts_empty() {
     let mut redis = RedisServer::start().await;
-    let limiter = ai_router::auth::RedisLimiter::builder(redis.url())
-        .timeout(crate::support::LIMITER_TIMEOUT)
-        .lease(Duration::from_millis(1500))
-        .build()
-        .unwrap();
-    let one = Principal::new("one").max_concurrent(1);
-    let key = crate::support::digest();
-    use ai_router::auth::KeyLimiter as _;
-    let _held = limiter.admit(&key, &one).await.unwrap();
-    limiter.admit(&key, &one).await.unwrap_err();
+    let (limiter, _held) = holding_the_only_slot(&redis, Duration::from_millis(1500)).await;
+    let (one, key) = (only_one(), crate::support::digest());
 
     redis.stop();
     redis.restart().await;
