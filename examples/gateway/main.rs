@@ -83,15 +83,8 @@ fn main() -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
-    let traces = match start_traces(&config.telemetry) {
-        Ok(traces) => traces,
-        Err(error) => {
-            eprintln!("error: {error}");
-            return ExitCode::FAILURE;
-        }
-    };
     let (writer, _flush_on_exit) = tracing_appender::non_blocking(std::io::stderr());
-    init_logging(config.telemetry.access_log, writer.clone(), traces.as_ref());
+    init_logging(config.telemetry.access_log, writer.clone());
     if cfg!(not(feature = "otel")) && config.telemetry.otlp_endpoint.is_some() {
         tracing::warn!(
             "`[telemetry] otlp_endpoint` is set, but this gateway was built without the `otel` \
@@ -105,24 +98,27 @@ fn main() -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
-    let code = match runtime.block_on(run(config, path, writer)) {
-        Ok(()) => ExitCode::SUCCESS,
+    match runtime.block_on(run(config, path, writer)) {
+        Ok(traces) => {
+            stop_traces(traces);
+            ExitCode::SUCCESS
+        }
         Err(error) => {
             tracing::error!("{error}");
             eprintln!("error: {error}");
             ExitCode::FAILURE
         }
-    };
-    stop_traces(traces);
-    code
+    }
 }
 
-/// The exporter of the gateway's traces (feature `otel`).
+/// The exporter of the gateway's traces (feature `otel`): spans written from each request's
+/// summary, no `tracing` span involved.
 #[cfg(feature = "otel")]
-type Traces = ai_router::otel::OtlpTracing;
-/// Built without the `otel` feature, the gateway has no exporter.
+type Traces = ai_router::otel::OtlpExporter;
+/// Built without the `otel` feature, the gateway has no exporter (no value of this type).
 #[cfg(not(feature = "otel"))]
-type Traces = std::convert::Infallible;
+#[derive(Clone)]
+enum Traces {}
 
 /// Starts exporting traces when `[telemetry] otlp_endpoint` is set (and the `otel` feature
 /// is on).
@@ -130,7 +126,7 @@ fn start_traces(telemetry: &TelemetryConfig) -> Result<Option<Traces>, ConfigErr
     #[cfg(feature = "otel")]
     if let Some(endpoint) = &telemetry.otlp_endpoint {
         let service = telemetry.service_name.as_deref().unwrap_or("ai-router");
-        return ai_router::otel::OtlpTracing::builder(endpoint.as_str())
+        return ai_router::otel::OtlpExporter::builder(endpoint.as_str())
             .service_name(service)
             .build()
             .map(Some)
@@ -153,14 +149,10 @@ fn stop_traces(traces: Option<Traces>) {
 }
 
 /// Diagnostics to `writer`, filtered by `RUST_LOG` (default `info`); JSON when the access log
-/// is JSON, colours only on a terminal. The log never sees the router's GenAI spans (it would
-/// format their every field for each request); with `traces`, they (INFO and up, whatever
-/// `RUST_LOG` says) are exported.
-fn init_logging(
-    format: AccessLogConfig,
-    writer: tracing_appender::non_blocking::NonBlocking,
-    traces: Option<&Traces>,
-) {
+/// is JSON, colours only on a terminal. The router opens no GenAI `tracing` span in the
+/// gateway (traces are written from the request summaries), and the log would format their
+/// every field for each request if it did: their target stays off.
+fn init_logging(format: AccessLogConfig, writer: tracing_appender::non_blocking::NonBlocking) {
     let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info"));
     let genai_off = format!("{}=off", ai_router::request_id::GENAI_TARGET);
     let filter = match genai_off.parse() {
@@ -175,13 +167,8 @@ fn init_logging(
     } else {
         fmt.boxed()
     };
-    #[cfg(feature = "otel")]
-    let exported = traces.map(|traces| traces.layer());
-    #[cfg(not(feature = "otel"))]
-    let exported: Option<tracing_subscriber::layer::Identity> = traces.map(|never| match *never {});
     tracing_subscriber::registry()
         .with(fmt.with_filter(filter))
-        .with(exported)
         .init();
 }
 
@@ -211,12 +198,14 @@ fn config_path() -> Result<PathBuf, ConfigError> {
     Ok(path)
 }
 
+/// Serves until a shutdown signal; returns the trace exporter, to send what it still holds.
 async fn run(
     config: Config,
     path: PathBuf,
     log: impl std::io::Write + Send + 'static,
-) -> Result<(), ConfigError> {
+) -> Result<Option<Traces>, ConfigError> {
     let gateway = Gateway::start(config, log).await?.reloads_from(path);
+    let traces = gateway.traces.clone();
     #[cfg(unix)]
     match reload_on_hangup(gateway.reloader()) {
         Ok(reloads) => {
@@ -234,7 +223,7 @@ async fn run(
     let metrics = gateway.metrics_addr.unwrap_or(gateway.addr);
     tracing::info!("metrics at http://{metrics}/metrics");
     gateway.serve(shutdown_signal()).await;
-    Ok(())
+    Ok(traces)
 }
 
 /// The limiter of the gateway's routers: one instance, made in [`Gateway::start`] from
@@ -263,6 +252,8 @@ pub(crate) struct Gateway {
     pub(crate) metrics_addr: Option<SocketAddr>,
     /// Reloads the config file into the router served.
     reloader: Reloader,
+    /// The trace exporter (`[telemetry] otlp_endpoint`, feature `otel`).
+    pub(crate) traces: Option<Traces>,
     /// Kept alive as long as the gateway serves.
     _mock: Option<MockUpstream>,
 }
@@ -295,9 +286,11 @@ impl Gateway {
             AccessLogConfig::Off => None,
         };
         let metrics = config.metrics();
+        let traces = start_traces(&config.telemetry)?;
         let telemetry = Telemetry {
             metrics: metrics.clone(),
             access_log: access_log.clone(),
+            traces: traces.clone(),
         };
         // Answers outside the mount are logged, not counted.
         let on_end = move |summary: &RequestSummary| {
@@ -306,14 +299,14 @@ impl Gateway {
             }
         };
 
-        // GenAI spans only when they are exported: the log's formatter would otherwise
-        // format every span's fields for nothing (tens of µs per request).
-        let genai_spans = cfg!(feature = "otel") && config.telemetry.otlp_endpoint.is_some();
+        // Traces are written from the summaries: each request needs its trace context, and
+        // no GenAI `tracing` span (the log's formatter would format their every field).
+        let trace_context = traces.is_some();
         let parts = RouterParts {
             limiter: GatewayLimiter::new(&config.limits, |var| std::env::var(var).ok())?,
             telemetry,
             mock_origin,
-            genai_spans,
+            trace_context,
             mount: config.mount.clone(),
             in_flight: InFlightLimitLayer::new(config.server.max_in_flight),
         };
@@ -340,9 +333,7 @@ impl Gateway {
         };
         let mount = config.mount.trim_end_matches('/').to_owned();
         let state = Arc::new(ServerState::default());
-        let observe = SetRequestIdLayer::new()
-            .genai_spans(genai_spans)
-            .observer(on_end);
+        let observe = SetRequestIdLayer::new().genai_spans(false).observer(on_end);
         let beside = metrics_listener.is_none().then(|| metrics.clone());
         let app = App::new(router, &mount, observe, state.clone(), beside);
         Ok(Self {
@@ -356,6 +347,7 @@ impl Gateway {
             metrics_listener,
             metrics_addr,
             reloader,
+            traces,
             _mock: mock,
         })
     }
@@ -393,11 +385,13 @@ impl Gateway {
     }
 }
 
-/// The router's observer: its metrics, then the access log.
+/// The router's observer: its metrics, the access log, the trace exporter.
 #[derive(Clone)]
 struct Telemetry {
     metrics: Metrics,
     access_log: Option<Arc<dyn Observer>>,
+    #[cfg_attr(not(feature = "otel"), allow(dead_code))] // Read with the `otel` feature only.
+    traces: Option<Traces>,
 }
 
 impl Observer for Telemetry {
@@ -409,6 +403,10 @@ impl Observer for Telemetry {
         self.metrics.on_end(summary);
         if let Some(log) = &self.access_log {
             log.on_end(summary);
+        }
+        #[cfg(feature = "otel")]
+        if let Some(traces) = &self.traces {
+            traces.on_end(summary);
         }
     }
 }
@@ -423,8 +421,8 @@ struct RouterParts {
     telemetry: Telemetry,
     /// The demo mock's origin, if one was started.
     mock_origin: Option<String>,
-    /// Whether requests get GenAI spans (only when traces are exported).
-    genai_spans: bool,
+    /// Whether requests get a trace context (only when traces are exported).
+    trace_context: bool,
     /// The mount, read at start (a reload cannot change it).
     mount: String,
     /// The in-flight cap: one for the gateway's life, so requests still in flight on a
@@ -451,7 +449,8 @@ impl RouterParts {
             }
         }
         let mut builder = AiRouter::builder()
-            .genai_spans(self.genai_spans)
+            .genai_spans(false)
+            .trace_context(self.trace_context)
             .mount_path(self.mount.as_str())
             .keys(config.key_store(env)?)
             .limiter(self.limiter.clone())

@@ -9,6 +9,7 @@
 //! | [`RequestLog`](crate::observe::RequestLog) | [`SetRequestId`](crate::request_id::SetRequestId) | every layer records into it |
 //! | [`Principal`] | [`Auth`](crate::auth::Auth) | [`Route`](crate::route::Route) (allow-list), handlers |
 //! | [`RouteTarget`] | [`Route`](crate::route::Route) | [`Sse`](crate::sse::Sse), providers |
+//! | [`TraceContext`] | [`SetRequestId`](crate::request_id::SetRequestId), when asked | [`Resilience`](crate::resilience::Resilience) (sent upstream) |
 //! | [`RoutePlan`] | [`Route`](crate::route::Route), when there is more than one way | [`Resilience`](crate::resilience::Resilience) |
 //!
 //! A leaf module: it imports no layer, so layers can depend on it without depending on each
@@ -19,11 +20,13 @@ mod plan;
 mod principal;
 mod request_id;
 mod target;
+mod trace;
 
 pub use self::endpoint::Endpoint;
 pub use self::plan::{BodyForModel, MAX_RETRIES, Retry, RoutePlan};
 pub use self::principal::{KeyLimits, Principal};
 pub use self::request_id::{RequestId, X_REQUEST_ID};
 pub use self::target::RouteTarget;
+pub use self::trace::{TRACEPARENT, TRACESTATE, TraceContext};
 
 pub(crate) use self::endpoint::{Accepts, Matched, match_path};

@@ -26,6 +26,8 @@
 //! ```
 
 mod access_log;
+mod attempt;
+pub(crate) mod genai;
 mod metrics;
 
 use std::fmt;
@@ -35,9 +37,10 @@ use std::time::Duration;
 use http::{Method, StatusCode, Uri};
 use serde::Deserialize;
 
-use crate::extensions::{Endpoint, Principal, RequestId, RouteTarget};
+use crate::extensions::{Endpoint, Principal, RequestId, RouteTarget, TraceContext};
 
 pub use self::access_log::{AccessLog, AccessLogFormat};
+pub use self::attempt::{AttemptOutcome, AttemptRecord, ServerAddress};
 pub use self::metrics::{Metrics, MetricsBuilder, gen_ai_operation_name};
 
 /// Token usage an answer reported (chat `usage`, or the Responses API's `response.usage`).
@@ -271,12 +274,79 @@ struct Details {
     response_model: Option<Arc<str>>,
     finish_reasons: FinishReasons,
     limits_unchecked: bool,
+    trace: Option<TraceContext>,
+    attempt_records: Vec<AttemptRecord>,
+    /// When the request reached the router (for the attempts' start offsets).
+    started: Option<tokio::time::Instant>,
 }
 
 impl RequestLog {
-    /// An empty record.
+    /// An empty record of a request arriving now.
     pub fn new() -> Self {
-        Self::default()
+        Self {
+            details: Arc::new(Mutex::new(Details {
+                started: Some(tokio::time::Instant::now()),
+                ..Details::default()
+            })),
+        }
+    }
+
+    /// An empty record of a request arriving now, traced with `trace`.
+    pub(crate) fn traced(trace: TraceContext) -> Self {
+        Self {
+            details: Arc::new(Mutex::new(Details {
+                trace: Some(trace),
+                started: Some(tokio::time::Instant::now()),
+                ..Details::default()
+            })),
+        }
+    }
+
+    /// How long ago the request arrived (zero for a record made with `default()`).
+    pub fn elapsed(&self) -> Duration {
+        self.details
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .started
+            .map_or(Duration::ZERO, |started| started.elapsed())
+    }
+
+    /// An upstream attempt started (the resilience layer records each); returns its index for
+    /// [`end_attempt`](Self::end_attempt).
+    pub fn start_attempt(&self, record: AttemptRecord) -> usize {
+        let mut details = self.details.lock().unwrap_or_else(PoisonError::into_inner);
+        details.attempt_records.push(record);
+        details.attempt_records.len() - 1
+    }
+
+    /// Attempt `index` is over: how long it took, how it went, the status the upstream
+    /// answered, the router's error code when it failed without an answer.
+    pub fn end_attempt(
+        &self,
+        index: usize,
+        duration: Duration,
+        outcome: AttemptOutcome,
+        status: Option<StatusCode>,
+        error_code: Option<&'static str>,
+    ) {
+        self.with(|d| {
+            if let Some(record) = d.attempt_records.get_mut(index) {
+                record.duration = duration;
+                record.outcome = outcome;
+                record.status = status;
+                record.error_code = error_code;
+            }
+        });
+    }
+
+    /// The attempt under way is sent to `server` (the provider's transport records it: it
+    /// alone knows the URL).
+    pub fn record_server(&self, server: &ServerAddress) {
+        self.with(|d| {
+            if let Some(record) = d.attempt_records.last_mut() {
+                record.server = Some(server.clone());
+            }
+        });
     }
 
     fn with(&self, record: impl FnOnce(&mut Details)) {
@@ -398,6 +468,8 @@ impl RequestLog {
             response_model: details.response_model,
             finish_reasons: details.finish_reasons,
             limits_unchecked: details.limits_unchecked,
+            trace: details.trace,
+            attempt_records: details.attempt_records,
         }
     }
 }
@@ -473,6 +545,11 @@ pub struct RequestSummary {
     /// The key's limits were not checked (the limiter's backend was down and its policy is to
     /// serve anyway; see [`Admission::unchecked`](crate::auth::Admission::unchecked)).
     pub limits_unchecked: bool,
+    /// The request's W3C trace context, when [`SetRequestId`](crate::request_id::SetRequestId)
+    /// was asked to keep one (`trace_context(true)`).
+    pub trace: Option<TraceContext>,
+    /// Each upstream attempt, in order (recorded by [`Resilience`](crate::resilience::Resilience)).
+    pub attempt_records: Vec<AttemptRecord>,
 }
 
 /// Gets every request when it is over: its body ended, failed, or the client went away

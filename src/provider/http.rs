@@ -79,6 +79,7 @@ impl HttpProvider {
                 .insert(X_REQUEST_ID, id.header_value().clone());
         }
         self.transport.add_headers(&mut parts.headers);
+        self.transport.record_server(&parts.extensions);
         parts.extensions.clear();
         Ok(Request::from_parts(parts, Full::new(body)))
     }

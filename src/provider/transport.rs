@@ -18,6 +18,7 @@ use tokio::time::Timeout;
 use super::client::HttpClient;
 use super::headers;
 use crate::error::{BuildError, Error};
+use crate::observe::{RequestLog, ServerAddress};
 
 /// The default time an upstream has to send its response head: 10 minutes, as the OpenAI
 /// SDKs allow (a non-streaming answer arrives only when the whole generation is done).
@@ -60,6 +61,8 @@ pub(crate) struct Transport {
     headers: HeaderMap,
     pub(crate) timeout: Duration,
     client: HttpClient,
+    /// The upstream's host and port, as an attempt record names them.
+    server: ServerAddress,
 }
 
 impl Transport {
@@ -106,19 +109,19 @@ impl Transport {
     pub(crate) fn send(&self, request: Request<Full<Bytes>>) -> SendFuture {
         let span = tracing::Span::current();
         if !span.is_disabled() {
-            span.record("server.address", self.authority.host());
-            let port = self
-                .authority
-                .port_u16()
-                .unwrap_or(if self.scheme == Scheme::HTTPS {
-                    443
-                } else {
-                    80
-                });
-            span.record("server.port", i64::from(port));
+            span.record("server.address", &*self.server.host);
+            span.record("server.port", i64::from(self.server.port));
         }
         SendFuture {
             future: tokio::time::timeout(self.timeout, self.client.inner.request(request)),
+        }
+    }
+
+    /// Records the upstream's address on the attempt under way, in the request's log (the
+    /// client request's `extensions`), if it has one.
+    pub(crate) fn record_server(&self, extensions: &http::Extensions) {
+        if let Some(log) = extensions.get::<RequestLog>() {
+            log.record_server(&self.server);
         }
     }
 
@@ -248,6 +251,12 @@ impl TransportBuilder {
             Some(client) => client,
             None => HttpClient::shared()?,
         };
+        let server = ServerAddress {
+            host: authority.host().into(),
+            port: authority
+                .port_u16()
+                .unwrap_or(if scheme == Scheme::HTTPS { 443 } else { 80 }),
+        };
         let transport = Transport {
             scheme,
             authority,
@@ -257,6 +266,7 @@ impl TransportBuilder {
             headers,
             timeout: self.timeout,
             client,
+            server,
         };
         // Every path a provider joins is checked once here rather than per request.
         transport

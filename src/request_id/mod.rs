@@ -66,6 +66,7 @@ pub use self::body::ResponseBody;
 use self::future::Observation;
 pub use self::future::ResponseFuture;
 use self::span::RequestSpans;
+use crate::extensions::TraceContext;
 pub use crate::extensions::{RequestId, X_REQUEST_ID};
 
 /// The `tracing` target of the router's GenAI spans (each request's SERVER span and each
@@ -79,6 +80,7 @@ pub const GENAI_TARGET: &str = "ai_router::genai";
 pub struct SetRequestIdLayer {
     observer: Arc<dyn Observer>,
     genai_spans: bool,
+    trace_context: bool,
 }
 
 impl SetRequestIdLayer {
@@ -87,6 +89,7 @@ impl SetRequestIdLayer {
         Self {
             observer: Arc::new(LogRequests),
             genai_spans: true,
+            trace_context: false,
         }
     }
 
@@ -97,6 +100,19 @@ impl SetRequestIdLayer {
     #[must_use]
     pub fn genai_spans(mut self, on: bool) -> Self {
         self.genai_spans = on;
+        self
+    }
+
+    /// Whether each request gets a W3C [`TraceContext`] (default: no): the incoming
+    /// `traceparent` joined (or a new trace started), the context put in the request's
+    /// extensions and its [`RequestSummary`](crate::observe::RequestSummary), and each
+    /// upstream attempt sent its own `traceparent`. What an exporter that writes spans from
+    /// the summaries needs (`ai_router::otel::OtlpExporter`, feature `otel`);
+    /// it needs no `tracing` span (turn [`genai_spans`](Self::genai_spans) off beside it, or
+    /// the two would name different spans upstream).
+    #[must_use]
+    pub fn trace_context(mut self, on: bool) -> Self {
+        self.trace_context = on;
         self
     }
 
@@ -128,6 +144,7 @@ impl<S> Layer<S> for SetRequestIdLayer {
             inner,
             observer: self.observer.clone(),
             genai_spans: self.genai_spans,
+            trace_context: self.trace_context,
         }
     }
 }
@@ -139,6 +156,7 @@ pub struct SetRequestId<S> {
     inner: S,
     observer: Arc<dyn Observer>,
     genai_spans: bool,
+    trace_context: bool,
 }
 
 impl<S> SetRequestId<S> {
@@ -199,7 +217,13 @@ where
         let spans = RequestSpans::new(&id, self.genai_spans);
         #[cfg(feature = "otel")]
         crate::otel::set_parent_from(spans.genai(), request.headers());
-        let log = RequestLog::new();
+        let log = if self.trace_context {
+            let trace = TraceContext::from_headers(request.headers());
+            request.extensions_mut().insert(trace.clone());
+            RequestLog::traced(trace)
+        } else {
+            RequestLog::new()
+        };
         let head = RequestHead {
             id: id.clone(),
             method: request.method().clone(),

@@ -17,9 +17,8 @@ use tracing::field::{Empty, Field, Value};
 
 use super::GENAI_TARGET;
 use crate::extensions::RequestId;
-use crate::observe::{
-    FinishReasons, Outcome, RequestSummary, gen_ai_operation_name as gen_ai_operation,
-};
+use crate::observe::genai::{self, SpanName};
+use crate::observe::{FinishReasons, RequestSummary, gen_ai_operation_name as gen_ai_operation};
 
 /// The spans of one request: both entered while the layers below work, the `request` one
 /// alone while the response body is polled. See the [module docs](self).
@@ -180,39 +179,6 @@ impl Fields {
     }
 }
 
-/// The span's name: `{gen_ai.operation.name} {gen_ai.request.model}`, or the operation alone
-/// before a target was chosen, or the method when no endpoint matched.
-fn span_name(summary: &RequestSummary) -> String {
-    match (summary.endpoint, &summary.provider, &summary.model) {
-        (Some(endpoint), Some(provider), Some(model)) => {
-            format!("{} {provider}/{model}", gen_ai_operation(endpoint))
-        }
-        (Some(endpoint), _, _) => gen_ai_operation(endpoint).to_owned(),
-        (None, _, _) => summary.method.as_str().to_owned(),
-    }
-}
-
-/// `error.type` of a request that failed: how it ended when the answer was cut (or never
-/// came), else the status the client got when it is an error (`429`, `502`, ...).
-fn error_type(summary: &RequestSummary) -> Option<&str> {
-    match (summary.outcome, &summary.status) {
-        (Outcome::Completed, Some(status)) if status.as_u16() >= 400 => Some(status.as_str()),
-        (Outcome::Completed, _) => None,
-        (outcome, _) => Some(outcome.as_str()),
-    }
-}
-
-/// Whether the span's status is an error: as the HTTP server conventions say, a 4xx is the
-/// client's mistake and leaves it unset (its `error.type` is still recorded), and so does a
-/// client that went away; a 5xx, or an answer cut by the upstream, is ours.
-fn server_error(summary: &RequestSummary) -> bool {
-    match (summary.outcome, &summary.status) {
-        (Outcome::Completed, Some(status)) => status.is_server_error(),
-        (Outcome::ClientGone, _) => false,
-        _ => true,
-    }
-}
-
 /// `stop,length`: the finish reasons as one field (an OpenTelemetry exporter gets them as a
 /// string array instead, see [`crate::otel`]).
 struct Reasons(FinishReasons);
@@ -237,19 +203,19 @@ fn record(span: &Span, summary: &RequestSummary) {
     let Some(fields) = Fields::of(span) else {
         return;
     };
-    let owned_name = span_name(summary);
+    let span_name = genai::span_name(summary);
+    let owned_name = span_name.to_string();
     let name = owned_name.as_str();
     let owned_model;
-    let request_model = match (summary.endpoint, &summary.provider, &summary.model) {
+    let request_model = match span_name {
         // The name ends with it: `chat openai/gpt-4o-mini`.
-        (Some(endpoint), Some(_), Some(_)) => name.get(gen_ai_operation(endpoint).len() + 1..),
-        (None, Some(provider), Some(model)) => {
-            owned_model = format!("{provider}/{model}");
-            Some(owned_model.as_str())
+        SpanName::Target(operation, _) => name.get(operation.len() + 1..),
+        _ => {
+            owned_model = genai::request_model(summary).map(|model| model.to_string());
+            owned_model.as_deref()
         }
-        _ => None,
     };
-    let error_type = error_type(summary);
+    let error_type = genai::error_type(summary);
     let usage = summary.usage;
     let input_tokens = usage.map(|u| int(u.input_tokens));
     let output_tokens = usage.map(|u| int(u.output_tokens));
@@ -277,7 +243,7 @@ fn record(span: &Span, summary: &RequestSummary) {
         (&fields.name, Some(&name)),
         (
             &fields.status,
-            server_error(summary).then_some(&error as &dyn Value),
+            genai::server_error(summary).then_some(&error as &dyn Value),
         ),
         (&fields.operation, value(&operation)),
         (&fields.provider, value(&provider)),

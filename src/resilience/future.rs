@@ -8,11 +8,10 @@ use std::task::{Context, Poll, ready};
 
 use http::{Response, StatusCode};
 use pin_project_lite::pin_project;
-use tracing::Span;
 
 use super::body::ResponseBody;
 use super::health::Health;
-use super::span;
+use super::span::AttemptTrace;
 use super::walk::retry_after_of;
 use super::{answered, failed_response, unanswered};
 use crate::error::{Error, retryable_status};
@@ -37,8 +36,8 @@ pin_project! {
             target: Option<RouteTarget>,
             // Set when the target's provider has a cooldown.
             health: Option<Arc<Health>>,
-            // The attempt's span, closed when the answer (or failure) is in.
-            span: Span,
+            // The attempt's span and record, closed when the answer (or failure) is in.
+            attempt: Option<AttemptTrace>,
         },
         Planned { walk: Walk<B> },
         Failed { error: Option<Error> },
@@ -50,14 +49,14 @@ impl<F, B> ResponseFuture<F, B> {
         future: F,
         target: RouteTarget,
         health: Option<Arc<Health>>,
-        span: Span,
+        attempt: AttemptTrace,
     ) -> Self {
         Self {
             state: State::Direct {
                 future,
                 target: Some(target),
                 health,
-                span,
+                attempt: Some(attempt),
             },
         }
     }
@@ -87,10 +86,10 @@ where
                 future,
                 target,
                 health,
-                span,
+                attempt,
             } => {
                 let outcome = {
-                    let _entered = span.enter();
+                    let _entered = attempt.as_ref().map(|a| a.span().enter());
                     ready!(future.poll(cx))
                 };
                 let Some(target) = target.take() else {
@@ -98,15 +97,13 @@ where
                     return Poll::Ready(Ok(unanswered(Error::internal())));
                 };
                 // The attempt is over: its span ends here.
-                let span = std::mem::replace(span, Span::none());
-                span::record_outcome(&span, true);
-                match &outcome {
-                    Ok(response) => span::record_status(&span, response.status()),
-                    Err(error) => {
-                        span::record_error(&span, error.code().unwrap_or("upstream_error"))
+                if let Some(mut attempt) = attempt.take() {
+                    match &outcome {
+                        Ok(response) => attempt.status(response.status()),
+                        Err(error) => attempt.error(error.code().unwrap_or("upstream_error")),
                     }
+                    attempt.end(true);
                 }
-                drop(span);
                 let response = match outcome {
                     Ok(response) => {
                         if let Some(health) = health {

@@ -10,6 +10,7 @@ use tower_service::Service;
 
 use super::future::ResponseFuture;
 use super::health::Health;
+use super::span::AttemptTrace;
 use super::walk::walk;
 use crate::error::{BoxError, Error};
 use crate::extensions::{RoutePlan, RouteTarget};
@@ -75,11 +76,9 @@ where
         let Some(plan) = request.extensions_mut().remove::<RoutePlan>() else {
             // One target, one attempt: the common case, kept to a plain call.
             let health = self.health.is_active().then(|| self.health.clone());
-            let span = super::span::attempt_span(&target, 1);
-            #[cfg(feature = "otel")]
-            crate::otel::inject(&span, request.headers_mut());
-            let future = span.in_scope(|| self.inner.call(request));
-            return ResponseFuture::direct(future, target, health, span);
+            let attempt = AttemptTrace::start(&target, 1, &mut request);
+            let future = attempt.span().in_scope(|| self.inner.call(request));
+            return ResponseFuture::direct(future, target, health, attempt);
         };
         let (parts, body) = request.into_parts();
         let walked = walk(

@@ -16,7 +16,7 @@ use tracing::Instrument as _;
 
 use super::body::ResponseBody;
 use super::health::Health;
-use super::span;
+use super::span::AttemptTrace;
 use super::{answered, failed_response};
 use crate::error::{BoxError, Error, retryable_status};
 use crate::extensions::{RoutePlan, RouteTarget};
@@ -88,17 +88,14 @@ where
                 }
             }
             attempts += 1;
-            #[allow(unused_mut)] // Mutated with the `otel` feature.
             let mut request = attempt_request(&parts, body.clone(), content_type.clone(), &target);
-            let span = span::attempt_span(&target, attempts);
-            #[cfg(feature = "otel")]
-            crate::otel::inject(&span, request.headers_mut());
-            let outcome = attempt(inner.clone(), request, &target, &plan, &span)
-                .instrument(span.clone())
+            let mut trace = AttemptTrace::start(&target, attempts, &mut request);
+            let span = trace.span().clone();
+            let outcome = attempt(inner.clone(), request, &target, &plan, &mut trace)
+                .instrument(span)
                 .await;
-            span::record_outcome(&span, matches!(outcome, Attempt::Done(_)));
             // The attempt is over: its span ends here (its duration is the attempt's latency).
-            drop(span);
+            trace.end(matches!(outcome, Attempt::Done(_)));
             match outcome {
                 Attempt::Done(mut response) => {
                     health.succeeded(&target);
@@ -168,7 +165,7 @@ async fn attempt<S, B>(
     request: Request<Bytes>,
     target: &RouteTarget,
     plan: &RoutePlan,
-    span: &tracing::Span,
+    trace: &mut AttemptTrace,
 ) -> Attempt<B>
 where
     S: Service<Request<Bytes>, Response = Response<B>, Error = Error>,
@@ -187,15 +184,15 @@ where
         Ok(response) => response,
         Err(error) if error.is_retryable() => {
             tracing::debug!(cause = ?std::error::Error::source(&error), "attempt failed");
-            return failed_attempt(span, error);
+            return failed_attempt(trace, error);
         }
         Err(error) => {
-            span::record_error(span, error.code().unwrap_or("upstream_error"));
+            trace.error(error.code().unwrap_or("upstream_error"));
             return Attempt::Done(failed_response(error, target, 1));
         }
     };
     let status = response.status();
-    span::record_status(span, status);
+    trace.status(status);
     if !status.is_success() {
         if retryable_status(status) {
             let wait = retry_after_of(response.headers());
@@ -211,7 +208,7 @@ where
         // A stream was asked for and something else came: another upstream may do better
         // (if none does, the client gets this as `upstream_error`).
         tracing::debug!("a stream was answered without an event stream");
-        return failed_attempt(span, Error::upstream_protocol());
+        return failed_attempt(trace, Error::upstream_protocol());
     }
     // A stream: its head waits for its first event, so a failure before it can still fall
     // back (after it, the streaming failure contract stands).
@@ -251,18 +248,18 @@ where
         }
         FirstEvent::Late => {
             tracing::debug!("no first event within first_byte_timeout");
-            failed_attempt(span, Error::upstream_timeout())
+            failed_attempt(trace, Error::upstream_timeout())
         }
         FirstEvent::Broken => {
             tracing::debug!("the stream failed before its first event");
-            failed_attempt(span, Error::upstream_protocol())
+            failed_attempt(trace, Error::upstream_protocol())
         }
     }
 }
 
 /// An attempt that failed with `error`, which another attempt may fix.
-fn failed_attempt<B>(span: &tracing::Span, error: Error) -> Attempt<B> {
-    span::record_error(span, error.code().unwrap_or("upstream_error"));
+fn failed_attempt<B>(trace: &mut AttemptTrace, error: Error) -> Attempt<B> {
+    trace.error(error.code().unwrap_or("upstream_error"));
     Attempt::Failed(Failure::Error(error), None)
 }
 

@@ -232,6 +232,15 @@ impl<K, L> AiRouterBuilder<K, L> {
         self
     }
 
+    /// Whether each request gets a W3C trace context (default: no): the incoming `traceparent`
+    /// joined or a new trace started, each upstream attempt sent its own, and the summaries
+    /// carry it with every attempt's span id. See [`SetRequestIdLayer::trace_context`]: what
+    /// an exporter writing spans from the summaries needs (`ai_router::otel::OtlpExporter`).
+    pub fn trace_context(mut self, on: bool) -> Self {
+        self.rest.observe = self.rest.observe.trace_context(on);
+        self
+    }
+
     /// Hands a summary of every request to `observer` when its response head leaves and when
     /// it is over (default: [`LogRequests`](crate::observe::LogRequests), a `tracing` event):
     /// an [`AccessLog`](crate::observe::AccessLog), metrics, usage records.

@@ -12,7 +12,7 @@ use ai_router::AiRouterBuilder;
 use ai_router::auth::MemoryKeyStore;
 use ai_router::extensions::Endpoint;
 use ai_router::mock::ScriptedResponse;
-use ai_router::observe::{FinishReason, Outcome, RequestParams, RequestSummary};
+use ai_router::observe::{AttemptOutcome, FinishReason, Outcome, RequestParams, RequestSummary};
 use ai_router::sse::StreamSettings;
 use async_openai::types::chat::{CreateChatCompletionRequest, CreateChatCompletionStreamResponse};
 use async_openai::types::embeddings::CreateEmbeddingRequestArgs;
@@ -468,4 +468,149 @@ async fn a_request_whose_client_leaves_before_the_answer_is_recorded_once_as_cli
     assert_eq!(records[0].status, None);
     assert_eq!(records[0].provider.as_deref(), Some("mock"));
     assert_eq!(metrics.in_flight(), 0);
+}
+
+/// A chat for `model` with the router key and `headers`, sent over TCP.
+async fn chat_with_headers(harness: &Harness, model: &str, headers: &[(&str, &str)]) -> u16 {
+    let mut request = http::Request::post(harness.url("/chat/completions"))
+        .header(
+            "authorization",
+            format!("Bearer {}", crate::support::ROUTER_KEY),
+        )
+        .header("content-type", "application/json");
+    for (name, value) in headers {
+        request = request.header(*name, *value);
+    }
+    let body = format!(r#"{{"model":"{model}","messages":[{{"role":"user","content":"hi"}}]}}"#);
+    let request = request
+        .body(http_body_util::Full::new(bytes::Bytes::from(body)))
+        .unwrap();
+    crate::support::send(request).await.status.as_u16()
+}
+
+fn hex(bytes: &[u8]) -> String {
+    bytes.iter().map(|b| format!("{b:02x}")).collect()
+}
+
+const CALLER_TRACE: &str = "0af7651916cd43dd8448eb211c80319c";
+const CALLER_SPAN: &str = "b7ad6b7169203331";
+
+#[tokio::test]
+async fn a_traced_request_joins_the_callers_trace_and_records_its_attempt() {
+    let records = Records::default();
+    let harness = harness_with(&records, |builder| builder.trace_context(true)).await;
+    let traceparent = format!("00-{CALLER_TRACE}-{CALLER_SPAN}-01");
+    let status = chat_with_headers(
+        &harness,
+        "mock/gpt-4o-mini",
+        &[("traceparent", &traceparent), ("tracestate", "vendor=x1")],
+    )
+    .await;
+    assert_eq!(status, 200);
+    let summary = records.only(&harness).await;
+    let trace = summary.trace.clone().expect("a trace context");
+    assert_eq!(hex(&trace.trace_id()), CALLER_TRACE);
+    assert_eq!(
+        trace.parent_span_id().map(|id| hex(&id)).as_deref(),
+        Some(CALLER_SPAN)
+    );
+    assert!(trace.is_sampled());
+
+    assert_eq!(summary.attempt_records.len(), 1);
+    let attempt = &summary.attempt_records[0];
+    assert_eq!(attempt.number, 1);
+    assert_eq!(&*attempt.provider, "mock");
+    assert_eq!(&*attempt.model, "gpt-4o-mini");
+    assert_eq!(attempt.endpoint, Endpoint::ChatCompletions);
+    assert_eq!(attempt.outcome, AttemptOutcome::Answered);
+    assert_eq!(attempt.status.map(|s| s.as_u16()), Some(200));
+    assert_eq!(attempt.error_type(), None);
+    let server = attempt.server.clone().expect("the upstream's address");
+    assert_eq!(&*server.host, "127.0.0.1");
+    assert_eq!(server.port, harness.upstream.addr().port());
+    assert!(attempt.start + attempt.duration <= summary.duration);
+
+    // The upstream got the attempt's own span, in the caller's trace, and the caller's state.
+    let span_id = attempt.span_id.expect("a span id");
+    assert_ne!(span_id, trace.span_id());
+    let seen = harness.upstream.last_request().unwrap();
+    assert_eq!(
+        seen.header("traceparent"),
+        Some(format!("00-{CALLER_TRACE}-{}-01", hex(&span_id)).as_str())
+    );
+    assert_eq!(seen.header("tracestate"), Some("vendor=x1"));
+}
+
+#[tokio::test]
+async fn a_fallback_records_each_attempt_with_its_own_span_and_outcome() {
+    let records = Records::default();
+    let harness = harness_with(&records, |builder| builder.trace_context(true)).await;
+    // No traceparent, and one not sampled.
+    for (headers, flags) in [
+        (vec![], "01"),
+        (
+            vec![(
+                "traceparent",
+                "00-0af7651916cd43dd8448eb211c80319d-b7ad6b7169203332-00",
+            )],
+            "00",
+        ),
+    ] {
+        harness.upstream.script_for(
+            "gpt-a",
+            ScriptedResponse::openai_error(503, "down", "server_error", Some("overloaded")),
+        );
+        let before = harness.upstream.requests().len();
+        assert_eq!(chat_with_headers(&harness, "smart", &headers).await, 200);
+        let summary = records.wait(1).await.remove(0);
+        records.0.lock().unwrap().clear();
+        let trace = summary.trace.clone().unwrap();
+        assert_eq!(trace.is_sampled(), flags == "01");
+        assert_eq!(trace.parent_span_id().is_some(), !headers.is_empty());
+        let [first, second] = &summary.attempt_records[..] else {
+            panic!("two attempts: {:?}", summary.attempt_records);
+        };
+        assert_eq!((&*first.provider, &*first.model), ("mock", "gpt-a"));
+        assert_eq!(first.outcome, AttemptOutcome::Failed);
+        assert_eq!(first.status.map(|s| s.as_u16()), Some(503));
+        assert_eq!(first.error_type(), Some("503"));
+        assert_eq!((&*second.provider, &*second.model), ("backup", "gpt-b"));
+        assert_eq!(second.outcome, AttemptOutcome::Answered);
+        assert_eq!(second.number, 2);
+        assert!(first.start + first.duration <= second.start);
+        assert_ne!(first.span_id, second.span_id);
+        let seen = harness.upstream.requests();
+        assert_eq!(seen.len(), before + 2);
+        for (request, attempt) in seen[before..].iter().zip([first, second]) {
+            let expected = format!(
+                "00-{}-{}-{flags}",
+                hex(&trace.trace_id()),
+                hex(&attempt.span_id.unwrap())
+            );
+            assert_eq!(request.header("traceparent"), Some(expected.as_str()));
+            assert_eq!(request.header("tracestate"), None);
+        }
+    }
+}
+
+#[tokio::test]
+async fn an_untraced_router_records_attempts_without_spans_and_passes_traceparent_on() {
+    let records = Records::default();
+    let harness = harness(&records).await;
+    let traceparent = format!("00-{CALLER_TRACE}-{CALLER_SPAN}-01");
+    let status = chat_with_headers(
+        &harness,
+        "mock/gpt-4o-mini",
+        &[("traceparent", &traceparent)],
+    )
+    .await;
+    assert_eq!(status, 200);
+    let summary = records.only(&harness).await;
+    assert!(summary.trace.is_none());
+    assert_eq!(summary.attempt_records.len(), 1);
+    assert_eq!(summary.attempt_records[0].span_id, None);
+    assert_eq!(summary.attempt_records[0].outcome, AttemptOutcome::Answered);
+    // Nobody opened a span of the router's: the caller's context goes on as it came.
+    let seen = harness.upstream.last_request().unwrap();
+    assert_eq!(seen.header("traceparent"), Some(traceparent.as_str()));
 }

@@ -1,11 +1,15 @@
 //! The router's spans exported over real OTLP/HTTP (feature `otel`): an async-openai client ->
-//! the router over TCP -> the mock upstream, every span sent by `ai_router::otel::OtlpTracing`
-//! to an in-process receiver that decodes the protobuf. Checks span names, kinds, the GenAI
-//! attributes, parentage, `traceparent` in and out, and that nothing secret or said is in
-//! them; and that a dead or hanging collector never fails a request.
+//! the router over TCP -> the mock upstream, every span sent to an in-process receiver that
+//! decodes the protobuf, by either exporter: `ai_router::otel::OtlpTracing` (the router's
+//! GenAI `tracing` spans through its subscriber layer) or `ai_router::otel::OtlpExporter`
+//! (spans written from each request's summary). Each span test runs once per exporter
+//! (modules `tracing_layer` and `direct`): the same names, kinds, GenAI attributes,
+//! parentage, `traceparent` in and out, and nothing secret or said in them; and a dead or
+//! hanging collector never fails a request.
 //!
-//! One global subscriber exports to one receiver for the whole binary; each test finds its
-//! own spans by trace id (it sends its own `traceparent`, or reads the request id).
+//! One global subscriber and one direct exporter send to one receiver for the whole binary;
+//! each test finds its own spans by trace id (it sends its own `traceparent`, or reads the
+//! request id).
 #![allow(
     clippy::unwrap_used,
     clippy::expect_used,
@@ -23,8 +27,10 @@ use std::sync::OnceLock;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
+use ai_router::AiRouterBuilder;
+use ai_router::auth::MemoryKeyStore;
 use ai_router::mock::ScriptedResponse;
-use ai_router::otel::OtlpTracing;
+use ai_router::otel::{OtlpExporter, OtlpTracing};
 use async_openai::Client;
 use async_openai::config::OpenAIConfig;
 use async_openai::types::chat::{
@@ -43,10 +49,42 @@ use support::{Harness, MOUNT, PROVIDER_KEY, ROUTER_KEY, collect_stream, mock_pro
 const SERVICE: &str = "ai-router-otel-test";
 const PROMPT: &str = "the secret recipe is 42 anchovies";
 
-/// The receiver every test's spans go to, and the exporter sending them.
+/// The receiver every test's spans go to, and the two exporters sending them.
 struct Telemetry {
     receiver: Receiver,
     _tracing: OtlpTracing,
+    direct: OtlpExporter,
+}
+
+/// How a test's router exports its spans.
+#[derive(Clone, Copy, Debug)]
+enum Mode {
+    /// GenAI `tracing` spans, through the global subscriber's `OtlpTracing::layer()`.
+    TracingLayer,
+    /// Spans written from each request's summary by `OtlpExporter` (the router's observer),
+    /// no `tracing` span at all.
+    Direct,
+}
+
+impl Mode {
+    /// `builder` set up to export this way.
+    fn configure(
+        self,
+        builder: AiRouterBuilder<MemoryKeyStore>,
+    ) -> AiRouterBuilder<MemoryKeyStore> {
+        match self {
+            Self::TracingLayer => builder,
+            Self::Direct => builder
+                .genai_spans(false)
+                .trace_context(true)
+                .observer(telemetry().direct.clone()),
+        }
+    }
+
+    /// The default harness, exporting this way.
+    async fn harness(self) -> Harness {
+        Harness::with(|builder| self.configure(builder)).await
+    }
 }
 
 /// Starts the receiver (on a runtime of its own, alive as long as the binary) and installs the
@@ -77,9 +115,15 @@ fn telemetry() -> &'static Telemetry {
                 .with_filter(Targets::new().with_target("ai_router", tracing::Level::INFO)),
         );
         tracing::subscriber::set_global_default(subscriber).unwrap();
+        let direct = OtlpExporter::builder(receiver.endpoint())
+            .service_name(SERVICE)
+            .scheduled_delay(Duration::from_millis(20))
+            .build()
+            .unwrap();
         Telemetry {
             receiver,
             _tracing: tracing,
+            direct,
         }
     })
 }
@@ -187,10 +231,11 @@ fn assert_nothing_secret(spans: &[ExportedSpan]) {
     }
 }
 
-#[tokio::test]
-async fn a_chat_request_is_a_server_span_with_one_client_attempt_joined_to_the_callers_trace() {
+async fn a_chat_request_is_a_server_span_with_one_client_attempt_joined_to_the_callers_trace(
+    mode: Mode,
+) {
     setup();
-    let harness = Harness::start().await;
+    let harness = mode.harness().await;
     let (trace_id, caller_span) = fresh_ids();
     let client = client_with_traceparent(&harness, &traceparent(&trace_id, &caller_span));
     let answer = client
@@ -272,13 +317,14 @@ async fn a_chat_request_is_a_server_span_with_one_client_attempt_joined_to_the_c
     assert_nothing_secret(&spans);
 }
 
-#[tokio::test]
-async fn a_fallback_shows_two_attempts_each_propagated_to_its_upstream() {
+async fn a_fallback_shows_two_attempts_each_propagated_to_its_upstream(mode: Mode) {
     setup();
     let harness = Harness::with_upstream(|builder, upstream| {
-        builder
-            .provider("backup", mock_provider(upstream))
-            .alias("smart", ["mock/gpt-a", "backup/gpt-b"])
+        mode.configure(
+            builder
+                .provider("backup", mock_provider(upstream))
+                .alias("smart", ["mock/gpt-a", "backup/gpt-b"]),
+        )
     })
     .await;
     harness.upstream.script_for(
@@ -330,10 +376,9 @@ async fn a_fallback_shows_two_attempts_each_propagated_to_its_upstream() {
     assert_nothing_secret(&spans);
 }
 
-#[tokio::test]
-async fn a_stream_span_ends_with_its_body_and_carries_the_streams_usage() {
+async fn a_stream_span_ends_with_its_body_and_carries_the_streams_usage(mode: Mode) {
     setup();
-    let harness = Harness::start().await;
+    let harness = mode.harness().await;
     let (trace_id, caller_span) = fresh_ids();
     let client = client_with_traceparent(&harness, &traceparent(&trace_id, &caller_span));
     let mut request = chat_request("mock/gpt-4o-mini");
@@ -370,10 +415,9 @@ async fn a_stream_span_ends_with_its_body_and_carries_the_streams_usage() {
     assert_nothing_secret(&spans);
 }
 
-#[tokio::test]
-async fn without_a_traceparent_the_request_starts_a_trace_the_upstream_joins() {
+async fn without_a_traceparent_the_request_starts_a_trace_the_upstream_joins(mode: Mode) {
     setup();
-    let harness = Harness::start().await;
+    let harness = mode.harness().await;
     let body = format!(
         r#"{{"model":"mock/gpt-4o-mini","messages":[{{"role":"user","content":"{PROMPT}"}}],"identity":{{"id":"user-7"}},"thread":{{"id":"conv-9"}}}}"#
     );
@@ -410,10 +454,9 @@ async fn without_a_traceparent_the_request_starts_a_trace_the_upstream_joins() {
     assert_nothing_secret(&spans);
 }
 
-#[tokio::test]
-async fn a_failed_request_has_its_error_type_on_both_spans() {
+async fn a_failed_request_has_its_error_type_on_both_spans(mode: Mode) {
     setup();
-    let harness = Harness::start().await;
+    let harness = mode.harness().await;
     harness.upstream.script(ScriptedResponse::openai_error(
         500,
         "boom",
@@ -441,6 +484,32 @@ async fn a_failed_request_has_its_error_type_on_both_spans() {
     assert_eq!(attempts[0].attr("error.type"), &s("500"));
     assert_eq!(attempts[0].status_code, STATUS_ERROR);
 }
+
+/// Each span test, once per way of exporting.
+macro_rules! each_mode {
+    ($($name:ident),* $(,)?) => {
+        mod tracing_layer {
+            $(#[tokio::test]
+            async fn $name() {
+                super::$name(super::Mode::TracingLayer).await;
+            })*
+        }
+        mod direct {
+            $(#[tokio::test]
+            async fn $name() {
+                super::$name(super::Mode::Direct).await;
+            })*
+        }
+    };
+}
+
+each_mode!(
+    a_chat_request_is_a_server_span_with_one_client_attempt_joined_to_the_callers_trace,
+    a_fallback_shows_two_attempts_each_propagated_to_its_upstream,
+    a_stream_span_ends_with_its_body_and_carries_the_streams_usage,
+    without_a_traceparent_the_request_starts_a_trace_the_upstream_joins,
+    a_failed_request_has_its_error_type_on_both_spans,
+);
 
 /// A collector that refuses connections, or accepts them and never answers, costs requests
 /// nothing: each gets its answer while the spans wait (and fail) on the exporter's thread.
@@ -510,6 +579,71 @@ fn the_traces_path_is_appended_to_a_base_endpoint_once() {
     }
     for wrong in ["127.0.0.1:4318", "ftp://c/", ""] {
         let error = OtlpTracing::builder(wrong).build().unwrap_err();
+        assert!(error.to_string().contains("OTLP endpoint"), "{error}");
+    }
+}
+
+/// The same for the direct exporter: requests are answered while its spans wait (and fail)
+/// on its own thread, and its shutdown gives up after its wait.
+#[tokio::test]
+async fn a_dead_or_hanging_collector_never_fails_a_request_exported_directly() {
+    let closed = format!("http://127.0.0.1:{}", support::closed_port().await);
+    let hanging = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let hanging_url = format!("http://{}", hanging.local_addr().unwrap());
+    let held = tokio::spawn(async move {
+        let mut open = Vec::new();
+        while let Ok((stream, _)) = hanging.accept().await {
+            open.push(stream);
+        }
+    });
+    for (endpoint, export_timeout) in [
+        (closed, Duration::from_secs(5)),
+        (hanging_url, Duration::from_secs(60)),
+    ] {
+        let dead = OtlpExporter::builder(endpoint)
+            .export_timeout(export_timeout)
+            .scheduled_delay(Duration::from_secs(3600))
+            .build()
+            .unwrap();
+        let observer = dead.clone();
+        let harness = Harness::with(move |builder| {
+            builder
+                .genai_spans(false)
+                .trace_context(true)
+                .observer(observer)
+        })
+        .await;
+        for _ in 0..20 {
+            let answer = harness
+                .client()
+                .chat()
+                .create(chat_request("mock/gpt-4o-mini"))
+                .await
+                .unwrap();
+            assert_eq!(answer.model, "gpt-4o-mini");
+        }
+        drop(harness);
+        let delivered =
+            tokio::task::spawn_blocking(move || dead.shutdown(Duration::from_millis(500)))
+                .await
+                .unwrap();
+        assert!(!delivered);
+    }
+    held.abort();
+}
+
+#[test]
+fn the_direct_exporter_appends_the_traces_path_once_and_refuses_a_bad_endpoint() {
+    for (given, used) in [
+        ("http://127.0.0.1:4318", "http://127.0.0.1:4318/v1/traces"),
+        ("http://c:4318/v1/traces/", "http://c:4318/v1/traces"),
+    ] {
+        let exporter = OtlpExporter::builder(given).build().unwrap();
+        assert_eq!(exporter.endpoint(), used);
+        assert!(exporter.shutdown(Duration::from_secs(5)), "{given}");
+    }
+    for wrong in ["127.0.0.1:4318", "ftp://c/", ""] {
+        let error = OtlpExporter::builder(wrong).build().unwrap_err();
         assert!(error.to_string().contains("OTLP endpoint"), "{error}");
     }
 }

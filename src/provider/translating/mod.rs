@@ -199,6 +199,7 @@ impl Translating {
             headers.insert(X_REQUEST_ID, id.header_value().clone());
         }
         self.transport.add_headers(&mut headers);
+        self.transport.record_server(&parts.extensions);
         let mut upstream = Request::new(Full::new(Bytes::from(call.body)));
         *upstream.method_mut() = Method::POST;
         *upstream.uri_mut() = uri;

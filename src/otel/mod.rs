@@ -1,29 +1,60 @@
 //! OpenTelemetry export of the router's spans (feature `otel`).
 //!
-//! The router always describes its work as `tracing` spans (see [`request_id`] and
-//! [`resilience`]): one SERVER span per request (`chat openai/gpt-4o-mini`, with the GenAI
+//! Per request, the router has one SERVER span (`chat openai/gpt-4o-mini`, with the GenAI
 //! attributes once the answer is over) and one CLIENT span per upstream attempt. This module
-//! ships them to an OpenTelemetry collector:
+//! ships them to an OpenTelemetry collector over OTLP/HTTP (protobuf), through the crate's own
+//! hyper + rustls client (no second TLS stack), in batches, from a thread of its own: a request
+//! only queues its work (bounded: dropped when full, and no thread is woken per request), so a
+//! slow or dead collector never slows or fails a request. Two ways:
 //!
-//! - [`OtlpTracing`] builds a tracer provider that exports over OTLP/HTTP (protobuf) through
-//!   the crate's own hyper + rustls client (no second TLS stack), in batches, from a thread of
-//!   its own: a request only puts its finished span in a bounded queue (dropped when full,
-//!   and no thread is woken per span), so a slow or dead collector never slows or fails a
-//!   request.
-//! - [`OtlpTracing::layer`] is the `tracing-subscriber` layer to add to the host's subscriber.
-//!   It takes the router's GenAI spans alone (target [`GENAI_TARGET`]); a log layer beside it
-//!   should leave that target out (it would format every GenAI field of every request for
-//!   nothing).
-//! - With this feature, [`SetRequestId`](crate::request_id::SetRequestId) makes the request
-//!   span a child of an incoming W3C `traceparent` (without it the header is not read), and
+//! - [`OtlpExporter`], the direct exporter (what the gateway uses): an
+//!   [`Observer`](crate::observe::Observer) that writes the spans straight from each
+//!   request's [`RequestSummary`](crate::observe::RequestSummary), without any `tracing`
+//!   subscriber or the OpenTelemetry SDK, at a fraction of the cost. Turn the request's trace
+//!   context on and the `tracing` GenAI spans off:
+//!   [`SetRequestIdLayer`](crate::request_id::SetRequestIdLayer)`::trace_context(true)` and
+//!   `genai_spans(false)`. The context then joins an incoming W3C `traceparent` (or starts a
+//!   trace), and [`Resilience`](crate::resilience::Resilience) sends each attempt its own
+//!   `traceparent` (and the caller's `tracestate`).
+//! - [`OtlpTracing`], the `tracing` layer: for hosts exporting their own spans through one
+//!   OpenTelemetry pipeline. The router always describes its work as `tracing` spans (see
+//!   [`request_id`] and [`resilience`]); [`OtlpTracing`] builds a tracer provider exporting
+//!   them, and [`OtlpTracing::layer`] is the `tracing-subscriber` layer to add to the host's
+//!   subscriber. It takes the router's GenAI spans alone (target [`GENAI_TARGET`]); a log layer
+//!   beside it should leave that target out (it would format every GenAI field of every
+//!   request for nothing). With this feature,
+//!   [`SetRequestId`](crate::request_id::SetRequestId) makes the `tracing` request span a child
+//!   of an incoming W3C `traceparent` (without it the header is not read), and
 //!   [`Resilience`](crate::resilience::Resilience) sends each attempt's own `traceparent` (and
 //!   `tracestate`) to the upstream. Only W3C trace context is read and written, whatever
 //!   global propagator the host set.
 //!
+//! Both name the spans and their attributes identically.
+//!
 //! Semantic conventions: OpenTelemetry GenAI v1.41 (see the README's Telemetry section for
 //! every attribute). No message content and no key is ever recorded.
 //!
-//! # Example
+//! # Examples
+//! The direct exporter:
+//! ```no_run
+//! use ai_router::otel::OtlpExporter;
+//! use ai_router::request_id::SetRequestIdLayer;
+//!
+//! # fn demo() -> Result<(), ai_router::BuildError> {
+//! let exporter = OtlpExporter::builder("http://127.0.0.1:4318")
+//!     .service_name("ai-router")
+//!     .build()?;
+//! let layer = SetRequestIdLayer::new()
+//!     .trace_context(true)
+//!     .genai_spans(false)
+//!     .observer(exporter.clone());
+//! // ... serve with `layer` outermost ...
+//! exporter.shutdown(std::time::Duration::from_secs(5));
+//! # let _ = layer;
+//! # Ok(()) }
+//! ```
+//!
+//! The `tracing` layer:
 //! ```no_run
 //! use ai_router::otel::OtlpTracing;
 //! use tracing_subscriber::layer::SubscriberExt as _;
@@ -70,6 +101,11 @@ use tracing_subscriber::registry::LookupSpan;
 use crate::error::BuildError;
 use crate::request_id::GENAI_TARGET;
 
+mod exporter;
+mod proto;
+
+pub use self::exporter::{OtlpExporter, OtlpExporterBuilder};
+
 /// The path OTLP/HTTP collectors take traces at, appended to a base endpoint.
 const TRACES_PATH: &str = "/v1/traces";
 
@@ -110,8 +146,9 @@ impl OtlpTracing {
     {
         tracing_opentelemetry::layer()
             .with_tracer(self.provider.tracer(SCOPE))
-            // Source locations, thread ids and busy/idle times: noise in a router's trace.
+            // Source locations, targets, thread ids and busy/idle times: noise in a router's trace.
             .with_location(false)
+            .with_target(false)
             .with_threads(false)
             .with_tracked_inactivity(false)
             // No OpenTelemetry context made current on every poll: the router reads its
@@ -317,11 +354,22 @@ fn traces_url(endpoint: &str) -> Result<String, BuildError> {
     })
 }
 
-/// The exporter's HTTP client: hyper with the rustls connector the providers use.
+/// The SDK exporter's HTTP client: hyper with the rustls connector the providers use.
 fn http_client(
     timeout: Duration,
 ) -> Result<
     HyperClient<hyper_rustls::HttpsConnector<hyper_util::client::legacy::connect::HttpConnector>>,
+    BuildError,
+> {
+    Ok(HyperClient::new(https_connector(timeout)?, timeout, None))
+}
+
+/// The rustls connector the providers use (HTTP/1.1; `https` or `http`), connecting within
+/// `timeout`.
+fn https_connector(
+    timeout: Duration,
+) -> Result<
+    hyper_rustls::HttpsConnector<hyper_util::client::legacy::connect::HttpConnector>,
     BuildError,
 > {
     let mut http = hyper_util::client::legacy::connect::HttpConnector::new();
@@ -336,7 +384,7 @@ fn http_client(
         .https_or_http()
         .enable_http1()
         .wrap_connector(http);
-    Ok(HyperClient::new(https, timeout, None))
+    Ok(https)
 }
 
 /// Makes `span` a child of the W3C trace context in `headers` (`traceparent`, `tracestate`),

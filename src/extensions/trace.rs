@@ -1,0 +1,279 @@
+//! [`TraceContext`]: the request's W3C trace context, as the router carries it.
+
+use std::fmt;
+
+use http::{HeaderMap, HeaderName, HeaderValue};
+
+/// `traceparent`'s name.
+pub const TRACEPARENT: HeaderName = HeaderName::from_static("traceparent");
+/// `tracestate`'s name.
+pub const TRACESTATE: HeaderName = HeaderName::from_static("tracestate");
+
+/// A request's W3C trace context: the trace it belongs to and the span the router opens for
+/// it (the SERVER span), a child of the caller's span when the request came with a valid
+/// `traceparent`, else the root of a new trace.
+///
+/// Set by [`SetRequestId`](crate::request_id::SetRequestId) when its `trace_context` knob is
+/// on; [`Resilience`](crate::resilience::Resilience) then sends each upstream attempt a
+/// `traceparent` naming that attempt's own span (a child of this one) and passes `tracestate`
+/// through, and the request's summary carries it
+/// ([`RequestSummary::trace`](crate::observe::RequestSummary::trace)) so an exporter can
+/// write the spans without any `tracing` subscriber.
+///
+/// Ids are drawn from a fast non-cryptographic generator (trace ids need to be unique, not
+/// secret).
+#[derive(Clone, PartialEq, Eq)]
+pub struct TraceContext {
+    trace_id: [u8; 16],
+    span_id: [u8; 8],
+    parent_span_id: Option<[u8; 8]>,
+    sampled: bool,
+    state: Option<HeaderValue>,
+}
+
+impl TraceContext {
+    /// The context of a request with `headers`: a child of their `traceparent` when it is
+    /// valid (keeping its sampled flag and `tracestate`), else a new sampled trace.
+    pub fn from_headers(headers: &HeaderMap) -> Self {
+        let parent = headers
+            .get(TRACEPARENT)
+            .and_then(|value| parse_traceparent(value.as_bytes()));
+        match parent {
+            Some((trace_id, parent_span_id, flags)) => Self {
+                trace_id,
+                span_id: new_span_id(),
+                parent_span_id: Some(parent_span_id),
+                sampled: flags & 1 == 1,
+                state: headers
+                    .get(TRACESTATE)
+                    .filter(|state| !state.is_empty())
+                    .cloned(),
+            },
+            None => Self::new_root(),
+        }
+    }
+
+    /// The root of a new trace (sampled).
+    pub fn new_root() -> Self {
+        Self {
+            // Never zero (an invalid id).
+            trace_id: fastrand::u128(1..).to_be_bytes(),
+            span_id: new_span_id(),
+            parent_span_id: None,
+            sampled: true,
+            state: None,
+        }
+    }
+
+    /// The trace id.
+    pub fn trace_id(&self) -> [u8; 16] {
+        self.trace_id
+    }
+
+    /// The id of the router's span for the request.
+    pub fn span_id(&self) -> [u8; 8] {
+        self.span_id
+    }
+
+    /// The caller's span, when the request joined a trace.
+    pub fn parent_span_id(&self) -> Option<[u8; 8]> {
+        self.parent_span_id
+    }
+
+    /// Whether the caller wants the trace recorded (its `traceparent`'s sampled flag; a new
+    /// trace is).
+    pub fn is_sampled(&self) -> bool {
+        self.sampled
+    }
+
+    /// The caller's `tracestate`, passed on unchanged.
+    pub fn trace_state(&self) -> Option<&HeaderValue> {
+        self.state.as_ref()
+    }
+
+    /// A new span id, for a child span of this one (an upstream attempt).
+    pub fn new_child_span_id(&self) -> [u8; 8] {
+        new_span_id()
+    }
+
+    /// The `traceparent` naming span `span_id` of this trace: `00-{trace}-{span}-{flags}`.
+    pub fn traceparent(&self, span_id: [u8; 8]) -> HeaderValue {
+        let mut value = [b'-'; 55];
+        value[..2].copy_from_slice(b"00");
+        hex(&mut value[3..35], &self.trace_id);
+        hex(&mut value[36..52], &span_id);
+        hex(&mut value[53..55], &[u8::from(self.sampled)]);
+        // Only hex digits and dashes: always a valid header value.
+        HeaderValue::from_bytes(&value).unwrap_or(HeaderValue::from_static(""))
+    }
+
+    /// Writes the context of child span `span_id` into `headers` (an upstream request's):
+    /// `traceparent`, and the caller's `tracestate` or none (what the client sent belonged
+    /// to its own span).
+    pub fn inject(&self, span_id: [u8; 8], headers: &mut HeaderMap) {
+        headers.insert(TRACEPARENT, self.traceparent(span_id));
+        match &self.state {
+            Some(state) => headers.insert(TRACESTATE, state.clone()),
+            None => headers.remove(TRACESTATE),
+        };
+    }
+}
+
+impl fmt::Debug for TraceContext {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let traceparent = self.traceparent(self.span_id);
+        f.debug_struct("TraceContext")
+            .field("traceparent", &traceparent)
+            .field("parent_span_id", &self.parent_span_id.map(HexId))
+            .finish_non_exhaustive()
+    }
+}
+
+/// An id shown in hex.
+struct HexId([u8; 8]);
+
+impl fmt::Debug for HexId {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        self.0.iter().try_for_each(|b| write!(f, "{b:02x}"))
+    }
+}
+
+/// A new span id (never zero, an invalid id).
+fn new_span_id() -> [u8; 8] {
+    fastrand::u64(1..).to_be_bytes()
+}
+
+/// Lowercase hex of `bytes` into `out` (twice as long).
+fn hex(out: &mut [u8], bytes: &[u8]) {
+    const DIGITS: &[u8; 16] = b"0123456789abcdef";
+    for (pair, byte) in out.chunks_exact_mut(2).zip(bytes) {
+        pair[0] = DIGITS[usize::from(byte >> 4)];
+        pair[1] = DIGITS[usize::from(byte & 0xf)];
+    }
+}
+
+/// Reads a `traceparent` (W3C Trace Context level 1): trace id, parent span id and flags; `None`
+/// when it is not valid (then the request starts a trace of its own). A version above `00` may
+/// carry more after the flags (read as version `00`, as the spec asks); `ff` is invalid.
+fn parse_traceparent(value: &[u8]) -> Option<([u8; 16], [u8; 8], u8)> {
+    if value.len() < 55 || value[2] != b'-' || value[35] != b'-' || value[52] != b'-' {
+        return None;
+    }
+    let version = unhex::<1>(&value[..2])?[0];
+    if version == 0xff || (version == 0 && value.len() != 55) {
+        return None;
+    }
+    if version > 0 && value.len() > 55 && value[55] != b'-' {
+        return None;
+    }
+    let trace_id = unhex::<16>(&value[3..35])?;
+    let span_id = unhex::<8>(&value[36..52])?;
+    let flags = unhex::<1>(&value[53..55])?[0];
+    (trace_id != [0; 16] && span_id != [0; 8]).then_some((trace_id, span_id, flags))
+}
+
+/// `N` bytes from `2 * N` lowercase hex digits (uppercase is invalid in a `traceparent`).
+fn unhex<const N: usize>(digits: &[u8]) -> Option<[u8; N]> {
+    fn digit(d: u8) -> Option<u8> {
+        match d {
+            b'0'..=b'9' => Some(d - b'0'),
+            b'a'..=b'f' => Some(d - b'a' + 10),
+            _ => None,
+        }
+    }
+    if digits.len() != 2 * N {
+        return None;
+    }
+    let mut out = [0; N];
+    for (byte, pair) in out.iter_mut().zip(digits.chunks_exact(2)) {
+        *byte = digit(pair[0])? << 4 | digit(pair[1])?;
+    }
+    Some(out)
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used)]
+mod tests {
+    use super::*;
+
+    fn headers(traceparent: &str, tracestate: Option<&str>) -> HeaderMap {
+        let mut headers = HeaderMap::new();
+        headers.insert(TRACEPARENT, traceparent.parse().unwrap());
+        if let Some(state) = tracestate {
+            headers.insert(TRACESTATE, state.parse().unwrap());
+        }
+        headers
+    }
+
+    #[test]
+    fn a_valid_traceparent_is_joined_and_its_state_passed_on() {
+        let incoming = "00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01";
+        let context = TraceContext::from_headers(&headers(incoming, Some("vendor=x1")));
+        assert_eq!(
+            context.parent_span_id(),
+            Some(0xb7ad6b7169203331u64.to_be_bytes())
+        );
+        assert!(context.is_sampled());
+        assert_ne!(context.span_id(), [0; 8]);
+        let child = context.new_child_span_id();
+        let mut out = HeaderMap::new();
+        out.insert(TRACESTATE, "client=own".parse().unwrap());
+        context.inject(child, &mut out);
+        let expected = format!(
+            "00-0af7651916cd43dd8448eb211c80319c-{:016x}-01",
+            u64::from_be_bytes(child)
+        );
+        assert_eq!(out[TRACEPARENT], expected.as_str());
+        assert_eq!(out[TRACESTATE], "vendor=x1");
+
+        // Not sampled: kept so.
+        let unsampled = incoming.replace("-01", "-00");
+        let context = TraceContext::from_headers(&headers(&unsampled, None));
+        assert!(!context.is_sampled());
+        let mut out = HeaderMap::new();
+        out.insert(TRACESTATE, "client=own".parse().unwrap());
+        context.inject([1; 8], &mut out);
+        assert!(
+            out[TRACEPARENT]
+                .to_str()
+                .unwrap()
+                .ends_with("-0101010101010101-00")
+        );
+        assert!(!out.contains_key(TRACESTATE));
+
+        // A later version with more fields after the flags.
+        let later = "cc-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01-what-the-future-holds";
+        assert!(
+            TraceContext::from_headers(&headers(later, None))
+                .parent_span_id()
+                .is_some()
+        );
+    }
+
+    #[test]
+    fn an_invalid_traceparent_starts_a_new_trace() {
+        for wrong in [
+            "",
+            "00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331",
+            "00-00000000000000000000000000000000-b7ad6b7169203331-01",
+            "00-0af7651916cd43dd8448eb211c80319c-0000000000000000-01",
+            "00-0AF7651916CD43DD8448EB211C80319C-b7ad6b7169203331-01",
+            "ff-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01",
+            "00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01-extra",
+            "cc-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01x",
+            "00_0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01",
+            "00-0af7651916cd43dd8448eb211c80319g-b7ad6b7169203331-01",
+        ] {
+            let context = TraceContext::from_headers(&headers(wrong, Some("vendor=x1")));
+            assert_eq!(context.parent_span_id(), None, "{wrong}");
+            assert!(context.is_sampled());
+            assert_eq!(context.trace_state(), None, "{wrong}");
+            assert_ne!(context.trace_id(), [0; 16]);
+        }
+        let a = TraceContext::from_headers(&HeaderMap::new());
+        let b = TraceContext::from_headers(&HeaderMap::new());
+        assert_ne!(a.trace_id(), b.trace_id());
+        let shown = format!("{a:?}");
+        assert!(shown.contains(&format!("{:032x}", u128::from_be_bytes(a.trace_id()))));
+    }
+}
