@@ -34,6 +34,8 @@
 
 mod config;
 mod limits;
+#[cfg(all(test, feature = "otel"))]
+mod otel_tests;
 /// The Redis test harness of `tests/redis` (a real `redis-server` on a free port).
 #[cfg(all(test, feature = "redis"))]
 #[allow(clippy::unwrap_used, clippy::expect_used, dead_code, unreachable_pub)]

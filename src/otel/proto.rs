@@ -11,7 +11,7 @@
 
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
-use prost::encoding::{WireType, encode_key, encode_varint, encoded_len_varint, key_len};
+use prost::encoding::{WireType, encoded_len_varint, key_len};
 
 use crate::observe::genai::{self, RequestModel, SpanName};
 use crate::observe::{AttemptOutcome, AttemptRecord, FinishReasons, RequestSummary};
@@ -475,6 +475,26 @@ fn array_len(reasons: &FinishReasons) -> usize {
             key_len(field::ARRAY_VALUES) + delimited_len(Value::Str(reason.as_str()).encoded_len())
         })
         .sum()
+}
+
+/// prost's `encode_key`, with a one-byte fast path (every field here has a number below 16:
+/// a span's ~250 keys and lengths are most of its encoding).
+#[inline]
+fn encode_key(tag: u32, wire_type: WireType, buf: &mut Vec<u8>) {
+    let key = (tag << 3) | wire_type as u32;
+    match u8::try_from(key) {
+        Ok(byte) if byte < 0x80 => buf.push(byte),
+        _ => prost::encoding::encode_key(tag, wire_type, buf),
+    }
+}
+
+/// prost's `encode_varint`, with a one-byte fast path (most lengths and small integers).
+#[inline]
+fn encode_varint(value: u64, buf: &mut Vec<u8>) {
+    match u8::try_from(value) {
+        Ok(byte) if byte < 0x80 => buf.push(byte),
+        _ => prost::encoding::encode_varint(value, buf),
+    }
 }
 
 /// Writes field `tag`, a `KeyValue` of `key` and `value`.
