@@ -27,27 +27,32 @@ pub struct TraceContext {
     trace_id: [u8; 16],
     span_id: [u8; 8],
     parent_span_id: Option<[u8; 8]>,
-    sampled: bool,
+    /// `traceparent`'s flags: sampled (`01`) and, from W3C Trace Context level 2, random
+    /// (`02`: the trace id's right part is random), as the caller sent them.
+    flags: u8,
     state: Option<HeaderValue>,
 }
 
 impl TraceContext {
     /// The context of a request with `headers`: a child of their `traceparent` when it is
-    /// valid (keeping its sampled flag and `tracestate`), else a new sampled trace.
+    /// valid (keeping its sampled flag and `tracestate`), else a new sampled trace. Two
+    /// `traceparent` headers are invalid (W3C Trace Context); several `tracestate` headers are
+    /// one list, dropped when longer than [`MAX_TRACE_STATE`] bytes or 32 members (the spec
+    /// lets a participant drop what it cannot keep, and it travels with every attempt and
+    /// span).
     pub fn from_headers(headers: &HeaderMap) -> Self {
-        let parent = headers
-            .get(TRACEPARENT)
-            .and_then(|value| parse_traceparent(value.as_bytes()));
+        let mut parents = headers.get_all(TRACEPARENT).iter();
+        let parent = match (parents.next(), parents.next()) {
+            (Some(value), None) => parse_traceparent(value.as_bytes()),
+            _ => None,
+        };
         match parent {
             Some((trace_id, parent_span_id, flags)) => Self {
                 trace_id,
                 span_id: new_span_id(),
                 parent_span_id: Some(parent_span_id),
-                sampled: flags & 1 == 1,
-                state: headers
-                    .get(TRACESTATE)
-                    .filter(|state| !state.is_empty())
-                    .cloned(),
+                flags: flags & (FLAG_SAMPLED | FLAG_RANDOM),
+                state: trace_state(headers),
             },
             None => Self::new_root(),
         }
@@ -60,7 +65,7 @@ impl TraceContext {
             trace_id: fastrand::u128(1..).to_be_bytes(),
             span_id: new_span_id(),
             parent_span_id: None,
-            sampled: true,
+            flags: FLAG_SAMPLED,
             state: None,
         }
     }
@@ -83,7 +88,7 @@ impl TraceContext {
     /// Whether the caller wants the trace recorded (its `traceparent`'s sampled flag; a new
     /// trace is).
     pub fn is_sampled(&self) -> bool {
-        self.sampled
+        self.flags & FLAG_SAMPLED != 0
     }
 
     /// The caller's `tracestate`, passed on unchanged.
@@ -102,7 +107,7 @@ impl TraceContext {
         value[..2].copy_from_slice(b"00");
         hex(&mut value[3..35], &self.trace_id);
         hex(&mut value[36..52], &span_id);
-        hex(&mut value[53..55], &[u8::from(self.sampled)]);
+        hex(&mut value[53..55], &[self.flags]);
         // Only hex digits and dashes: always a valid header value.
         HeaderValue::from_bytes(&value).unwrap_or(HeaderValue::from_static(""))
     }
@@ -127,6 +132,38 @@ impl fmt::Debug for TraceContext {
             .field("parent_span_id", &self.parent_span_id.map(HexId))
             .finish_non_exhaustive()
     }
+}
+
+/// `traceparent` flag: the caller records the trace.
+const FLAG_SAMPLED: u8 = 0x01;
+/// `traceparent` flag (W3C Trace Context level 2): the trace id is random; passed on as the
+/// caller sent it.
+const FLAG_RANDOM: u8 = 0x02;
+
+/// The longest `tracestate` kept, in bytes (the spec asks to keep at least 512).
+pub const MAX_TRACE_STATE: usize = 512;
+
+/// The caller's `tracestate`: its headers joined with commas, `None` when empty, too long or of
+/// more than 32 members.
+fn trace_state(headers: &HeaderMap) -> Option<HeaderValue> {
+    let mut values = headers.get_all(TRACESTATE).iter().filter(|v| !v.is_empty());
+    let first = values.next()?;
+    let joined = match values.next() {
+        None => first.clone(),
+        Some(second) => {
+            let mut joined = first.as_bytes().to_vec();
+            for value in std::iter::once(second).chain(values) {
+                joined.push(b',');
+                joined.extend_from_slice(value.as_bytes());
+                if joined.len() > MAX_TRACE_STATE {
+                    return None;
+                }
+            }
+            HeaderValue::from_bytes(&joined).ok()?
+        }
+    };
+    let members = joined.as_bytes().iter().filter(|&&b| b == b',').count() + 1;
+    (joined.len() <= MAX_TRACE_STATE && members <= 32).then_some(joined)
 }
 
 /// An id shown in hex.
@@ -226,6 +263,18 @@ mod tests {
         assert_eq!(out[TRACEPARENT], expected.as_str());
         assert_eq!(out[TRACESTATE], "vendor=x1");
 
+        // Level 2's random flag is passed on.
+        let random = incoming.replace("-01", "-03");
+        let context = TraceContext::from_headers(&headers(&random, None));
+        assert!(context.is_sampled());
+        assert!(
+            context
+                .traceparent([1; 8])
+                .to_str()
+                .unwrap()
+                .ends_with("-03")
+        );
+
         // Not sampled: kept so.
         let unsampled = incoming.replace("-01", "-00");
         let context = TraceContext::from_headers(&headers(&unsampled, None));
@@ -275,5 +324,28 @@ mod tests {
         assert_ne!(a.trace_id(), b.trace_id());
         let shown = format!("{a:?}");
         assert!(shown.contains(&format!("{:032x}", u128::from_be_bytes(a.trace_id()))));
+    }
+
+    #[test]
+    fn two_traceparents_start_a_new_trace_and_tracestates_are_one_bounded_list() {
+        let incoming = "00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01";
+        let mut two = headers(incoming, None);
+        two.append(TRACEPARENT, incoming.parse().unwrap());
+        assert_eq!(TraceContext::from_headers(&two).parent_span_id(), None);
+
+        let mut states = headers(incoming, Some("a=1"));
+        states.append(TRACESTATE, "b=2".parse().unwrap());
+        let context = TraceContext::from_headers(&states);
+        assert_eq!(context.trace_state().unwrap(), "a=1,b=2");
+
+        let long = format!("a={}", "x".repeat(MAX_TRACE_STATE));
+        let context = TraceContext::from_headers(&headers(incoming, Some(&long)));
+        assert!(context.parent_span_id().is_some());
+        assert_eq!(context.trace_state(), None);
+        let many: Vec<String> = (0..33).map(|i| format!("k{i}=v")).collect();
+        let context = TraceContext::from_headers(&headers(incoming, Some(&many.join(","))));
+        assert_eq!(context.trace_state(), None);
+        let context = TraceContext::from_headers(&headers(incoming, Some(&many[..32].join(","))));
+        assert!(context.trace_state().is_some());
     }
 }

@@ -26,7 +26,9 @@ pub struct AttemptRecord {
     pub model: Arc<str>,
     /// From the request reaching the router to the attempt's start.
     pub start: Duration,
-    /// From the attempt's start to its end.
+    /// From the attempt's start to its end: to the response head, or, for a stream walked
+    /// by a plan (fallbacks, retries), to its first event (the walk waits for it before
+    /// answering; a single-target stream ends at its head).
     pub duration: Duration,
     /// How it ended ([`AttemptOutcome::Pending`] while under way).
     pub outcome: AttemptOutcome,
@@ -41,7 +43,7 @@ pub struct AttemptRecord {
 
 impl AttemptRecord {
     /// Attempt `number` at `provider`'s `model`, started `start` after the request arrived.
-    pub fn new(
+    pub(crate) fn new(
         number: u32,
         endpoint: Endpoint,
         provider: Arc<str>,
@@ -77,7 +79,7 @@ impl AttemptRecord {
 
     /// With its span id.
     #[must_use]
-    pub fn span_id(mut self, span_id: Option<[u8; 8]>) -> Self {
+    pub(crate) fn with_span_id(mut self, span_id: Option<[u8; 8]>) -> Self {
         self.span_id = span_id;
         self
     }
@@ -108,6 +110,7 @@ impl AttemptOutcome {
 
 /// An upstream's host and port (`server.address`, `server.port`).
 #[derive(Clone, Debug, PartialEq, Eq)]
+#[non_exhaustive]
 pub struct ServerAddress {
     /// The host name or IP address.
     pub host: Arc<str>,

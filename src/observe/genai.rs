@@ -82,3 +82,20 @@ pub(crate) fn server_error(summary: &RequestSummary) -> bool {
         _ => true,
     }
 }
+
+/// The longest `url.path` a span carries, in bytes: the client chooses the path (a 404's can be
+/// as long as the server takes), and the span travels in every export.
+pub(crate) const MAX_URL_PATH: usize = 256;
+
+/// `url.path`: the request's path, cut to [`MAX_URL_PATH`] bytes (at a character boundary).
+pub(crate) fn url_path(summary: &RequestSummary) -> &str {
+    let path = summary.uri.path();
+    if path.len() <= MAX_URL_PATH {
+        return path;
+    }
+    let mut end = MAX_URL_PATH;
+    while !path.is_char_boundary(end) {
+        end -= 1;
+    }
+    &path[..end]
+}

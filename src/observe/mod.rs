@@ -251,7 +251,7 @@ impl Outcome {
 
 /// What the layers learned about one request as it passed: the request extension every layer
 /// records into. Cheap to clone (shared).
-#[derive(Clone, Default)]
+#[derive(Clone)]
 pub struct RequestLog {
     details: Arc<Mutex<Details>>,
 }
@@ -280,8 +280,15 @@ struct Details {
     started: Option<tokio::time::Instant>,
 }
 
+impl Default for RequestLog {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
 impl RequestLog {
-    /// An empty record of a request arriving now.
+    /// An empty record of a request arriving now (its attempts' start offsets are counted
+    /// from here).
     pub fn new() -> Self {
         Self {
             details: Arc::new(Mutex::new(Details {
@@ -302,7 +309,7 @@ impl RequestLog {
         }
     }
 
-    /// How long ago the request arrived (zero for a record made with `default()`).
+    /// How long ago the request arrived.
     pub fn elapsed(&self) -> Duration {
         self.details
             .lock()
@@ -313,7 +320,7 @@ impl RequestLog {
 
     /// An upstream attempt started (the resilience layer records each); returns its index for
     /// [`end_attempt`](Self::end_attempt).
-    pub fn start_attempt(&self, record: AttemptRecord) -> usize {
+    pub(crate) fn start_attempt(&self, record: AttemptRecord) -> usize {
         let mut details = self.details.lock().unwrap_or_else(PoisonError::into_inner);
         details.attempt_records.push(record);
         details.attempt_records.len() - 1
@@ -321,7 +328,7 @@ impl RequestLog {
 
     /// Attempt `index` is over: how long it took, how it went, the status the upstream
     /// answered, the router's error code when it failed without an answer.
-    pub fn end_attempt(
+    pub(crate) fn end_attempt(
         &self,
         index: usize,
         duration: Duration,
@@ -341,7 +348,7 @@ impl RequestLog {
 
     /// The attempt under way is sent to `server` (the provider's transport records it: it
     /// alone knows the URL).
-    pub fn record_server(&self, server: &ServerAddress) {
+    pub(crate) fn record_server(&self, server: &ServerAddress) {
         self.with(|d| {
             if let Some(record) = d.attempt_records.last_mut() {
                 record.server = Some(server.clone());

@@ -32,6 +32,9 @@ const MAX_EXPORT_BATCH: usize = 512;
 const DEFAULT_MAX_QUEUE_SIZE: usize = 2048;
 /// The default of [`OtlpExporterBuilder::scheduled_delay`] (as `OTEL_BSP_SCHEDULE_DELAY`).
 const DEFAULT_SCHEDULED_DELAY: Duration = Duration::from_secs(5);
+/// The shortest export timeout and scheduled delay (zero would fail every export, or spin).
+const MIN_WAIT: Duration = Duration::from_millis(1);
+
 /// The default of [`OtlpExporterBuilder::export_timeout`].
 const DEFAULT_EXPORT_TIMEOUT: Duration = Duration::from_secs(10);
 /// At most one warning about failed exports per this long.
@@ -128,6 +131,11 @@ impl Shared {
         let mut queue = self.lock();
         std::mem::swap(&mut queue.items, taken);
         queue.stopped
+    }
+
+    /// Whether a stop was asked for.
+    fn is_stopped(&self) -> bool {
+        self.lock().stopped
     }
 
     fn count_dropped(&self, requests: usize) {
@@ -239,14 +247,14 @@ impl OtlpExporterBuilder {
     }
 
     /// How long one export may take, connecting included, before its batch is given up
-    /// (default 10 s).
+    /// (default 10 s; at least 1 ms).
     pub fn export_timeout(mut self, timeout: Duration) -> Self {
         self.export_timeout = timeout;
         self
     }
 
-    /// How long finished requests wait to be sent in a batch (default 5 s); a full batch (512
-    /// requests) is sent at once.
+    /// How long finished requests wait to be sent in a batch (default 5 s; at least 1 ms); a
+    /// full batch (512 requests) is sent at once.
     pub fn scheduled_delay(mut self, delay: Duration) -> Self {
         self.scheduled_delay = delay;
         self
@@ -276,17 +284,16 @@ impl OtlpExporterBuilder {
             .map_err(|e| BuildError::new(format!("OTLP endpoint `{endpoint}`: {e}")))?;
         let headers = self.headers_with_env()?;
         let header_names = headers.keys().cloned().collect();
-        let connector = https_connector(self.export_timeout)?;
+        // Zero would fail every export, or spin the thread (and contend for the queue's lock).
+        let export_timeout = self.export_timeout.max(MIN_WAIT);
+        let scheduled_delay = self.scheduled_delay.max(MIN_WAIT);
+        let connector = https_connector(export_timeout)?;
         let client = Client::builder(TokioExecutor::new())
             .timer(TokioTimer::new())
             .pool_timer(TokioTimer::new())
             .pool_idle_timeout(Duration::from_secs(30))
             .pool_max_idle_per_host(1)
             .build(connector);
-        let runtime = tokio::runtime::Builder::new_current_thread()
-            .enable_all()
-            .build()
-            .map_err(|e| BuildError::new(format!("OTLP exporter runtime: {e}")))?;
         let shared = Arc::new(Shared {
             queue: Mutex::new(Queue {
                 // Full size up front (bounded): growing it would copy it under the lock, on
@@ -302,19 +309,39 @@ impl OtlpExporterBuilder {
             client,
             uri,
             headers,
-            timeout: self.export_timeout,
-            scheduled_delay: self.scheduled_delay,
+            timeout: export_timeout,
+            scheduled_delay,
             encoder: Encoder::new(&self.service_name),
         };
         let (done, finished) = mpsc::channel();
+        let (started, start) = mpsc::channel();
         let thread_shared = shared.clone();
+        // The runtime is made (and dropped) on the thread: never inside the caller's runtime.
         std::thread::Builder::new()
             .name("ai-router-otlp".to_owned())
             .spawn(move || {
+                let runtime = match tokio::runtime::Builder::new_current_thread()
+                    .enable_all()
+                    .build()
+                {
+                    Ok(runtime) => runtime,
+                    Err(error) => {
+                        let _ = started.send(Err(error.to_string()));
+                        return;
+                    }
+                };
+                let _ = started.send(Ok(()));
                 let delivered = runtime.block_on(export.run(&thread_shared));
                 let _ = done.send(delivered);
             })
             .map_err(|e| BuildError::new(format!("OTLP exporter thread: {e}")))?;
+        match start.recv() {
+            Ok(Ok(())) => {}
+            Ok(Err(error)) => {
+                return Err(BuildError::new(format!("OTLP exporter runtime: {error}")));
+            }
+            Err(_) => return Err(BuildError::new("OTLP exporter thread ended at start")),
+        }
         Ok(OtlpExporter {
             inner: Arc::new(Inner {
                 shared,
@@ -484,6 +511,8 @@ impl Export {
         // Swapped with the queue: the same capacity, so neither grows once warm.
         let mut taken = Vec::with_capacity(queue_capacity(shared.max_queue_size));
         let mut warnings = Warnings::default();
+        // A round that failed after the stop was asked for lost spans queued before it.
+        let mut lost_after_stop = false;
         loop {
             // Woken early by a full batch or a stop; a wake-up sent while exporting is kept.
             let _ = tokio::time::timeout(self.scheduled_delay, shared.wake.notified()).await;
@@ -506,7 +535,10 @@ impl Export {
             // The summaries are dropped here, off the request path.
             taken.clear();
             if stopped {
-                return delivered;
+                return delivered && !lost_after_stop;
+            }
+            if !delivered && shared.is_stopped() {
+                lost_after_stop = true;
             }
         }
     }

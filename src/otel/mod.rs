@@ -338,13 +338,25 @@ impl SpanExporter for OwnRuntime {
 
 /// The full traces URL for `endpoint` (a base URL or the traces URL itself).
 fn traces_url(endpoint: &str) -> Result<String, BuildError> {
+    // Credentials or a token in the URL are refused, and such a URL is never echoed.
+    let shown = if endpoint.contains(['@', '?']) {
+        "(not shown)"
+    } else {
+        endpoint
+    };
     let uri: http::Uri = endpoint
         .parse()
-        .map_err(|e| BuildError::new(format!("OTLP endpoint `{endpoint}`: {e}")))?;
+        .map_err(|e| BuildError::new(format!("OTLP endpoint `{shown}`: {e}")))?;
     if !matches!(uri.scheme_str(), Some("http" | "https")) || uri.host().is_none() {
         return Err(BuildError::new(format!(
-            "OTLP endpoint `{endpoint}`: an http:// or https:// URL is needed"
+            "OTLP endpoint `{shown}`: an http:// or https:// URL is needed"
         )));
+    }
+    if endpoint.contains(['@', '?']) {
+        return Err(BuildError::new(
+            "OTLP endpoint: credentials or a query in the URL are not supported (send them as \
+             headers, e.g. OTEL_EXPORTER_OTLP_HEADERS)",
+        ));
     }
     let base = endpoint.trim_end_matches('/');
     Ok(if base.ends_with(TRACES_PATH) {

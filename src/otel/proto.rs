@@ -360,7 +360,7 @@ fn server_attributes(buf: &mut Vec<u8>, s: &RequestSummary) {
         ),
         ("ai_router.outcome", Some(Value::Str(s.outcome.as_str()))),
         ("http.request.method", Some(Value::Str(s.method.as_str()))),
-        ("url.path", Some(Value::Str(s.uri.path()))),
+        ("url.path", Some(Value::Str(genai::url_path(s)))),
         (
             "http.response.status_code",
             s.status.map(|c| Value::Int(i64::from(c.as_u16()))),
@@ -624,7 +624,7 @@ pub(super) mod tests {
                 "gpt-4o-mini".into(),
                 Duration::from_millis(2),
             )
-            .span_id(Some([1; 8])),
+            .with_span_id(Some([1; 8])),
         );
         log.end_attempt(
             first,
@@ -641,7 +641,7 @@ pub(super) mod tests {
                 "gpt-4o".into(),
                 Duration::from_millis(15),
             )
-            .span_id(Some([2; 8])),
+            .with_span_id(Some([2; 8])),
         );
         log.record_server(&ServerAddress {
             host: "api.example.com".into(),
@@ -910,7 +910,7 @@ pub(super) mod tests {
                 "gpt-3.5-turbo-instruct".into(),
                 Duration::from_millis(5),
             )
-            .span_id(Some([3; 8])),
+            .with_span_id(Some([3; 8])),
         );
         let summary = finish(&log, None);
         let end = SystemTime::now();

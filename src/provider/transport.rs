@@ -252,7 +252,12 @@ impl TransportBuilder {
             None => HttpClient::shared()?,
         };
         let server = ServerAddress {
-            host: authority.host().into(),
+            // `[::1]` is `::1` as `server.address`.
+            host: authority
+                .host()
+                .trim_start_matches('[')
+                .trim_end_matches(']')
+                .into(),
             port: authority
                 .port_u16()
                 .unwrap_or(if scheme == Scheme::HTTPS { 443 } else { 80 }),

@@ -227,7 +227,7 @@ fn record(span: &Span, summary: &RequestSummary) {
     let (outcome, method, path) = (
         summary.outcome.as_str(),
         summary.method.as_str(),
-        summary.uri.path(),
+        crate::observe::genai::url_path(summary),
     );
     let error = "error";
     let provider = summary.provider.as_deref();

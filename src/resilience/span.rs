@@ -59,7 +59,7 @@ impl AttemptTrace {
                 target.upstream_model_shared().clone(),
                 log.elapsed(),
             )
-            .span_id(span_id);
+            .with_span_id(span_id);
             let index = log.start_attempt(record);
             (log.clone(), index, tokio::time::Instant::now())
         });

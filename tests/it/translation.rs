@@ -2219,3 +2219,65 @@ async fn an_error_answer_too_large_to_read_keeps_its_status_and_retry_after() {
     let error = &response.json()["error"];
     assert_eq!(error["code"], "rate_limit_exceeded", "{error}");
 }
+
+/// A traced request to a translated provider: the provider gets the attempt's `traceparent`
+/// (in the caller's trace) though nothing else of the client's headers, and the attempt is
+/// recorded with the provider's address.
+#[tokio::test]
+async fn translated_providers_get_the_attempts_trace_context() {
+    let summaries = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
+    let seen = summaries.clone();
+    let harness = harness_with(move |builder, _| {
+        builder
+            .trace_context(true)
+            .observer(move |s: &ai_router::observe::RequestSummary| {
+                seen.lock().unwrap().push(s.clone());
+            })
+    })
+    .await;
+    for (model, path) in [(CLAUDE, "/v1/messages"), (GEMINI, ":generateContent")] {
+        let before = harness.upstream.requests().len();
+        let request = http::Request::post(harness.url("/chat/completions"))
+            .header("authorization", format!("Bearer {ROUTER_KEY}"))
+            .header("content-type", "application/json")
+            .header(
+                "traceparent",
+                "00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01",
+            )
+            .header("tracestate", "vendor=x1")
+            .body(http_body_util::Full::new(bytes::Bytes::from(
+                chat_body(model, "hi").to_string(),
+            )))
+            .unwrap();
+        assert_eq!(crate::support::send(request).await.status, 200, "{model}");
+        let requests = harness.upstream.requests();
+        assert_eq!(requests.len(), before + 1);
+        let sent = &requests[before];
+        assert!(sent.path.contains(path), "{}", sent.path);
+        let summary = tokio::time::timeout(EXCHANGE_TIMEOUT, async {
+            loop {
+                if let Some(summary) = summaries.lock().unwrap().pop() {
+                    return summary;
+                }
+                tokio::time::sleep(Duration::from_millis(2)).await;
+            }
+        })
+        .await
+        .unwrap();
+        let attempt = &summary.attempt_records[0];
+        let span_id: String = attempt
+            .span_id
+            .unwrap()
+            .iter()
+            .map(|b| format!("{b:02x}"))
+            .collect();
+        assert_eq!(
+            sent.header("traceparent"),
+            Some(format!("00-0af7651916cd43dd8448eb211c80319c-{span_id}-01").as_str()),
+            "{model}"
+        );
+        assert_eq!(sent.header("tracestate"), Some("vendor=x1"));
+        let server = attempt.server.as_ref().unwrap();
+        assert_eq!(server.port, harness.upstream.addr().port());
+    }
+}

@@ -642,8 +642,15 @@ fn the_direct_exporter_appends_the_traces_path_once_and_refuses_a_bad_endpoint()
         assert_eq!(exporter.endpoint(), used);
         assert!(exporter.shutdown(Duration::from_secs(5)), "{given}");
     }
-    for wrong in ["127.0.0.1:4318", "ftp://c/", ""] {
+    for wrong in [
+        "127.0.0.1:4318",
+        "ftp://c/",
+        "",
+        "http://user:secret-pw@c:4318",
+        "http://c:4318/?token=secret-pw",
+    ] {
         let error = OtlpExporter::builder(wrong).build().unwrap_err();
         assert!(error.to_string().contains("OTLP endpoint"), "{error}");
+        assert!(!error.to_string().contains("secret-pw"), "{error}");
     }
 }

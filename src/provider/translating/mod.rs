@@ -22,7 +22,7 @@ use super::client::HttpClient;
 use super::dialect::{self, ErrorAnswer, Options, ReplyContext, StreamError, StreamTranslator};
 use super::transport::{ProviderAuth, Transport, TransportBuilder};
 use crate::error::{BuildError, Error};
-use crate::extensions::{Endpoint, RequestId, RouteTarget, X_REQUEST_ID};
+use crate::extensions::{Endpoint, RequestId, RouteTarget, TRACEPARENT, TRACESTATE, X_REQUEST_ID};
 
 pub(crate) use self::body::TranslatedStream;
 pub use self::future::ResponseFuture;
@@ -199,6 +199,12 @@ impl Translating {
             headers.insert(X_REQUEST_ID, id.header_value().clone());
         }
         self.transport.add_headers(&mut headers);
+        // The attempt's trace context (the router's, or the client's as it came).
+        for name in [TRACEPARENT, TRACESTATE] {
+            if let Some(value) = parts.headers.get(&name) {
+                headers.insert(name, value.clone());
+            }
+        }
         self.transport.record_server(&parts.extensions);
         let mut upstream = Request::new(Full::new(Bytes::from(call.body)));
         *upstream.method_mut() = Method::POST;
