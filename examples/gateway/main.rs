@@ -169,9 +169,9 @@ fn init_logging(format: AccessLogConfig, writer: tracing_appender::non_blocking:
     } else {
         fmt.boxed()
     };
-    tracing_subscriber::registry()
-        .with(fmt.with_filter(filter))
-        .init();
+    // One layer: its filter is the subscriber's (a per-layer filter would be looked up on
+    // every span enter and exit, several times per request).
+    tracing_subscriber::registry().with(filter).with(fmt).init();
 }
 
 /// `--config PATH` (default `examples/gateway.toml`).
