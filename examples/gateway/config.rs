@@ -239,7 +239,7 @@ impl Default for ServerConfig {
 }
 
 /// The `[telemetry]` table.
-#[derive(Debug, Clone, PartialEq, Eq, Default, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Default, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub(crate) struct TelemetryConfig {
     /// One line per request: `text` (default), `json` or `off`.
@@ -255,6 +255,31 @@ pub(crate) struct TelemetryConfig {
     /// The exported spans' `service.name` (default `ai-router`).
     #[cfg_attr(not(feature = "otel"), allow(dead_code))] // Read with the `otel` feature only.
     pub(crate) service_name: Option<String>,
+    /// The share of new traces exported, 0 to 1 (default 1: all). A client's `traceparent`
+    /// keeps its own choice.
+    pub(crate) sample_ratio: Option<f64>,
+    /// Whether a client's `traceparent` is joined (default: yes); `false` for clients whose
+    /// context is not trusted: every request starts its own trace.
+    pub(crate) join_client_traces: Option<bool>,
+}
+
+impl TelemetryConfig {
+    /// The trace context policy of the gateway's requests.
+    pub(crate) fn trace_policy(&self) -> ai_router::extensions::TracePolicy {
+        ai_router::extensions::TracePolicy::new()
+            .sample_ratio(self.sample_ratio.unwrap_or(1.0))
+            .join_incoming(self.join_client_traces.unwrap_or(true))
+    }
+
+    /// Checks what serde cannot.
+    fn check(&self) -> Result<(), ConfigError> {
+        match self.sample_ratio {
+            Some(ratio) if !(0.0..=1.0).contains(&ratio) => Err(ConfigError(
+                "telemetry.sample_ratio: a share from 0 to 1 is needed".into(),
+            )),
+            _ => Ok(()),
+        }
+    }
 }
 
 /// The access log's format.
@@ -551,7 +576,7 @@ impl MetricNames {
 
 /// The settings that only a restart changes: the sockets and the serving code are set up
 /// with them once, and the limiter with `[limits]` (a reload keeps the limiter and its state).
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq)]
 pub(crate) struct RestartOnly {
     listen: SocketAddr,
     mount: String,
@@ -709,6 +734,7 @@ impl Config {
                 .map_err(|e| ConfigError(format!("keys[{i}] (`{}`): {e}", key.name)))?;
         }
         self.limits.check()?;
+        self.telemetry.check()?;
         if !self.mount.starts_with('/') || self.mount.contains(['{', '}', '*', '?', '#']) {
             return Err(ConfigError(format!(
                 "mount: `{}` must be a plain path starting with `/`",
@@ -1207,6 +1233,31 @@ mod tests {
             Some("http://127.0.0.1:4318")
         );
         assert_eq!(config.telemetry.service_name.as_deref(), Some("edge"));
+    }
+
+    #[test]
+    fn trace_sampling_and_joining_are_read_and_checked() {
+        use ai_router::extensions::TracePolicy;
+        let config = Config::parse("").unwrap();
+        assert_eq!(config.telemetry.trace_policy(), TracePolicy::new());
+        let config = Config::parse(
+            "[telemetry]
+sample_ratio = 0.25
+join_client_traces = false",
+        )
+        .unwrap();
+        assert_eq!(
+            config.telemetry.trace_policy(),
+            TracePolicy::new().sample_ratio(0.25).join_incoming(false)
+        );
+        for wrong in ["-0.1", "1.5", "nan"] {
+            let error = Config::parse(&format!(
+                "[telemetry]
+sample_ratio = {wrong}"
+            ))
+            .unwrap_err();
+            assert!(error.0.contains("telemetry.sample_ratio"), "{}", error.0);
+        }
     }
 
     #[test]

@@ -303,12 +303,12 @@ impl Gateway {
 
         // Traces are written from the summaries: each request needs its trace context, and
         // no GenAI `tracing` span (the log's formatter would format their every field).
-        let trace_context = traces.is_some();
+        let trace_policy = traces.is_some().then(|| config.telemetry.trace_policy());
         let parts = RouterParts {
             limiter: GatewayLimiter::new(&config.limits, |var| std::env::var(var).ok())?,
             telemetry,
             mock_origin,
-            trace_context,
+            trace_policy,
             mount: config.mount.clone(),
             in_flight: InFlightLimitLayer::new(config.server.max_in_flight),
         };
@@ -423,8 +423,8 @@ struct RouterParts {
     telemetry: Telemetry,
     /// The demo mock's origin, if one was started.
     mock_origin: Option<String>,
-    /// Whether requests get a trace context (only when traces are exported).
-    trace_context: bool,
+    /// How requests get their trace context (only when traces are exported).
+    trace_policy: Option<ai_router::extensions::TracePolicy>,
     /// The mount, read at start (a reload cannot change it).
     mount: String,
     /// The in-flight cap: one for the gateway's life, so requests still in flight on a
@@ -452,12 +452,14 @@ impl RouterParts {
         }
         let mut builder = AiRouter::builder()
             .genai_spans(false)
-            .trace_context(self.trace_context)
             .mount_path(self.mount.as_str())
             .keys(config.key_store(env)?)
             .limiter(self.limiter.clone())
             .in_flight_limit(self.in_flight.clone())
             .observer(self.telemetry.clone());
+        if let Some(policy) = self.trace_policy {
+            builder = builder.trace_policy(policy);
+        }
         for (name, provider) in &config.providers {
             let mock = self
                 .mock_origin

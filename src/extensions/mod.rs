@@ -27,6 +27,6 @@ pub use self::plan::{BodyForModel, MAX_RETRIES, Retry, RoutePlan};
 pub use self::principal::{KeyLimits, Principal};
 pub use self::request_id::{RequestId, X_REQUEST_ID};
 pub use self::target::RouteTarget;
-pub use self::trace::{MAX_TRACE_STATE, TRACEPARENT, TRACESTATE, TraceContext};
+pub use self::trace::{MAX_TRACE_STATE, TRACEPARENT, TRACESTATE, TraceContext, TracePolicy};
 
 pub(crate) use self::endpoint::{Accepts, Matched, match_path};

@@ -40,22 +40,25 @@ impl TraceContext {
     /// one list, dropped when longer than [`MAX_TRACE_STATE`] bytes or 32 members (the spec
     /// lets a participant drop what it cannot keep, and it travels with every attempt and
     /// span).
+    /// See [`TracePolicy`] to refuse the caller's context or sample new traces.
     pub fn from_headers(headers: &HeaderMap) -> Self {
+        Self::joined(headers).unwrap_or_else(Self::new_root)
+    }
+
+    /// A child of the caller's valid `traceparent`, if there is one.
+    fn joined(headers: &HeaderMap) -> Option<Self> {
         let mut parents = headers.get_all(TRACEPARENT).iter();
-        let parent = match (parents.next(), parents.next()) {
-            (Some(value), None) => parse_traceparent(value.as_bytes()),
-            _ => None,
+        let (trace_id, parent_span_id, flags) = match (parents.next(), parents.next()) {
+            (Some(value), None) => parse_traceparent(value.as_bytes())?,
+            _ => return None,
         };
-        match parent {
-            Some((trace_id, parent_span_id, flags)) => Self {
-                trace_id,
-                span_id: new_span_id(),
-                parent_span_id: Some(parent_span_id),
-                flags: flags & (FLAG_SAMPLED | FLAG_RANDOM),
-                state: trace_state(headers),
-            },
-            None => Self::new_root(),
-        }
+        Some(Self {
+            trace_id,
+            span_id: new_span_id(),
+            parent_span_id: Some(parent_span_id),
+            flags: flags & (FLAG_SAMPLED | FLAG_RANDOM),
+            state: trace_state(headers),
+        })
     }
 
     /// The root of a new trace (sampled).
@@ -164,6 +167,69 @@ fn trace_state(headers: &HeaderMap) -> Option<HeaderValue> {
     };
     let members = joined.as_bytes().iter().filter(|&&b| b == b',').count() + 1;
     (joined.len() <= MAX_TRACE_STATE && members <= 32).then_some(joined)
+}
+
+/// How requests get their [`TraceContext`]: whether a caller's `traceparent` is joined, and
+/// which share of new traces is sampled (recorded, and exported).
+///
+/// A router facing clients it does not trust may refuse their context
+/// ([`join_incoming(false)`](Self::join_incoming)): every request then starts a trace of its
+/// own, and the caller's `traceparent` and `tracestate` go no further. Sampling a share of new
+/// traces bounds what exporting costs; an unsampled request still sends upstream a
+/// `traceparent` saying so (flags `00`), so the upstream does not record it either.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct TracePolicy {
+    join_incoming: bool,
+    sample_ratio: f64,
+}
+
+impl TracePolicy {
+    /// Join a caller's valid `traceparent` (keeping its sampled flag), sample every new trace.
+    pub fn new() -> Self {
+        Self {
+            join_incoming: true,
+            sample_ratio: 1.0,
+        }
+    }
+
+    /// Whether a caller's `traceparent` (and `tracestate`) is joined (default: yes).
+    #[must_use]
+    pub fn join_incoming(mut self, join: bool) -> Self {
+        self.join_incoming = join;
+        self
+    }
+
+    /// The share of new traces that are sampled, from 0 (none) to 1 (all, the default); out of
+    /// that range (or NaN), the nearest end (NaN: all). A joined trace keeps the caller's choice.
+    #[must_use]
+    pub fn sample_ratio(mut self, ratio: f64) -> Self {
+        self.sample_ratio = if ratio.is_nan() {
+            1.0
+        } else {
+            ratio.clamp(0.0, 1.0)
+        };
+        self
+    }
+
+    /// The context of a request with `headers`.
+    pub fn context_for(&self, headers: &HeaderMap) -> TraceContext {
+        if self.join_incoming {
+            if let Some(context) = TraceContext::joined(headers) {
+                return context;
+            }
+        }
+        let mut context = TraceContext::new_root();
+        if self.sample_ratio < 1.0 && fastrand::f64() >= self.sample_ratio {
+            context.flags &= !FLAG_SAMPLED;
+        }
+        context
+    }
+}
+
+impl Default for TracePolicy {
+    fn default() -> Self {
+        Self::new()
+    }
 }
 
 /// An id shown in hex.
@@ -347,5 +413,46 @@ mod tests {
         assert_eq!(context.trace_state(), None);
         let context = TraceContext::from_headers(&headers(incoming, Some(&many[..32].join(","))));
         assert!(context.trace_state().is_some());
+    }
+
+    #[test]
+    fn a_policy_can_refuse_the_callers_context_and_sample_new_traces() {
+        let incoming = "00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01";
+        let with_caller = headers(incoming, Some("vendor=x1"));
+        let joined = TracePolicy::new().context_for(&with_caller);
+        assert!(joined.parent_span_id().is_some());
+        let refused = TracePolicy::new()
+            .join_incoming(false)
+            .context_for(&with_caller);
+        assert_eq!(refused.parent_span_id(), None);
+        assert_ne!(refused.trace_id(), joined.trace_id());
+        assert_eq!(refused.trace_state(), None);
+        assert!(refused.is_sampled());
+
+        // None of 200 new traces sampled at 0, all at 1 (and NaN); a caller's choice stands.
+        let none = TracePolicy::new().sample_ratio(0.0);
+        assert!((0..200).all(|_| !none.context_for(&HeaderMap::new()).is_sampled()));
+        assert!(none.context_for(&with_caller).is_sampled());
+        let unsampled = none.context_for(&HeaderMap::new());
+        assert!(
+            unsampled
+                .traceparent([1; 8])
+                .to_str()
+                .unwrap()
+                .ends_with("-00")
+        );
+        for all in [
+            TracePolicy::new(),
+            TracePolicy::new().sample_ratio(f64::NAN),
+            TracePolicy::new().sample_ratio(7.0),
+        ] {
+            assert!((0..200).all(|_| all.context_for(&HeaderMap::new()).is_sampled()));
+        }
+        // About half at 0.5 (bounds far outside what 1000 draws can miss).
+        let half = TracePolicy::new().sample_ratio(0.5);
+        let sampled = (0..1000)
+            .filter(|_| half.context_for(&HeaderMap::new()).is_sampled())
+            .count();
+        assert!((350..650).contains(&sampled), "{sampled}");
     }
 }

@@ -66,7 +66,7 @@ pub use self::body::ResponseBody;
 use self::future::Observation;
 pub use self::future::ResponseFuture;
 use self::span::RequestSpans;
-use crate::extensions::TraceContext;
+use crate::extensions::TracePolicy;
 pub use crate::extensions::{RequestId, X_REQUEST_ID};
 
 /// The `tracing` target of the router's GenAI spans (each request's SERVER span and each
@@ -80,7 +80,7 @@ pub const GENAI_TARGET: &str = "ai_router::genai";
 pub struct SetRequestIdLayer {
     observer: Arc<dyn Observer>,
     genai_spans: bool,
-    trace_context: bool,
+    trace_context: Option<TracePolicy>,
 }
 
 impl SetRequestIdLayer {
@@ -89,7 +89,7 @@ impl SetRequestIdLayer {
         Self {
             observer: Arc::new(LogRequests),
             genai_spans: true,
-            trace_context: false,
+            trace_context: None,
         }
     }
 
@@ -103,7 +103,7 @@ impl SetRequestIdLayer {
         self
     }
 
-    /// Whether each request gets a W3C [`TraceContext`] (default: no): the incoming
+    /// Whether each request gets a W3C [`TraceContext`](crate::extensions::TraceContext) (default: no): the incoming
     /// `traceparent` joined (or a new trace started), the context put in the request's
     /// extensions and its [`RequestSummary`](crate::observe::RequestSummary), and each
     /// upstream attempt sent its own `traceparent`. What an exporter that writes spans from
@@ -112,7 +112,16 @@ impl SetRequestIdLayer {
     /// the two would name different spans upstream).
     #[must_use]
     pub fn trace_context(mut self, on: bool) -> Self {
-        self.trace_context = on;
+        self.trace_context = on.then(|| self.trace_context.unwrap_or_default());
+        self
+    }
+
+    /// Gives each request a W3C [`TraceContext`](crate::extensions::TraceContext) made by `policy` (whether a caller's context
+    /// is joined, which share of new traces is sampled): [`trace_context(true)`](Self::trace_context)
+    /// with a policy other than the default.
+    #[must_use]
+    pub fn trace_policy(mut self, policy: TracePolicy) -> Self {
+        self.trace_context = Some(policy);
         self
     }
 
@@ -156,7 +165,7 @@ pub struct SetRequestId<S> {
     inner: S,
     observer: Arc<dyn Observer>,
     genai_spans: bool,
-    trace_context: bool,
+    trace_context: Option<TracePolicy>,
 }
 
 impl<S> SetRequestId<S> {
@@ -217,8 +226,8 @@ where
         let spans = RequestSpans::new(&id, self.genai_spans);
         #[cfg(feature = "otel")]
         crate::otel::set_parent_from(spans.genai(), request.headers());
-        let log = if self.trace_context {
-            let trace = TraceContext::from_headers(request.headers());
+        let log = if let Some(policy) = &self.trace_context {
+            let trace = policy.context_for(request.headers());
             request.extensions_mut().insert(trace.clone());
             RequestLog::traced(trace)
         } else {

@@ -241,6 +241,14 @@ impl<K, L> AiRouterBuilder<K, L> {
         self
     }
 
+    /// Gives each request a W3C trace context made by `policy`: whether a caller's
+    /// `traceparent` is joined, which share of new traces is sampled. See
+    /// [`SetRequestIdLayer::trace_policy`].
+    pub fn trace_policy(mut self, policy: crate::extensions::TracePolicy) -> Self {
+        self.rest.observe = self.rest.observe.trace_policy(policy);
+        self
+    }
+
     /// Hands a summary of every request to `observer` when its response head leaves and when
     /// it is over (default: [`LogRequests`](crate::observe::LogRequests), a `tracing` event):
     /// an [`AccessLog`](crate::observe::AccessLog), metrics, usage records.

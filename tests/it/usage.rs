@@ -614,3 +614,35 @@ async fn an_untraced_router_records_attempts_without_spans_and_passes_traceparen
     let seen = harness.upstream.last_request().unwrap();
     assert_eq!(seen.header("traceparent"), Some(traceparent.as_str()));
 }
+
+#[tokio::test]
+async fn a_policy_can_refuse_the_callers_trace_and_leave_new_traces_unsampled() {
+    use ai_router::extensions::TracePolicy;
+    let records = Records::default();
+    let harness = harness_with(&records, |builder| {
+        builder.trace_policy(TracePolicy::new().join_incoming(false).sample_ratio(0.0))
+    })
+    .await;
+    let traceparent = format!("00-{CALLER_TRACE}-{CALLER_SPAN}-01");
+    let status = chat_with_headers(
+        &harness,
+        "mock/gpt-4o-mini",
+        &[("traceparent", &traceparent), ("tracestate", "vendor=x1")],
+    )
+    .await;
+    assert_eq!(status, 200);
+    let summary = records.only(&harness).await;
+    let trace = summary.trace.clone().unwrap();
+    // A trace of its own, not recorded: the upstream is told so, and hears nothing of the
+    // caller's.
+    assert_eq!(trace.parent_span_id(), None);
+    assert_ne!(hex(&trace.trace_id()), CALLER_TRACE);
+    assert!(!trace.is_sampled());
+    let span_id = summary.attempt_records[0].span_id.unwrap();
+    let seen = harness.upstream.last_request().unwrap();
+    assert_eq!(
+        seen.header("traceparent"),
+        Some(format!("00-{}-{}-00", hex(&trace.trace_id()), hex(&span_id)).as_str())
+    );
+    assert_eq!(seen.header("tracestate"), None);
+}

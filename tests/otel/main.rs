@@ -511,6 +511,64 @@ each_mode!(
     a_failed_request_has_its_error_type_on_both_spans,
 );
 
+/// An unsampled request (the caller's `traceparent` says `00`, or a policy sampling no new
+/// trace) is not exported by the direct exporter; a sampled one beside it is.
+#[tokio::test]
+async fn unsampled_requests_are_not_exported_directly() {
+    use ai_router::extensions::TracePolicy;
+    setup();
+    let unsampled = Harness::with(|builder| {
+        Mode::Direct
+            .configure(builder)
+            .trace_policy(TracePolicy::new().sample_ratio(0.0))
+    })
+    .await;
+    // The caller's choice (not sampled) stands.
+    let (caller_trace, caller_span) = fresh_ids();
+    let client = Client::with_config(
+        OpenAIConfig::new()
+            .with_api_base(unsampled.base_url())
+            .with_api_key(ROUTER_KEY)
+            .with_header("traceparent", format!("00-{caller_trace}-{caller_span}-00"))
+            .unwrap(),
+    );
+    client
+        .chat()
+        .create(chat_request("mock/gpt-4o-mini"))
+        .await
+        .unwrap();
+    // A new trace, not sampled by the policy.
+    let response = unsampled
+        .post_json(
+            "/chat/completions",
+            r#"{"model":"mock/gpt-4o-mini","messages":[{"role":"user","content":"hi"}]}"#,
+        )
+        .await;
+    assert_eq!(response.status, 200);
+    let new_trace = unsampled.upstream.last_request().unwrap();
+    let new_trace = new_trace.header("traceparent").unwrap().to_owned();
+    assert!(new_trace.ends_with("-00"), "{new_trace}");
+    let new_trace_id = new_trace[3..35].to_owned();
+
+    // A sampled request through a router exporting to the same receiver, after them.
+    let sampled = Mode::Direct.harness().await;
+    let (trace_id, caller_span) = fresh_ids();
+    client_with_traceparent(&sampled, &traceparent(&trace_id, &caller_span))
+        .chat()
+        .create(chat_request("mock/gpt-4o-mini"))
+        .await
+        .unwrap();
+    trace(&trace_id).await;
+    // Exported in the same batches as the sampled one, if at all: give them one more delay.
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    let spans = telemetry().receiver.spans();
+    assert!(
+        !spans
+            .iter()
+            .any(|s| s.trace_id == caller_trace || s.trace_id == new_trace_id)
+    );
+}
+
 /// A collector that refuses connections, or accepts them and never answers, costs requests
 /// nothing: each gets its answer while the spans wait (and fail) on the exporter's thread.
 #[tokio::test]
