@@ -495,19 +495,25 @@ fn hex(bytes: &[u8]) -> String {
 const CALLER_TRACE: &str = "0af7651916cd43dd8448eb211c80319c";
 const CALLER_SPAN: &str = "b7ad6b7169203331";
 
-#[tokio::test]
-async fn a_traced_request_joins_the_callers_trace_and_records_its_attempt() {
-    let records = Records::default();
-    let harness = harness_with(&records, |builder| builder.trace_context(true)).await;
+/// A chat with the caller's `traceparent` (`CALLER_TRACE`, `CALLER_SPAN`) and `tracestate`
+/// `vendor=x1`; its record.
+async fn chat_from_caller(harness: &Harness, records: &Records) -> RequestSummary {
     let traceparent = format!("00-{CALLER_TRACE}-{CALLER_SPAN}-01");
     let status = chat_with_headers(
-        &harness,
+        harness,
         "mock/gpt-4o-mini",
         &[("traceparent", &traceparent), ("tracestate", "vendor=x1")],
     )
     .await;
     assert_eq!(status, 200);
-    let summary = records.only(&harness).await;
+    records.only(harness).await
+}
+
+#[tokio::test]
+async fn a_traced_request_joins_the_callers_trace_and_records_its_attempt() {
+    let records = Records::default();
+    let harness = harness_with(&records, |builder| builder.trace_context(true)).await;
+    let summary = chat_from_caller(&harness, &records).await;
     let trace = summary.trace.clone().expect("a trace context");
     assert_eq!(hex(&trace.trace_id()), CALLER_TRACE);
     assert_eq!(
@@ -623,15 +629,7 @@ async fn a_policy_can_refuse_the_callers_trace_and_leave_new_traces_unsampled() 
         builder.trace_policy(TracePolicy::new().join_incoming(false).sample_ratio(0.0))
     })
     .await;
-    let traceparent = format!("00-{CALLER_TRACE}-{CALLER_SPAN}-01");
-    let status = chat_with_headers(
-        &harness,
-        "mock/gpt-4o-mini",
-        &[("traceparent", &traceparent), ("tracestate", "vendor=x1")],
-    )
-    .await;
-    assert_eq!(status, 200);
-    let summary = records.only(&harness).await;
+    let summary = chat_from_caller(&harness, &records).await;
     let trace = summary.trace.clone().unwrap();
     // A trace of its own, not recorded: the upstream is told so, and hears nothing of the
     // caller's.

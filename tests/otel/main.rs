@@ -569,6 +569,19 @@ async fn unsampled_requests_are_not_exported_directly() {
     );
 }
 
+/// Twenty chats through `harness`, each answered.
+async fn twenty_chats(harness: &Harness) {
+    for _ in 0..20 {
+        let answer = harness
+            .client()
+            .chat()
+            .create(chat_request("mock/gpt-4o-mini"))
+            .await
+            .unwrap();
+        assert_eq!(answer.model, "gpt-4o-mini");
+    }
+}
+
 /// A collector that refuses connections, or accepts them and never answers, costs requests
 /// nothing: each gets its answer while the spans wait (and fail) on the exporter's thread.
 #[tokio::test]
@@ -602,15 +615,7 @@ async fn a_dead_or_hanging_collector_never_fails_a_request() {
         );
         tracing::callsite::rebuild_interest_cache();
         let harness = Harness::start().await;
-        for _ in 0..20 {
-            let answer = harness
-                .client()
-                .chat()
-                .create(chat_request("mock/gpt-4o-mini"))
-                .await
-                .unwrap();
-            assert_eq!(answer.model, "gpt-4o-mini");
-        }
+        twenty_chats(&harness).await;
         drop(harness);
         drop(guard);
         // The queued spans were tried and could not be delivered (an empty queue would have
@@ -671,15 +676,7 @@ async fn a_dead_or_hanging_collector_never_fails_a_request_exported_directly() {
                 .observer(observer)
         })
         .await;
-        for _ in 0..20 {
-            let answer = harness
-                .client()
-                .chat()
-                .create(chat_request("mock/gpt-4o-mini"))
-                .await
-                .unwrap();
-            assert_eq!(answer.model, "gpt-4o-mini");
-        }
+        twenty_chats(&harness).await;
         drop(harness);
         let delivered =
             tokio::task::spawn_blocking(move || dead.shutdown(Duration::from_millis(500)))
