@@ -3,7 +3,8 @@
 //!
 //! The request path only clones its summary into a bounded queue (no encoding, no syscall;
 //! dropped and counted when full); the exporter's own thread wakes on its timer, or when a
-//! full batch waits, encodes the batch ([`super::proto`]) and posts it.
+//! full batch waits, encodes the batch ([`super::proto`]) and posts it (once more after the
+//! collector's `Retry-After` when it answers 429, 502, 503 or 504, as OTLP/HTTP asks).
 
 use std::borrow::Cow;
 use std::fmt;
@@ -450,7 +451,7 @@ enum Failure {
     /// The request failed (connection refused, reset, TLS, ...).
     Request(hyper_util::client::legacy::Error),
     /// The collector answered with an error status.
-    Status(http::StatusCode),
+    Status(http::StatusCode, Option<Duration>),
 }
 
 impl fmt::Display for Failure {
@@ -466,7 +467,7 @@ impl fmt::Display for Failure {
                 }
                 Ok(())
             }
-            Self::Status(status) => write!(f, "the collector answered {status}"),
+            Self::Status(status, _) => write!(f, "the collector answered {status}"),
         }
     }
 }
@@ -543,34 +544,70 @@ impl Export {
         }
     }
 
-    /// Posts one export request, within the export timeout.
+    /// Posts one export request, within the export timeout; an answer the OTLP/HTTP spec calls
+    /// retryable (429, 502, 503, 504) is tried once more after the collector's `Retry-After`
+    /// (at most [`MAX_RETRY_WAIT`], 1 s when it names none), if that fits in the timeout.
     async fn send(&self, body: Vec<u8>) -> Result<(), Failure> {
-        let mut request = Request::new(Full::new(Bytes::from(body)));
+        let body = Bytes::from(body);
+        let deadline = tokio::time::Instant::now() + self.timeout;
+        let mut retried = false;
+        loop {
+            let result = tokio::time::timeout_at(deadline, self.post(body.clone()))
+                .await
+                .unwrap_or(Err(Failure::Timeout));
+            match result {
+                Err(Failure::Status(status, retry_after)) if !retried && retryable(status) => {
+                    let wait = retry_after.unwrap_or(RETRY_WAIT).min(MAX_RETRY_WAIT);
+                    if tokio::time::Instant::now() + wait >= deadline {
+                        return Err(Failure::Status(status, retry_after));
+                    }
+                    tokio::time::sleep(wait).await;
+                    retried = true;
+                }
+                other => return other,
+            }
+        }
+    }
+
+    /// One POST of `body` and its answer.
+    async fn post(&self, body: Bytes) -> Result<(), Failure> {
+        let mut request = Request::new(Full::new(body));
         *request.method_mut() = http::Method::POST;
         *request.uri_mut() = self.uri.clone();
         *request.headers_mut() = self.headers.clone();
-        let exchange = async {
-            let response = self
-                .client
-                .request(request)
-                .await
-                .map_err(Failure::Request)?;
-            let status = response.status();
-            // Read (bounded) so the connection can be reused; what it says is not needed.
-            let _ = Limited::new(response.into_body(), MAX_RESPONSE_BODY)
-                .collect()
-                .await;
-            if status.is_success() {
-                Ok(())
-            } else {
-                Err(Failure::Status(status))
-            }
-        };
-        tokio::time::timeout(self.timeout, exchange)
+        let response = self
+            .client
+            .request(request)
             .await
-            .unwrap_or(Err(Failure::Timeout))
+            .map_err(Failure::Request)?;
+        let status = response.status();
+        let retry_after = response
+            .headers()
+            .get(http::header::RETRY_AFTER)
+            .and_then(|value| value.to_str().ok())
+            .and_then(|value| value.trim().parse::<u64>().ok())
+            .map(Duration::from_secs);
+        // Read (bounded) so the connection can be reused; what it says is not needed.
+        let _ = Limited::new(response.into_body(), MAX_RESPONSE_BODY)
+            .collect()
+            .await;
+        if status.is_success() {
+            Ok(())
+        } else {
+            Err(Failure::Status(status, retry_after))
+        }
     }
 }
+
+/// The statuses OTLP/HTTP says to retry.
+fn retryable(status: http::StatusCode) -> bool {
+    matches!(status.as_u16(), 429 | 502 | 503 | 504)
+}
+
+/// The wait before the retry when the collector names none.
+const RETRY_WAIT: Duration = Duration::from_secs(1);
+/// The longest wait before the retry, whatever `Retry-After` says (the queue keeps filling).
+const MAX_RETRY_WAIT: Duration = Duration::from_secs(5);
 
 #[cfg(test)]
 #[allow(clippy::unwrap_used)]
@@ -595,14 +632,27 @@ mod tests {
 
     /// A collector on loopback answering `status` to every request and reporting it.
     async fn collector(status: u16) -> (String, channel::UnboundedReceiver<Received>) {
+        collector_answering(vec![status]).await
+    }
+
+    /// A collector answering `statuses` in turn (the last one from then on), with
+    /// `Retry-After: 0` on errors.
+    async fn collector_answering(
+        statuses: Vec<u16>,
+    ) -> (String, channel::UnboundedReceiver<Received>) {
+        let statuses = Arc::new(statuses);
+        let answered = Arc::new(std::sync::atomic::AtomicUsize::new(0));
         let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
         let address = listener.local_addr().unwrap();
         let (report, received) = channel::unbounded_channel();
         tokio::spawn(async move {
             while let Ok((stream, _)) = listener.accept().await {
                 let report = report.clone();
+                let (statuses, answered) = (statuses.clone(), answered.clone());
                 let service = hyper::service::service_fn(move |request: Request<Incoming>| {
                     let report = report.clone();
+                    let n = answered.fetch_add(1, Ordering::Relaxed);
+                    let status = statuses[n.min(statuses.len() - 1)];
                     async move {
                         let path = request.uri().path().to_owned();
                         let content_type = request.headers().get(CONTENT_TYPE).cloned();
@@ -611,6 +661,11 @@ mod tests {
                         let _ = report.send((path, content_type, key, body));
                         let mut response = Response::new(Full::new(Bytes::new()));
                         *response.status_mut() = http::StatusCode::from_u16(status).unwrap();
+                        if status >= 400 {
+                            response
+                                .headers_mut()
+                                .insert("retry-after", http::HeaderValue::from_static("0"));
+                        }
                         Ok::<_, Infallible>(response)
                     }
                 });
@@ -761,13 +816,30 @@ mod tests {
     }
 
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-    async fn an_error_status_drops_the_batch() {
-        let (endpoint, mut received) = collector(503).await;
+    async fn an_error_status_drops_the_batch_after_one_retry_if_retryable() {
+        // 503 is retried once (both refused: dropped), 400 is not.
+        for (status, posts) in [(503, 2), (400, 1)] {
+            let (endpoint, mut received) = collector(status).await;
+            let exporter = OtlpExporter::builder(endpoint).build().unwrap();
+            exporter.on_end(&full_summary());
+            assert!(!exporter.shutdown(Duration::from_secs(10)));
+            for _ in 0..posts {
+                next(&mut received).await;
+            }
+            assert!(received.try_recv().is_err(), "{status}: one post too many");
+            assert_eq!(exporter.dropped(), 1);
+        }
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_collector_that_answers_503_then_200_gets_the_batch() {
+        let (endpoint, mut received) = collector_answering(vec![503, 200]).await;
         let exporter = OtlpExporter::builder(endpoint).build().unwrap();
         exporter.on_end(&full_summary());
-        assert!(!exporter.shutdown(Duration::from_secs(10)));
-        next(&mut received).await;
-        assert_eq!(exporter.dropped(), 1);
+        assert!(exporter.shutdown(Duration::from_secs(10)));
+        let (first, second) = (next(&mut received).await, next(&mut received).await);
+        assert_eq!(first.3, second.3, "the same batch, sent again");
+        assert_eq!(exporter.dropped(), 0);
     }
 
     #[test]
