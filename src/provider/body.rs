@@ -30,7 +30,9 @@ pin_project! {
         Incoming { #[pin] body: hyper::body::Incoming },
         Full { body: Full },
         Boxed { #[pin] body: UnsyncBoxBody<Bytes, BoxError> },
-        Translated { #[pin] body: TranslatedStream },
+        // Boxed: its translator state (~350 bytes) would otherwise size every answer's body,
+        // which each layer moves as it wraps it.
+        Translated { body: Pin<Box<TranslatedStream>> },
     }
 }
 
@@ -52,7 +54,9 @@ impl UpstreamBody {
     /// A translated provider stream (no box).
     pub(crate) fn translated(body: TranslatedStream) -> Self {
         Self {
-            kind: Kind::Translated { body },
+            kind: Kind::Translated {
+                body: Box::pin(body),
+            },
         }
     }
 
@@ -100,7 +104,7 @@ impl Body for UpstreamBody {
                 .map(|frame| frame.map(|frame| frame.map_err(Into::into))),
             KindProj::Full { body } => body.poll_as(),
             KindProj::Boxed { body } => body.poll_frame(cx),
-            KindProj::Translated { body } => body.poll_frame(cx),
+            KindProj::Translated { body } => body.as_mut().poll_frame(cx),
         }
     }
 

@@ -26,7 +26,9 @@ pin_project! {
     #[project = KindProj]
     enum Kind<B> {
         PassThrough { #[pin] body: B },
-        Stream { #[pin] body: SseBody<B> },
+        // Boxed (one allocation per stream): its scanner and report state would otherwise
+        // size every answer's body, which each layer moves as it wraps it.
+        Stream { body: Pin<Box<SseBody<B>>> },
         Idle { #[pin] body: IdleBody<B> },
         Refusal { body: Full },
     }
@@ -41,7 +43,9 @@ impl<B> ResponseBody<B> {
 
     pub(super) fn stream(body: SseBody<B>) -> Self {
         Self {
-            kind: Kind::Stream { body },
+            kind: Kind::Stream {
+                body: Box::pin(body),
+            },
         }
     }
 
@@ -86,7 +90,7 @@ where
             KindProj::PassThrough { body } => body
                 .poll_frame(cx)
                 .map(|frame| frame.map(|frame| frame.map_err(Into::into))),
-            KindProj::Stream { body } => body.poll_frame(cx),
+            KindProj::Stream { body } => body.as_mut().poll_frame(cx),
             KindProj::Idle { body } => body.poll_frame(cx),
             KindProj::Refusal { body } => body.poll_as(),
         }
