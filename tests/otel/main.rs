@@ -582,12 +582,10 @@ async fn twenty_chats(harness: &Harness) {
     }
 }
 
-/// A collector that refuses connections, or accepts them and never answers, costs requests
-/// nothing: each gets its answer while the spans wait (and fail) on the exporter's thread.
-#[tokio::test]
-async fn a_dead_or_hanging_collector_never_fails_a_request() {
+/// Two dead collectors, each with the export timeout to use: a port that refuses
+/// connections, and one that accepts them and never reads or answers (held by the task).
+async fn dead_collectors() -> ([(String, Duration); 2], tokio::task::JoinHandle<()>) {
     let closed = format!("http://127.0.0.1:{}", support::closed_port().await);
-    // Accepts connections, reads nothing, answers nothing.
     let hanging = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let hanging_url = format!("http://{}", hanging.local_addr().unwrap());
     let held = tokio::spawn(async move {
@@ -596,10 +594,21 @@ async fn a_dead_or_hanging_collector_never_fails_a_request() {
             open.push(stream);
         }
     });
-    for (endpoint, export_timeout) in [
-        (closed, Duration::from_secs(5)),
-        (hanging_url, Duration::from_secs(60)),
-    ] {
+    (
+        [
+            (closed, Duration::from_secs(5)),
+            (hanging_url, Duration::from_secs(60)),
+        ],
+        held,
+    )
+}
+
+/// A collector that refuses connections, or accepts them and never answers, costs requests
+/// nothing: each gets its answer while the spans wait (and fail) on the exporter's thread.
+#[tokio::test]
+async fn a_dead_or_hanging_collector_never_fails_a_request() {
+    let (collectors, held) = dead_collectors().await;
+    for (endpoint, export_timeout) in collectors {
         let dead = OtlpTracing::builder(endpoint)
             .export_timeout(export_timeout)
             // Spans wait in the queue until the shutdown below sends them.
@@ -650,19 +659,8 @@ fn the_traces_path_is_appended_to_a_base_endpoint_once() {
 /// on its own thread, and its shutdown gives up after its wait.
 #[tokio::test]
 async fn a_dead_or_hanging_collector_never_fails_a_request_exported_directly() {
-    let closed = format!("http://127.0.0.1:{}", support::closed_port().await);
-    let hanging = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let hanging_url = format!("http://{}", hanging.local_addr().unwrap());
-    let held = tokio::spawn(async move {
-        let mut open = Vec::new();
-        while let Ok((stream, _)) = hanging.accept().await {
-            open.push(stream);
-        }
-    });
-    for (endpoint, export_timeout) in [
-        (closed, Duration::from_secs(5)),
-        (hanging_url, Duration::from_secs(60)),
-    ] {
+    let (collectors, held) = dead_collectors().await;
+    for (endpoint, export_timeout) in collectors {
         let dead = OtlpExporter::builder(endpoint)
             .export_timeout(export_timeout)
             .scheduled_delay(Duration::from_secs(3600))
