@@ -255,11 +255,12 @@ pub(crate) struct TelemetryConfig {
     /// The exported spans' `service.name` (default `ai-router`).
     #[cfg_attr(not(feature = "otel"), allow(dead_code))] // Read with the `otel` feature only.
     pub(crate) service_name: Option<String>,
-    /// The share of new traces exported, 0 to 1 (default 1: all). A client's `traceparent`
-    /// keeps its own choice.
+    /// The share of new traces exported, 0 to 1 (default 1: all; only with `otlp_endpoint`).
+    /// A client's `traceparent` keeps its own choice.
     pub(crate) sample_ratio: Option<f64>,
     /// Whether a client's `traceparent` is joined (default: yes); `false` for clients whose
-    /// context is not trusted: every request starts its own trace.
+    /// context is not trusted: every request starts its own trace, and the client's
+    /// `traceparent` / `tracestate` never reach an upstream (export or not).
     pub(crate) join_client_traces: Option<bool>,
 }
 

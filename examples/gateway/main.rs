@@ -303,7 +303,11 @@ impl Gateway {
 
         // Traces are written from the summaries: each request needs its trace context, and
         // no GenAI `tracing` span (the log's formatter would format their every field).
-        let trace_policy = traces.is_some().then(|| config.telemetry.trace_policy());
+        // Without export, the policy still matters when clients' context is refused: their
+        // `traceparent` must not reach the upstreams then.
+        let refuses_clients = config.telemetry.join_client_traces == Some(false);
+        let trace_policy =
+            (traces.is_some() || refuses_clients).then(|| config.telemetry.trace_policy());
         let parts = RouterParts {
             limiter: GatewayLimiter::new(&config.limits, |var| std::env::var(var).ok())?,
             telemetry,

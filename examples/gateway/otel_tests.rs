@@ -368,3 +368,68 @@ async fn a_streamed_chat_through_the_gateway_has_the_streams_usage_on_its_server
     assert_eq!(spans.len(), 2, "{spans:#?}");
     assert_nothing_secret(&spans);
 }
+
+/// `join_client_traces = false` keeps a client's trace context from the upstreams even when
+/// nothing is exported: the upstream gets the router's own `traceparent`, in a trace of its
+/// own, and no `tracestate`.
+#[tokio::test]
+async fn refused_client_traces_never_reach_the_upstream_even_without_export() {
+    let upstream = MockUpstream::builder()
+        .api_key(PROVIDER_KEY)
+        .start()
+        .await
+        .unwrap();
+    let text = format!(
+        r#"
+listen = "127.0.0.1:0"
+[[keys]]
+name = "demo"
+key_sha256 = "536358db99f32f74c819f261b16d778ab5f05118e8548f4bb21c0a53991aee35"
+[providers.up]
+base_url = "{base_url}"
+auth = "none"
+headers = {{ authorization = "Bearer {PROVIDER_KEY}" }}
+[telemetry]
+access_log = "off"
+join_client_traces = false
+"#,
+        base_url = upstream.base_url(),
+    );
+    let gateway = Gateway::start(Config::parse(&text).unwrap(), std::io::sink())
+        .await
+        .unwrap();
+    assert!(gateway.traces.is_none());
+    let addr = gateway.addr;
+    let (stop, stopped) = oneshot::channel::<()>();
+    let task = tokio::spawn(gateway.serve(async {
+        let _ = stopped.await;
+    }));
+    let caller_trace = "0af7651916cd43dd8448eb211c80319c";
+    let client = Client::with_config(
+        OpenAIConfig::new()
+            .with_api_base(format!("http://{addr}/v3/router"))
+            .with_api_key(ROUTER_KEY)
+            .with_header(
+                "traceparent",
+                format!("00-{caller_trace}-b7ad6b7169203331-01"),
+            )
+            .unwrap()
+            .with_header("tracestate", "vendor=x1")
+            .unwrap(),
+    );
+    tokio::time::timeout(PATIENCE, client.chat().create(chat_request(false)))
+        .await
+        .unwrap()
+        .unwrap();
+    let seen = upstream.last_request().unwrap();
+    let sent = seen
+        .header("traceparent")
+        .expect("the router's own traceparent");
+    assert!(
+        sent.starts_with("00-") && !sent.contains(caller_trace),
+        "{sent}"
+    );
+    assert_eq!(seen.header("tracestate"), None);
+    let _ = stop.send(());
+    let _ = tokio::time::timeout(PATIENCE, task).await;
+}

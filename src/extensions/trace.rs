@@ -35,11 +35,10 @@ pub struct TraceContext {
 
 impl TraceContext {
     /// The context of a request with `headers`: a child of their `traceparent` when it is
-    /// valid (keeping its sampled flag and `tracestate`), else a new sampled trace. Two
-    /// `traceparent` headers are invalid (W3C Trace Context); several `tracestate` headers are
-    /// one list, dropped when longer than [`MAX_TRACE_STATE`] bytes or 32 members (the spec
-    /// lets a participant drop what it cannot keep, and it travels with every attempt and
-    /// span).
+    /// valid (keeping its flags and `tracestate`), else a new sampled trace. Two `traceparent`
+    /// headers are invalid (W3C Trace Context); several `tracestate` headers are one list,
+    /// trimmed to 32 members and [`MAX_TRACE_STATE`] bytes as the spec asks (it travels with
+    /// every attempt and span).
     /// See [`TracePolicy`] to refuse the caller's context or sample new traces.
     pub fn from_headers(headers: &HeaderMap) -> Self {
         Self::joined(headers).unwrap_or_else(Self::new_root)
@@ -88,8 +87,8 @@ impl TraceContext {
         self.parent_span_id
     }
 
-    /// Whether the caller wants the trace recorded (its `traceparent`'s sampled flag; a new
-    /// trace is).
+    /// Whether the trace is recorded: the caller's `traceparent`'s sampled flag, or for a new
+    /// trace the [`TracePolicy`]'s draw (every new trace by default).
     pub fn is_sampled(&self) -> bool {
         self.flags & FLAG_SAMPLED != 0
     }
@@ -146,27 +145,32 @@ const FLAG_RANDOM: u8 = 0x02;
 /// The longest `tracestate` kept, in bytes (the spec asks to keep at least 512).
 pub const MAX_TRACE_STATE: usize = 512;
 
-/// The caller's `tracestate`: its headers joined with commas, `None` when empty, too long or of
-/// more than 32 members.
+/// The caller's `tracestate`: its headers' list members joined with commas (empty members
+/// left out), trimmed as W3C Trace Context asks when it is too long: members over 128 bytes
+/// go first, then members from the end, until at most 32 members and [`MAX_TRACE_STATE`] bytes
+/// are left; `None` when nothing is left.
 fn trace_state(headers: &HeaderMap) -> Option<HeaderValue> {
-    let mut values = headers.get_all(TRACESTATE).iter().filter(|v| !v.is_empty());
-    let first = values.next()?;
-    let joined = match values.next() {
-        None => first.clone(),
-        Some(second) => {
-            let mut joined = first.as_bytes().to_vec();
-            for value in std::iter::once(second).chain(values) {
-                joined.push(b',');
-                joined.extend_from_slice(value.as_bytes());
-                if joined.len() > MAX_TRACE_STATE {
-                    return None;
-                }
-            }
-            HeaderValue::from_bytes(&joined).ok()?
-        }
+    let values = headers.get_all(TRACESTATE);
+    let mut members: Vec<&[u8]> = values
+        .iter()
+        .flat_map(|value| value.as_bytes().split(|&b| b == b','))
+        .map(<[u8]>::trim_ascii)
+        .filter(|member| !member.is_empty())
+        .collect();
+    let length = |members: &[&[u8]]| {
+        members.iter().map(|m| m.len()).sum::<usize>() + members.len().saturating_sub(1)
     };
-    let members = joined.as_bytes().iter().filter(|&&b| b == b',').count() + 1;
-    (joined.len() <= MAX_TRACE_STATE && members <= 32).then_some(joined)
+    if length(&members) > MAX_TRACE_STATE {
+        members.retain(|member| member.len() <= 128);
+    }
+    members.truncate(32);
+    while length(&members) > MAX_TRACE_STATE {
+        members.pop();
+    }
+    if members.is_empty() {
+        return None;
+    }
+    HeaderValue::from_bytes(&members.join(&b","[..])).ok()
 }
 
 /// How requests get their [`TraceContext`]: whether a caller's `traceparent` is joined, and
@@ -197,6 +201,12 @@ impl TracePolicy {
     pub fn join_incoming(mut self, join: bool) -> Self {
         self.join_incoming = join;
         self
+    }
+
+    /// Whether a caller's context is joined.
+    #[cfg_attr(not(feature = "otel"), allow(dead_code))] // Read with the `otel` feature only.
+    pub(crate) fn joins_incoming(&self) -> bool {
+        self.join_incoming
     }
 
     /// The share of new traces that are sampled, from 0 (none) to 1 (all, the default); out of
@@ -404,15 +414,29 @@ mod tests {
         let context = TraceContext::from_headers(&states);
         assert_eq!(context.trace_state().unwrap(), "a=1,b=2");
 
-        let long = format!("a={}", "x".repeat(MAX_TRACE_STATE));
+        // Too long: members over 128 bytes go first, then from the end; empty ones never count.
+        let long = format!("big={},a=1,,b=2", "x".repeat(MAX_TRACE_STATE));
         let context = TraceContext::from_headers(&headers(incoming, Some(&long)));
         assert!(context.parent_span_id().is_some());
+        assert_eq!(context.trace_state().unwrap(), "a=1,b=2");
+        let only_big = format!("big={}", "x".repeat(MAX_TRACE_STATE));
+        let context = TraceContext::from_headers(&headers(incoming, Some(&only_big)));
         assert_eq!(context.trace_state(), None);
         let many: Vec<String> = (0..33).map(|i| format!("k{i}=v")).collect();
         let context = TraceContext::from_headers(&headers(incoming, Some(&many.join(","))));
-        assert_eq!(context.trace_state(), None);
-        let context = TraceContext::from_headers(&headers(incoming, Some(&many[..32].join(","))));
-        assert!(context.trace_state().is_some());
+        assert_eq!(
+            context.trace_state().unwrap(),
+            many[..32].join(",").as_str()
+        );
+        let wide: Vec<String> = (0..20)
+            .map(|i| format!("k{i:02}={}", "v".repeat(30)))
+            .collect();
+        let context = TraceContext::from_headers(&headers(incoming, Some(&wide.join(","))));
+        let kept = context.trace_state().unwrap().to_str().unwrap().to_owned();
+        assert!(
+            kept.len() <= MAX_TRACE_STATE && wide.join(",").starts_with(&kept),
+            "{kept}"
+        );
     }
 
     #[test]

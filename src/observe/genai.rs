@@ -99,3 +99,33 @@ pub(crate) fn url_path(summary: &RequestSummary) -> &str {
     }
     &path[..end]
 }
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn url_path_is_cut_to_its_bound() {
+        let summary = |path: &str| {
+            crate::observe::RequestLog::new().summary(
+                &crate::observe::RequestHead {
+                    id: crate::extensions::RequestId::generate(),
+                    method: http::Method::GET,
+                    uri: path.parse().unwrap(),
+                },
+                crate::observe::End {
+                    status: None,
+                    latency: std::time::Duration::ZERO,
+                    duration: std::time::Duration::ZERO,
+                    outcome: crate::observe::Outcome::Completed,
+                },
+            )
+        };
+        let short = summary("/v3/router/chat/completions");
+        assert_eq!(url_path(&short), "/v3/router/chat/completions");
+        let long = summary(&format!("/{}", "a".repeat(1000)));
+        assert_eq!(url_path(&long).len(), MAX_URL_PATH);
+        assert!(long.uri.path().starts_with(url_path(&long)));
+    }
+}

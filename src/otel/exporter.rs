@@ -59,8 +59,10 @@ const PROTOBUF: HeaderValue = HeaderValue::from_static("application/x-protobuf")
 /// [`max_queue_size`](OtlpExporterBuilder::max_queue_size) it is dropped and counted, see
 /// [`dropped`](Self::dropped)); a thread of the exporter's own (`ai-router-otlp`, with its own
 /// runtime) sends batches of at most 512 requests when its timer fires or a full batch waits.
-/// A slow, failing or dead collector never slows or fails a request: a failed export drops
-/// its batch, with a warning (target `ai_router::otel`) at most every 10 s.
+/// A slow, failing or dead collector never slows or fails a request: a batch refused with 429,
+/// 502, 503 or 504 is sent once more after the collector's `Retry-After` (when it asks for at
+/// most 5 s and that fits in the export timeout); a failed export drops its batch, counted,
+/// with a warning (target `ai_router::otel`) at most every 10 s.
 ///
 /// Cheap to clone (shared). Call [`shutdown`](Self::shutdown) before exiting so what is
 /// queued is sent; dropping the last clone stops the thread after one last export.
@@ -546,10 +548,15 @@ impl Export {
 
     /// Posts one export request, within the export timeout; an answer the OTLP/HTTP spec calls
     /// retryable (429, 502, 503, 504) is tried once more after the collector's `Retry-After`
-    /// (at most [`MAX_RETRY_WAIT`], 1 s when it names none), if that fits in the timeout.
+    /// in seconds (1 s when it names none), when that is at most [`MAX_RETRY_WAIT`] and fits in
+    /// the timeout.
     async fn send(&self, body: Vec<u8>) -> Result<(), Failure> {
         let body = Bytes::from(body);
-        let deadline = tokio::time::Instant::now() + self.timeout;
+        let now = tokio::time::Instant::now();
+        // A timeout too long to add is as good as none.
+        let deadline = now
+            .checked_add(self.timeout)
+            .unwrap_or_else(|| now + Duration::from_secs(365 * 24 * 3600));
         let mut retried = false;
         loop {
             let result = tokio::time::timeout_at(deadline, self.post(body.clone()))
@@ -557,8 +564,10 @@ impl Export {
                 .unwrap_or(Err(Failure::Timeout));
             match result {
                 Err(Failure::Status(status, retry_after)) if !retried && retryable(status) => {
-                    let wait = retry_after.unwrap_or(RETRY_WAIT).min(MAX_RETRY_WAIT);
-                    if tokio::time::Instant::now() + wait >= deadline {
+                    // A collector asking for a longer pause than the router waits is not
+                    // retried early: the batch is dropped.
+                    let wait = retry_after.unwrap_or(RETRY_WAIT);
+                    if wait > MAX_RETRY_WAIT || tokio::time::Instant::now() + wait >= deadline {
                         return Err(Failure::Status(status, retry_after));
                     }
                     tokio::time::sleep(wait).await;
@@ -632,13 +641,14 @@ mod tests {
 
     /// A collector on loopback answering `status` to every request and reporting it.
     async fn collector(status: u16) -> (String, channel::UnboundedReceiver<Received>) {
-        collector_answering(vec![status]).await
+        collector_answering(vec![status], "0").await
     }
 
     /// A collector answering `statuses` in turn (the last one from then on), with
-    /// `Retry-After: 0` on errors.
+    /// `Retry-After: {retry_after}` on errors.
     async fn collector_answering(
         statuses: Vec<u16>,
+        retry_after: &'static str,
     ) -> (String, channel::UnboundedReceiver<Received>) {
         let statuses = Arc::new(statuses);
         let answered = Arc::new(std::sync::atomic::AtomicUsize::new(0));
@@ -664,7 +674,7 @@ mod tests {
                         if status >= 400 {
                             response
                                 .headers_mut()
-                                .insert("retry-after", http::HeaderValue::from_static("0"));
+                                .insert("retry-after", http::HeaderValue::from_static(retry_after));
                         }
                         Ok::<_, Infallible>(response)
                     }
@@ -832,8 +842,22 @@ mod tests {
     }
 
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_collector_asking_for_a_long_pause_is_not_retried_early() {
+        let (endpoint, mut received) = collector_answering(vec![429, 200], "60").await;
+        let exporter = OtlpExporter::builder(endpoint).build().unwrap();
+        exporter.on_end(&full_summary());
+        assert!(!exporter.shutdown(Duration::from_secs(10)));
+        next(&mut received).await;
+        assert!(
+            received.try_recv().is_err(),
+            "retried before the pause asked for"
+        );
+        assert_eq!(exporter.dropped(), 1);
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
     async fn a_collector_that_answers_503_then_200_gets_the_batch() {
-        let (endpoint, mut received) = collector_answering(vec![503, 200]).await;
+        let (endpoint, mut received) = collector_answering(vec![503, 200], "0").await;
         let exporter = OtlpExporter::builder(endpoint).build().unwrap();
         exporter.on_end(&full_summary());
         assert!(exporter.shutdown(Duration::from_secs(10)));

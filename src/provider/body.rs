@@ -51,7 +51,7 @@ impl UpstreamBody {
         }
     }
 
-    /// A translated provider stream (no box).
+    /// A translated provider stream (boxed: see `Kind::Translated`).
     pub(crate) fn translated(body: TranslatedStream) -> Self {
         Self {
             kind: Kind::Translated {

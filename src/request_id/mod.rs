@@ -225,7 +225,12 @@ where
             .unwrap_or_else(RequestId::generate);
         let spans = RequestSpans::new(&id, self.genai_spans);
         #[cfg(feature = "otel")]
-        crate::otel::set_parent_from(spans.genai(), request.headers());
+        if self
+            .trace_context
+            .is_none_or(|policy| policy.joins_incoming())
+        {
+            crate::otel::set_parent_from(spans.genai(), request.headers());
+        }
         let log = if let Some(policy) = &self.trace_context {
             let trace = policy.context_for(request.headers());
             request.extensions_mut().insert(trace.clone());

@@ -178,7 +178,8 @@ impl Translating {
             .uri(&call.path)
             .map_err(|_| Error::invalid_param("model", "not a model id this provider can serve"))?;
         // Fresh headers: nothing of the client's request (its SDK's headers mean nothing to
-        // this API) reaches the provider; no `accept-encoding`, so answers stay readable.
+        // this API) reaches the provider but the trace context; no `accept-encoding`, so
+        // answers stay readable.
         let mut headers = HeaderMap::with_capacity(6);
         headers.insert(header::CONTENT_TYPE, APPLICATION_JSON);
         headers.insert(
@@ -198,13 +199,14 @@ impl Translating {
         if let Some(id) = parts.extensions.get::<RequestId>() {
             headers.insert(X_REQUEST_ID, id.header_value().clone());
         }
-        self.transport.add_headers(&mut headers);
-        // The attempt's trace context (the router's, or the client's as it came).
+        // The attempt's trace context (the router's, or the client's as it came), before the
+        // provider's own headers, which win.
         for name in [TRACEPARENT, TRACESTATE] {
-            if let Some(value) = parts.headers.get(&name) {
-                headers.insert(name, value.clone());
+            for value in parts.headers.get_all(&name) {
+                headers.append(name.clone(), value.clone());
             }
         }
+        self.transport.add_headers(&mut headers);
         self.transport.record_server(&parts.extensions);
         let mut upstream = Request::new(Full::new(Bytes::from(call.body)));
         *upstream.method_mut() = Method::POST;
