@@ -841,6 +841,53 @@ mod tests {
         }
     }
 
+    /// A stop asked while a round is being sent, which then fails: what that round held is
+    /// lost, and the shutdown says so (its own last round, empty, succeeds).
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_round_failing_after_the_stop_was_asked_is_reported_lost() {
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let address = listener.local_addr().unwrap();
+        let (posted, mut post) = channel::unbounded_channel::<()>();
+        tokio::spawn(async move {
+            while let Ok((stream, _)) = listener.accept().await {
+                let posted = posted.clone();
+                let service = hyper::service::service_fn(move |request: Request<Incoming>| {
+                    let posted = posted.clone();
+                    async move {
+                        let _ = request.into_body().collect().await;
+                        let _ = posted.send(());
+                        // Answered (refused, not retryable) well after the stop is asked.
+                        tokio::time::sleep(Duration::from_millis(400)).await;
+                        let mut response = Response::new(Full::new(Bytes::new()));
+                        *response.status_mut() = http::StatusCode::BAD_REQUEST;
+                        Ok::<_, Infallible>(response)
+                    }
+                });
+                tokio::spawn(
+                    hyper::server::conn::http1::Builder::new()
+                        .serve_connection(TokioIo::new(stream), service),
+                );
+            }
+        });
+        let exporter = OtlpExporter::builder(format!("http://{address}"))
+            .scheduled_delay(Duration::from_millis(10))
+            .build()
+            .unwrap();
+        exporter.on_end(&full_summary());
+        // The round is being sent: stop now.
+        tokio::time::timeout(Duration::from_secs(10), post.recv())
+            .await
+            .unwrap()
+            .unwrap();
+        let stopping = exporter.clone();
+        let delivered =
+            tokio::task::spawn_blocking(move || stopping.shutdown(Duration::from_secs(10)))
+                .await
+                .unwrap();
+        assert!(!delivered);
+        assert_eq!(exporter.dropped(), 1);
+    }
+
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
     async fn a_collector_asking_for_a_long_pause_is_not_retried_early() {
         let (endpoint, mut received) = collector_answering(vec![429, 200], "60").await;
