@@ -61,42 +61,16 @@ impl Running {
     /// exporting to the receiver, serving on a loopback port.
     async fn start() -> Self {
         let receiver = Receiver::start().await;
-        let upstream = MockUpstream::builder()
-            .api_key(PROVIDER_KEY)
-            .start()
-            .await
-            .unwrap();
-        let text = format!(
-            r#"
-listen = "127.0.0.1:0"
-shutdown_grace_secs = 5
-[[keys]]
-name = "demo"
-key_sha256 = "536358db99f32f74c819f261b16d778ab5f05118e8548f4bb21c0a53991aee35"
-[providers.up]
-base_url = "{base_url}"
-auth = "none"
-headers = {{ authorization = "Bearer {PROVIDER_KEY}" }}
-stream_usage = true
-[telemetry]
-access_log = "off"
-otlp_endpoint = "{endpoint}"
-service_name = "{SERVICE}"
-"#,
-            base_url = upstream.base_url(),
-            endpoint = receiver.endpoint(),
+        let telemetry = format!(
+            "otlp_endpoint = \"{}\"\nservice_name = \"{SERVICE}\"",
+            receiver.endpoint()
         );
-        let config = Config::parse(&text).unwrap();
-        let gateway = Gateway::start(config, std::io::sink()).await.unwrap();
+        let (upstream, gateway) = start_gateway(&telemetry).await;
         let traces = gateway
             .traces
             .clone()
             .expect("`otlp_endpoint` starts an exporter");
-        let addr = gateway.addr;
-        let (stop, stopped) = oneshot::channel::<()>();
-        let task = tokio::spawn(gateway.serve(async {
-            let _ = stopped.await;
-        }));
+        let (addr, stop, task) = serve(gateway);
         Self {
             addr,
             upstream,
@@ -369,11 +343,9 @@ async fn a_streamed_chat_through_the_gateway_has_the_streams_usage_on_its_server
     assert_nothing_secret(&spans);
 }
 
-/// `join_client_traces = false` keeps a client's trace context from the upstreams even when
-/// nothing is exported: the upstream gets the router's own `traceparent`, in a trace of its
-/// own, and no `tracestate`.
-#[tokio::test]
-async fn refused_client_traces_never_reach_the_upstream_even_without_export() {
+/// A mock upstream wanting [`PROVIDER_KEY`], and a gateway in front of it (provider `up`,
+/// key `demo`, access log off) with `telemetry` added to its `[telemetry]` table.
+async fn start_gateway(telemetry: &str) -> (MockUpstream, Gateway) {
     let upstream = MockUpstream::builder()
         .api_key(PROVIDER_KEY)
         .start()
@@ -382,6 +354,7 @@ async fn refused_client_traces_never_reach_the_upstream_even_without_export() {
     let text = format!(
         r#"
 listen = "127.0.0.1:0"
+shutdown_grace_secs = 5
 [[keys]]
 name = "demo"
 key_sha256 = "536358db99f32f74c819f261b16d778ab5f05118e8548f4bb21c0a53991aee35"
@@ -389,21 +362,36 @@ key_sha256 = "536358db99f32f74c819f261b16d778ab5f05118e8548f4bb21c0a53991aee35"
 base_url = "{base_url}"
 auth = "none"
 headers = {{ authorization = "Bearer {PROVIDER_KEY}" }}
+stream_usage = true
 [telemetry]
 access_log = "off"
-join_client_traces = false
+{telemetry}
 "#,
         base_url = upstream.base_url(),
     );
-    let gateway = Gateway::start(Config::parse(&text).unwrap(), std::io::sink())
-        .await
-        .unwrap();
-    assert!(gateway.traces.is_none());
+    let config = Config::parse(&text).unwrap();
+    let gateway = Gateway::start(config, std::io::sink()).await.unwrap();
+    (upstream, gateway)
+}
+
+/// Serves `gateway` until the sender is used: its address, the sender, the serving task.
+fn serve(gateway: Gateway) -> (SocketAddr, oneshot::Sender<()>, tokio::task::JoinHandle<()>) {
     let addr = gateway.addr;
     let (stop, stopped) = oneshot::channel::<()>();
     let task = tokio::spawn(gateway.serve(async {
         let _ = stopped.await;
     }));
+    (addr, stop, task)
+}
+
+/// `join_client_traces = false` keeps a client's trace context from the upstreams even when
+/// nothing is exported: the upstream gets the router's own `traceparent`, in a trace of its
+/// own, and no `tracestate`.
+#[tokio::test]
+async fn refused_client_traces_never_reach_the_upstream_even_without_export() {
+    let (upstream, gateway) = start_gateway("join_client_traces = false").await;
+    assert!(gateway.traces.is_none());
+    let (addr, stop, task) = serve(gateway);
     let caller_trace = "0af7651916cd43dd8448eb211c80319c";
     let client = Client::with_config(
         OpenAIConfig::new()
