@@ -13,16 +13,16 @@ use std::time::Duration;
 use tokio::time::Sleep;
 
 /// Whether `wait` has passed since the guarded future was first found pending: call it when
-/// that future is pending, with the same `deadline` each time.
+/// that future is pending, with the same `deadline` each time. The timer is boxed: a future
+/// holding an unarmed deadline carries a pointer, not a timer entry, as it is moved about.
 pub(crate) fn expired(
-    mut deadline: Pin<&mut Option<Sleep>>,
+    deadline: &mut Option<Pin<Box<Sleep>>>,
     wait: Duration,
     cx: &mut Context<'_>,
 ) -> bool {
-    if deadline.is_none() {
-        deadline.set(Some(tokio::time::sleep(wait)));
-    }
     deadline
-        .as_pin_mut()
-        .is_some_and(|sleep| sleep.poll(cx).is_ready())
+        .get_or_insert_with(|| Box::pin(tokio::time::sleep(wait)))
+        .as_mut()
+        .poll(cx)
+        .is_ready()
 }

@@ -27,16 +27,15 @@ pin_project! {
     {
         #[pin]
         state: State<S, F, L, ReqBody>,
-        // The inner service's future, kept out of `state` so that moving between the small
-        // checking states never copies it.
-        #[pin]
-        called: Option<S::Future>,
+        // The inner service's future, boxed: it only exists once the key is admitted, and
+        // held inline it would make this future (and every one wrapping it) over a kilobyte
+        // larger, copied whole each time the layers above move it. One allocation instead.
+        called: Option<Pin<Box<S::Future>>>,
         admission: Option<Admission<L::Permit>>,
         debit: Option<TokenDebit>,
         // Armed only when the store or the limiter does not answer at once (the in-memory
         // ones always do), so a request that is admitted straight away costs no timer.
-        #[pin]
-        deadline: Option<Sleep>,
+        deadline: Option<Pin<Box<Sleep>>>,
         wait: Duration,
     }
 }
@@ -135,7 +134,7 @@ where
                 } => {
                     let found = match lookup.poll(cx) {
                         Poll::Ready(found) => found,
-                        Poll::Pending if expired(this.deadline.as_mut(), *this.wait, cx) => {
+                        Poll::Pending if expired(this.deadline, *this.wait, cx) => {
                             tracing::warn!("the key store did not answer in time");
                             this.state.set(State::Refused {
                                 error: Some(Error::key_store_unavailable()),
@@ -204,7 +203,7 @@ where
                 } => {
                     let admitted = match admit.poll(cx) {
                         Poll::Ready(admitted) => admitted,
-                        Poll::Pending if expired(this.deadline.as_mut(), *this.wait, cx) => {
+                        Poll::Pending if expired(this.deadline, *this.wait, cx) => {
                             tracing::warn!("the limiter did not answer in time");
                             this.state.set(State::Refused {
                                 error: Some(Error::limits_unavailable()),
@@ -227,8 +226,8 @@ where
                                 }
                             }
                             // Admitted: the deadline covered the checks, not the answer.
-                            this.deadline.set(None);
-                            this.called.set(Some(inner.call(request)));
+                            *this.deadline = None;
+                            *this.called = Some(Box::pin(inner.call(request)));
                             *this.admission = Some(admission);
                             *this.debit = debit.take();
                             this.state.set(State::Called);
@@ -237,13 +236,13 @@ where
                     }
                 }
                 StateProj::Called => {
-                    let Some(future) = this.called.as_mut().as_pin_mut() else {
+                    let Some(future) = this.called.as_mut() else {
                         this.state.set(State::Refused {
                             error: Some(Error::internal()),
                         });
                         continue;
                     };
-                    let response = ready!(future.poll(cx))?;
+                    let response = ready!(future.as_mut().poll(cx))?;
                     let mut admission = this.admission.take().unwrap_or_default();
                     let (mut parts, body) = response.into_parts();
                     admission.write_headers(&mut parts.headers);

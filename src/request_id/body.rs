@@ -20,7 +20,7 @@ pin_project! {
         #[pin]
         inner: B,
         spans: RequestSpans,
-        pending: Option<(Observation, StatusCode, Duration)>,
+        pending: Option<(Box<Observation>, StatusCode, Duration)>,
     }
 
     impl<B> PinnedDrop for ResponseBody<B> {
@@ -38,7 +38,7 @@ impl<B: Body> ResponseBody<B> {
     pub(super) fn new(
         inner: B,
         spans: RequestSpans,
-        pending: Option<(Observation, StatusCode, Duration)>,
+        pending: Option<(Box<Observation>, StatusCode, Duration)>,
     ) -> Self {
         let mut body = Self {
             inner,

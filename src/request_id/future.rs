@@ -26,7 +26,7 @@ impl Observation {
     /// Reports the end of the request: `status` sent (if any), how it ended; fills the
     /// request's GenAI span in.
     pub(super) fn finish(
-        self,
+        &self,
         spans: &RequestSpans,
         status: Option<http::StatusCode>,
         latency: std::time::Duration,
@@ -51,7 +51,7 @@ pin_project! {
         #[pin]
         inner: F,
         spans: RequestSpans,
-        observation: Option<Observation>,
+        observation: Option<Box<Observation>>,
     }
 
     impl<F> PinnedDrop for ResponseFuture<F> {
@@ -68,7 +68,7 @@ pin_project! {
 }
 
 impl<F> ResponseFuture<F> {
-    pub(super) fn new(inner: F, spans: RequestSpans, observation: Observation) -> Self {
+    pub(super) fn new(inner: F, spans: RequestSpans, observation: Box<Observation>) -> Self {
         Self {
             inner,
             spans,

@@ -255,12 +255,14 @@ where
         ResponseFuture::new(
             inner,
             spans,
-            Observation {
+            // Boxed: the future and then the answer's body carry a pointer, not the head,
+            // through every layer that moves them.
+            Box::new(Observation {
                 head,
                 log,
                 observer: self.observer.clone(),
                 start,
-            },
+            }),
         )
     }
 }

@@ -52,7 +52,7 @@ pin_project! {
         Reading {
             #[pin] collect: Collect<Limited<ReqBody>>,
             // Armed only if the body is not all there on the first poll.
-            #[pin] deadline: Option<Sleep>,
+            deadline: Option<Pin<Box<Sleep>>>,
             parts: Option<http::request::Parts>,
             endpoint: Endpoint,
             content_type: ContentType,

@@ -16,8 +16,9 @@
 //! Auth runs before the body is read, so a rejected request costs no buffering. The request
 //! body is kept as `Bytes` below `Route`, so retries and fallbacks can resend it. Each layer
 //! answers its own refusals from the error table and owns the body of its answers; the
-//! composed body is [`RouterBody`]. Bodies are never boxed on the way; services are, once, in
-//! the provider set.
+//! composed body is [`RouterBody`]. Bodies are never boxed on the way (the large state inside
+//! some is, once per request, so that the answers and futures each layer moves stay small);
+//! services are, once, in the provider set.
 //!
 //! [`RequestId`]: crate::extensions::RequestId
 //! [`RequestLog`]: crate::observe::RequestLog

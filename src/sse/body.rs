@@ -26,10 +26,11 @@ pin_project! {
     #[project = KindProj]
     enum Kind<B> {
         PassThrough { #[pin] body: B },
-        // Boxed (one allocation per stream): its scanner and report state would otherwise
-        // size every answer's body, which each layer moves as it wraps it.
+        // Boxed (one allocation per answer): a stream's scanner and report state, a JSON
+        // answer's timer and usage reader would otherwise size every answer's body, which
+        // each layer moves as it wraps it.
         Stream { body: Pin<Box<SseBody<B>>> },
-        Idle { #[pin] body: IdleBody<B> },
+        Idle { body: Pin<Box<IdleBody<B>>> },
         Refusal { body: Full },
     }
 }
@@ -51,7 +52,9 @@ impl<B> ResponseBody<B> {
 
     pub(super) fn idle(body: IdleBody<B>) -> Self {
         Self {
-            kind: Kind::Idle { body },
+            kind: Kind::Idle {
+                body: Box::pin(body),
+            },
         }
     }
 
@@ -91,7 +94,7 @@ where
                 .poll_frame(cx)
                 .map(|frame| frame.map(|frame| frame.map_err(Into::into))),
             KindProj::Stream { body } => body.as_mut().poll_frame(cx),
-            KindProj::Idle { body } => body.poll_frame(cx),
+            KindProj::Idle { body } => body.as_mut().poll_frame(cx),
             KindProj::Refusal { body } => body.poll_as(),
         }
     }
