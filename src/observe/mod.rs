@@ -299,11 +299,18 @@ impl RequestLog {
     }
 
     /// An empty record of a request arriving now, traced with `trace`.
+    #[cfg(all(test, feature = "otel"))]
     pub(crate) fn traced(trace: TraceContext) -> Self {
+        Self::arrived(tokio::time::Instant::now(), Some(trace))
+    }
+
+    /// An empty record of a request that arrived at `started` (the caller's clock reading,
+    /// not a second one), traced with `trace` if any.
+    pub(crate) fn arrived(started: tokio::time::Instant, trace: Option<TraceContext>) -> Self {
         Self {
             details: Arc::new(Mutex::new(Details {
-                trace: Some(trace),
-                started: Some(tokio::time::Instant::now()),
+                trace,
+                started: Some(started),
                 ..Details::default()
             })),
         }
@@ -320,8 +327,25 @@ impl RequestLog {
 
     /// An upstream attempt started (the resilience layer records each); returns its index for
     /// [`end_attempt`](Self::end_attempt).
+    #[cfg(all(test, feature = "otel"))]
     pub(crate) fn start_attempt(&self, record: AttemptRecord) -> usize {
         let mut details = self.details.lock().unwrap_or_else(PoisonError::into_inner);
+        details.attempt_records.push(record);
+        details.attempt_records.len() - 1
+    }
+
+    /// An upstream attempt started at `at` (the caller's clock reading): its start offset is
+    /// counted from the request's arrival under the same lock. Returns its index for
+    /// [`end_attempt`](Self::end_attempt).
+    pub(crate) fn start_attempt_at(
+        &self,
+        at: tokio::time::Instant,
+        mut record: AttemptRecord,
+    ) -> usize {
+        let mut details = self.details.lock().unwrap_or_else(PoisonError::into_inner);
+        record.start = details.started.map_or(Duration::ZERO, |started| {
+            at.saturating_duration_since(started)
+        });
         details.attempt_records.push(record);
         details.attempt_records.len() - 1
     }

@@ -231,13 +231,12 @@ where
         {
             crate::otel::set_parent_from(spans.genai(), request.headers());
         }
-        let log = if let Some(policy) = &self.trace_context {
+        let trace = self.trace_context.as_ref().map(|policy| {
             let trace = policy.context_for(request.headers());
             request.extensions_mut().insert(trace.clone());
-            RequestLog::traced(trace)
-        } else {
-            RequestLog::new()
-        };
+            trace
+        });
+        let log = RequestLog::arrived(start, trace);
         let head = RequestHead {
             id: id.clone(),
             method: request.method().clone(),

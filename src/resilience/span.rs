@@ -52,16 +52,17 @@ impl AttemptTrace {
         };
         let extensions = request.extensions();
         let record = extensions.get::<RequestLog>().map(|log| {
+            let now = tokio::time::Instant::now();
             let record = AttemptRecord::new(
                 n,
                 target.endpoint(),
                 target.provider_shared().clone(),
                 target.upstream_model_shared().clone(),
-                log.elapsed(),
+                std::time::Duration::ZERO,
             )
             .with_span_id(span_id);
-            let index = log.start_attempt(record);
-            (log.clone(), index, tokio::time::Instant::now())
+            let index = log.start_attempt_at(now, record);
+            (log.clone(), index, now)
         });
         Self {
             span,

@@ -22,8 +22,10 @@ pin_project! {
         // `None` once aborted: dropping the upstream closes its connection.
         #[pin]
         inner: Option<B>,
+        // Armed the first time the upstream makes us wait: an answer already in the buffer
+        // (most JSON answers) costs no timer.
         #[pin]
-        idle: Sleep,
+        idle: Option<Sleep>,
         last_activity: Instant,
         timeout: Duration,
         // Reads a JSON answer's id, model, usage and finish reasons as it passes.
@@ -35,7 +37,7 @@ impl<B> IdleBody<B> {
     pub(crate) fn new(inner: B, timeout: Duration) -> Self {
         Self {
             inner: Some(inner),
-            idle: tokio::time::sleep(timeout),
+            idle: None,
             last_activity: Instant::now(),
             timeout,
             watch: None,
@@ -105,7 +107,17 @@ where
                 Poll::Ready(frame.map(|frame| frame.map_err(Into::into)))
             }
             Poll::Pending => {
-                if !idle_elapsed(this.idle, *this.last_activity, Some(*this.timeout), cx) {
+                if this.idle.is_none() {
+                    // No deadline this far off (a huge timeout): never idle.
+                    let Some(deadline) = this.last_activity.checked_add(*this.timeout) else {
+                        return Poll::Pending;
+                    };
+                    this.idle.set(Some(tokio::time::sleep_until(deadline)));
+                }
+                let Some(idle) = this.idle.as_mut().as_pin_mut() else {
+                    return Poll::Pending;
+                };
+                if !idle_elapsed(idle, *this.last_activity, Some(*this.timeout), cx) {
                     return Poll::Pending;
                 }
                 tracing::warn!("upstream body idle for too long; aborting the answer");
