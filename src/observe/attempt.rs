@@ -42,7 +42,9 @@ pub struct AttemptRecord {
 }
 
 impl AttemptRecord {
-    /// Attempt `number` at `provider`'s `model`, started `start` after the request arrived.
+    /// Attempt `number` at `provider`'s `model`, started `start` after the request arrived
+    /// ([`RequestLog::start_attempt_at`](crate::observe::RequestLog::start_attempt_at) sets
+    /// `start` from its own clock reading).
     pub(crate) fn new(
         number: u32,
         endpoint: Endpoint,

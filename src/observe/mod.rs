@@ -641,6 +641,30 @@ mod tests {
     use super::*;
 
     #[test]
+    fn an_attempt_starts_at_its_own_clock_reading_counted_from_the_arrival() {
+        let arrived = tokio::time::Instant::now();
+        let log = RequestLog::arrived(arrived, None);
+        let record = |n| {
+            let model: Arc<str> = Arc::from("gpt-4o-mini");
+            AttemptRecord::new(
+                n,
+                Endpoint::ChatCompletions,
+                model.clone(),
+                model,
+                Duration::ZERO,
+            )
+        };
+        let first = log.start_attempt_at(arrived + Duration::from_millis(3), record(1));
+        // A reading from before the arrival (it cannot happen, but it must not panic).
+        let second = log.start_attempt_at(arrived - Duration::from_millis(1), record(2));
+        let details = log.details.lock().unwrap();
+        assert_eq!((first, second), (0, 1));
+        assert_eq!(details.attempt_records[0].start, Duration::from_millis(3));
+        assert_eq!(details.attempt_records[1].start, Duration::ZERO);
+        assert_eq!(details.started, Some(arrived));
+    }
+
+    #[test]
     fn usage_reads_both_spellings_and_cached_tokens() {
         let chat: Usage = serde_json::from_str(
             r#"{"prompt_tokens":10,"completion_tokens":2,"total_tokens":12,"prompt_tokens_details":{"cached_tokens":6,"audio_tokens":0}}"#,

@@ -22,8 +22,8 @@ pin_project! {
         // `None` once aborted: dropping the upstream closes its connection.
         #[pin]
         inner: Option<B>,
-        // Armed the first time the upstream makes us wait: an answer already in the buffer
-        // (most JSON answers) costs no timer.
+        // Made the first time the upstream makes us wait: an answer already in the buffer
+        // (most JSON answers) costs no clock read and no `Sleep`.
         #[pin]
         idle: Option<Sleep>,
         last_activity: Instant,
@@ -168,6 +168,30 @@ mod tests {
         let started = Instant::now();
         assert!(body.collect().await.is_err());
         assert!(started.elapsed() >= Duration::from_secs(30));
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_body_that_never_starts_is_aborted_after_the_idle_timeout() {
+        // Pending from its first poll: the timer is made then, and runs from the answer's
+        // head (the body's creation), not from that first poll.
+        let body = IdleBody::new(Stalls(false), Duration::from_secs(30));
+        let started = Instant::now();
+        tokio::time::sleep(Duration::from_secs(10)).await;
+        assert!(body.collect().await.is_err());
+        let waited = started.elapsed();
+        assert!(waited >= Duration::from_secs(30), "{waited:?}");
+        assert!(waited < Duration::from_secs(31), "{waited:?}");
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_timeout_past_the_clock_s_range_never_aborts() {
+        let mut body = std::pin::pin!(IdleBody::new(Stalls(false), Duration::MAX));
+        let year = Duration::from_secs(86_400 * 365);
+        let waited = tokio::time::timeout(year, body.as_mut().frame()).await;
+        assert!(
+            waited.is_err(),
+            "the body ended or failed instead of waiting"
+        );
     }
 
     #[tokio::test]
