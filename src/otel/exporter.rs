@@ -4,7 +4,8 @@
 //! The request path only clones its summary into a bounded queue (no encoding, no syscall;
 //! dropped and counted when full); the exporter's own thread wakes on its timer, or when a
 //! full batch waits, encodes the batch ([`super::proto`]) and posts it (once more after the
-//! collector's `Retry-After` when it answers 429, 502, 503 or 504, as OTLP/HTTP asks).
+//! collector's `Retry-After` when it answers 429, 502, 503 or 504, as OTLP/HTTP asks; a pause
+//! it still asks for after that is kept before the next export).
 
 use std::borrow::Cow;
 use std::fmt;
@@ -62,7 +63,10 @@ const PROTOBUF: HeaderValue = HeaderValue::from_static("application/x-protobuf")
 /// A slow, failing or dead collector never slows or fails a request: a batch refused with 429,
 /// 502, 503 or 504 is sent once more after the collector's `Retry-After` (when it asks for at
 /// most 5 s and that fits in the export timeout); a failed export drops its batch, counted,
-/// with a warning (target `ai_router::otel`) at most every 10 s.
+/// with a warning (target `ai_router::otel`) at most every 10 s. A collector that still asks
+/// for a pause is left alone for it (at most a minute) before the next export: meanwhile the
+/// queue fills, and what does not fit is dropped and counted. A shutdown sends what is queued
+/// without waiting for the pause to end.
 ///
 /// Cheap to clone (shared). Call [`shutdown`](Self::shutdown) before exiting so what is
 /// queued is sent; dropping the last clone stops the thread after one last export.
@@ -516,12 +520,30 @@ impl Export {
         let mut warnings = Warnings::default();
         // A round that failed after the stop was asked for lost spans queued before it.
         let mut lost_after_stop = false;
+        // The collector asked for a pause that outlasted the retry: no export before this.
+        let mut paused_until: Option<tokio::time::Instant> = None;
         loop {
             // Woken early by a full batch or a stop; a wake-up sent while exporting is kept.
             let _ = tokio::time::timeout(self.scheduled_delay, shared.wake.notified()).await;
+            // Only a stop ends a pause early (full batches wait: the queue is bounded).
+            while let Some(until) = paused_until.filter(|_| !shared.is_stopped()) {
+                if tokio::time::timeout_at(until, shared.wake.notified())
+                    .await
+                    .is_err()
+                {
+                    break;
+                }
+            }
+            paused_until = None;
             let stopped = shared.take(&mut taken);
             let mut delivered = true;
             for batch in taken.chunks(MAX_EXPORT_BATCH) {
+                if paused_until.is_some() && !stopped {
+                    // Asked to pause earlier in this round: the rest is not sent.
+                    delivered = false;
+                    shared.count_dropped(batch.len());
+                    continue;
+                }
                 for (end, summary) in batch {
                     self.encoder.push(*end, summary);
                 }
@@ -533,6 +555,9 @@ impl Export {
                     delivered = false;
                     shared.count_dropped(batch.len());
                     warnings.failed(&failure, batch.len());
+                    paused_until = failure
+                        .pause()
+                        .map(|pause| tokio::time::Instant::now() + pause);
                 }
             }
             // The summaries are dropped here, off the request path.
@@ -608,6 +633,19 @@ impl Export {
     }
 }
 
+impl Failure {
+    /// The pause a retryable answer asked for (its `Retry-After`, at most [`MAX_PAUSE`]), to
+    /// keep before the next export.
+    fn pause(&self) -> Option<Duration> {
+        match self {
+            Self::Status(status, Some(wait)) if retryable(*status) && !wait.is_zero() => {
+                Some((*wait).min(MAX_PAUSE))
+            }
+            _ => None,
+        }
+    }
+}
+
 /// The statuses OTLP/HTTP says to retry.
 fn retryable(status: http::StatusCode) -> bool {
     matches!(status.as_u16(), 429 | 502 | 503 | 504)
@@ -617,6 +655,9 @@ fn retryable(status: http::StatusCode) -> bool {
 const RETRY_WAIT: Duration = Duration::from_secs(1);
 /// The longest wait before the retry, whatever `Retry-After` says (the queue keeps filling).
 const MAX_RETRY_WAIT: Duration = Duration::from_secs(5);
+/// The longest pause kept before the next export when the collector still asks for one after
+/// the retry.
+const MAX_PAUSE: Duration = Duration::from_secs(60);
 
 #[cfg(test)]
 #[allow(clippy::unwrap_used)]
@@ -900,6 +941,46 @@ mod tests {
             "retried before the pause asked for"
         );
         assert_eq!(exporter.dropped(), 1);
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_collector_asking_for_a_pause_gets_no_export_before_it_ends_but_gets_the_last() {
+        let (endpoint, mut received) = collector_answering(vec![429, 200], "6").await;
+        let exporter = OtlpExporter::builder(endpoint)
+            .scheduled_delay(Duration::from_millis(10))
+            .build()
+            .unwrap();
+        exporter.on_end(&full_summary());
+        // Refused with a 6 s pause (longer than the retry waits): the batch is dropped.
+        next(&mut received).await;
+        exporter.on_end(&full_summary());
+        // Without the pause the next export would follow within the 10 ms delay.
+        tokio::time::sleep(Duration::from_millis(1_500)).await;
+        assert!(
+            received.try_recv().is_err(),
+            "exported again during the pause the collector asked for"
+        );
+        // A shutdown does not wait for the pause to end: what is queued is sent.
+        assert!(exporter.shutdown(Duration::from_secs(10)));
+        next(&mut received).await;
+        assert_eq!(exporter.dropped(), 1);
+    }
+
+    #[test]
+    fn a_pause_is_kept_only_for_a_retryable_answer_naming_one_and_at_most_a_minute() {
+        let status = |code, wait: Option<u64>| {
+            Failure::Status(
+                http::StatusCode::from_u16(code).unwrap(),
+                wait.map(Duration::from_secs),
+            )
+            .pause()
+        };
+        assert_eq!(status(429, Some(6)), Some(Duration::from_secs(6)));
+        assert_eq!(status(503, Some(86_400)), Some(MAX_PAUSE));
+        assert_eq!(status(503, None), None);
+        assert_eq!(status(503, Some(0)), None);
+        assert_eq!(status(400, Some(6)), None);
+        assert_eq!(Failure::Timeout.pause(), None);
     }
 
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
