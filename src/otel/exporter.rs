@@ -64,9 +64,10 @@ const PROTOBUF: HeaderValue = HeaderValue::from_static("application/x-protobuf")
 /// 502, 503 or 504 is sent once more after the collector's `Retry-After` (when it asks for at
 /// most 5 s and that fits in the export timeout); a failed export drops its batch, counted,
 /// with a warning (target `ai_router::otel`) at most every 10 s. A collector that still asks
-/// for a pause is left alone for it (at most a minute) before the next export: meanwhile the
-/// queue fills, and what does not fit is dropped and counted. A shutdown sends what is queued
-/// without waiting for the pause to end.
+/// for a pause (`Retry-After` in seconds) is left alone for it (at most a minute) before the
+/// next export: the rest of the requests taken with the refused batch are dropped, the queue
+/// fills meanwhile, and what does not fit is dropped; all counted. A shutdown sends what is
+/// queued without waiting for the pause to end.
 ///
 /// Cheap to clone (shared). Call [`shutdown`](Self::shutdown) before exiting so what is
 /// queued is sent; dropping the last clone stops the thread after one last export.
@@ -177,7 +178,8 @@ impl OtlpExporter {
     }
 
     /// How many requests' spans were dropped so far: the queue was full (or the exporter shut
-    /// down), or their export failed.
+    /// down), their export failed, or they were taken with a batch the collector refused
+    /// asking for a pause.
     pub fn dropped(&self) -> u64 {
         self.inner.shared.dropped.load(Ordering::Relaxed)
     }
@@ -261,7 +263,7 @@ impl OtlpExporterBuilder {
     }
 
     /// How long finished requests wait to be sent in a batch (default 5 s; at least 1 ms); a
-    /// full batch (512 requests) is sent at once.
+    /// full batch (512 requests) is sent at once (not during a pause the collector asked for).
     pub fn scheduled_delay(mut self, delay: Duration) -> Self {
         self.scheduled_delay = delay;
         self
@@ -487,6 +489,12 @@ struct Warnings {
 }
 
 impl Warnings {
+    /// Counts `requests` dropped unsent during a pause the collector asked for (shown with the
+    /// next warning).
+    fn held_back(&mut self, requests: usize) {
+        self.requests += requests as u64;
+    }
+
     /// Counts a failed export of `requests` requests; warns when none was shown for a while.
     fn failed(&mut self, failure: &Failure, requests: usize) {
         self.failures += 1;
@@ -538,10 +546,12 @@ impl Export {
             let stopped = shared.take(&mut taken);
             let mut delivered = true;
             for batch in taken.chunks(MAX_EXPORT_BATCH) {
-                if paused_until.is_some() && !stopped {
-                    // Asked to pause earlier in this round: the rest is not sent.
+                if paused_until.is_some() && !stopped && !shared.is_stopped() {
+                    // Asked to pause earlier in this round: the rest is not sent (unless a
+                    // stop came meanwhile: then this is the last chance).
                     delivered = false;
                     shared.count_dropped(batch.len());
+                    warnings.held_back(batch.len());
                     continue;
                 }
                 for (end, summary) in batch {
