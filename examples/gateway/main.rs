@@ -63,6 +63,7 @@ use ai_router::observe::{AccessLog, AccessLogFormat, Metrics, Observer, RequestS
 use ai_router::request_id::SetRequestIdLayer;
 use ai_router::{AiRouter, ReloadHandle, ReloadableRouter};
 use tokio::net::TcpListener;
+use tracing_subscriber::filter::{LevelFilter, Targets};
 use tracing_subscriber::layer::SubscriberExt as _;
 use tracing_subscriber::util::SubscriberInitExt as _;
 use tracing_subscriber::{EnvFilter, Layer as _};
@@ -164,12 +165,6 @@ fn stop_traces(traces: Option<Traces>) {
 /// gateway (traces are written from the request summaries), and the log would format their
 /// every field for each request if it did: their target stays off.
 fn init_logging(format: AccessLogConfig, writer: tracing_appender::non_blocking::NonBlocking) {
-    let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info"));
-    let genai_off = format!("{}=off", ai_router::request_id::GENAI_TARGET);
-    let filter = match genai_off.parse() {
-        Ok(directive) => filter.add_directive(directive),
-        Err(_) => filter,
-    };
     let fmt = tracing_subscriber::fmt::layer()
         .with_writer(writer)
         .with_ansi(std::io::stderr().is_terminal());
@@ -180,7 +175,49 @@ fn init_logging(format: AccessLogConfig, writer: tracing_appender::non_blocking:
     };
     // One layer: its filter is the subscriber's (a per-layer filter would be looked up on
     // every span enter and exit, several times per request).
-    tracing_subscriber::registry().with(filter).with(fmt).init();
+    let (targets, env) = match log_filter(std::env::var("RUST_LOG").ok().as_deref()) {
+        LogFilter::Targets(targets) => (Some(targets), None),
+        LogFilter::Env(env) => (None, Some(*env)),
+    };
+    tracing_subscriber::registry()
+        .with(targets)
+        .with(env)
+        .with(fmt)
+        .init();
+}
+
+/// The log's filter, from `RUST_LOG`.
+#[derive(Debug)]
+enum LogFilter {
+    /// Targets and levels only (`info`, `warn,ai_router=debug`): decided once per callsite,
+    /// nothing to do when a span is entered or left.
+    Targets(Targets),
+    /// Directives that match spans or fields (`[request]=debug`): `EnvFilter` keeps a table of
+    /// the spans it matched and looks each one up (under a lock) at every enter and exit,
+    /// several times per request, so it is used only when asked for.
+    Env(Box<EnvFilter>),
+}
+
+/// `RUST_LOG` as a filter (unset, blank or invalid: `info`), with the GenAI target off.
+fn log_filter(rust_log: Option<&str>) -> LogFilter {
+    let spec = rust_log.map(str::trim).filter(|spec| !spec.is_empty());
+    let genai = ai_router::request_id::GENAI_TARGET;
+    let spec_or_info = spec.unwrap_or("info");
+    // `[` opens a span or field directive (`Targets` would read `[request]` as a target name).
+    let static_only = !spec_or_info.contains(|c: char| c == '[' || c.is_whitespace());
+    if let Some(targets) = static_only
+        .then(|| spec_or_info.parse::<Targets>().ok())
+        .flatten()
+    {
+        return LogFilter::Targets(targets.with_target(genai, LevelFilter::OFF));
+    }
+    let env = spec
+        .and_then(|spec| EnvFilter::try_new(spec).ok())
+        .unwrap_or_else(|| EnvFilter::new("info"));
+    LogFilter::Env(Box::new(match format!("{genai}=off").parse() {
+        Ok(directive) => env.add_directive(directive),
+        Err(_) => env,
+    }))
 }
 
 /// `--config PATH` (default `examples/gateway.toml`).

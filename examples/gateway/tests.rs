@@ -771,3 +771,81 @@ on_backend_error = "deny"
     // Each gateway alone would have let 3 through: 6 in all.
     assert_eq!(passed, [0, 1, 2]);
 }
+
+/// What `RUST_LOG` lets through, and which filter reads it: the static one unless a directive
+/// matches spans or fields.
+#[test]
+fn rust_log_picks_the_static_filter_unless_it_matches_spans() {
+    use tracing_subscriber::layer::SubscriberExt as _;
+
+    use super::{LogFilter, log_filter};
+
+    /// The messages logged at `debug` and `info` on a few targets that get through `rust_log`.
+    fn logged(rust_log: Option<&str>) -> String {
+        let lines = Lines::default();
+        let writer = lines.clone();
+        let (targets, env) = match log_filter(rust_log) {
+            LogFilter::Targets(targets) => (Some(targets), None),
+            LogFilter::Env(env) => (None, Some(*env)),
+        };
+        let subscriber = tracing_subscriber::registry().with(targets).with(env).with(
+            tracing_subscriber::fmt::layer()
+                .without_time()
+                .with_ansi(false)
+                .with_writer(move || writer.clone()),
+        );
+        tracing::subscriber::with_default(subscriber, || {
+            tracing::info!(target: "gateway", "gateway-info");
+            tracing::debug!(target: "gateway", "gateway-debug");
+            tracing::debug!(target: "ai_router::route", "router-debug");
+            tracing::warn!(target: "ai_router::genai", "genai-warn");
+            tracing::info_span!(target: "gateway", "request").in_scope(|| {
+                tracing::debug!(target: "hyper", "in-request-debug");
+            });
+        });
+        lines.text()
+    }
+    let shown = |text: &str| {
+        [
+            "gateway-info",
+            "gateway-debug",
+            "router-debug",
+            "genai-warn",
+            "in-request-debug",
+        ]
+        .into_iter()
+        .filter(|m| text.contains(m))
+        .collect::<Vec<_>>()
+    };
+
+    for unset in [None, Some(""), Some("  "), Some("not a directive ===")] {
+        let filter = log_filter(unset);
+        assert!(
+            matches!(filter, LogFilter::Targets(_)) == (unset != Some("not a directive ===")),
+            "{unset:?}: {filter:?}"
+        );
+        assert_eq!(shown(&logged(unset)), ["gateway-info"], "{unset:?}");
+    }
+    assert!(matches!(
+        log_filter(Some("warn,ai_router=debug")),
+        LogFilter::Targets(_)
+    ));
+    assert_eq!(
+        shown(&logged(Some("warn,ai_router=debug"))),
+        ["router-debug"],
+        "the GenAI target stays off under `ai_router=debug`"
+    );
+    assert!(matches!(
+        log_filter(Some("info,[request]=debug")),
+        LogFilter::Env(_)
+    ));
+    assert_eq!(
+        shown(&logged(Some("info,[request]=debug"))),
+        ["gateway-info", "in-request-debug"]
+    );
+    // Spaces: read by `EnvFilter`, as before (it reads ` gateway` as a target with its space).
+    assert!(matches!(
+        log_filter(Some("info, gateway=debug")),
+        LogFilter::Env(_)
+    ));
+}

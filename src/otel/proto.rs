@@ -87,6 +87,31 @@ const FLAG_HAS_IS_REMOTE: u32 = 0x100;
 /// `SPAN_FLAGS_CONTEXT_IS_REMOTE_MASK`: the parent is remote (the caller's span).
 const FLAG_IS_REMOTE: u32 = 0x200;
 
+/// `KeyValue.key` set to the literal `$key`, encoded at compile time (tag, length, bytes):
+/// an attribute's key is most of its bytes, and the same in every span.
+macro_rules! key {
+    ($key:literal) => {{
+        const ENCODED: [u8; $key.len() + 2] = encoded_key::<{ $key.len() + 2 }>($key);
+        &ENCODED
+    }};
+}
+
+/// `KeyValue.key` set to `key`, as [`key!`] writes it: `N` is its length plus 2.
+const fn encoded_key<const N: usize>(key: &str) -> [u8; N] {
+    let bytes = key.as_bytes();
+    // One-byte tag and length (checked when compiled).
+    assert!(bytes.len() + 2 == N && bytes.len() < 0x80 && field::KEY < 16);
+    let mut out = [0; N];
+    out[0] = ((field::KEY << 3) | WireType::LengthDelimited as u32) as u8;
+    out[1] = bytes.len() as u8;
+    let mut i = 0;
+    while i < bytes.len() {
+        out[i + 2] = bytes[i];
+        i += 1;
+    }
+    out
+}
+
 /// The instrumentation scope the spans are exported under.
 const SCOPE_NAME: &str = "ai-router";
 
@@ -113,7 +138,7 @@ impl Encoder {
         attribute(
             &mut attributes,
             field::RESOURCE_ATTRIBUTES,
-            "service.name",
+            key!("service.name"),
             Value::Str(service_name),
         );
         let mut resource = Vec::new();
@@ -300,72 +325,81 @@ fn span_name_parts(name: SpanName<'_>) -> [&str; 5] {
 /// The SERVER span's attributes, those `request_id::span` records through `tracing`.
 fn server_attributes(buf: &mut Vec<u8>, s: &RequestSummary) {
     let usage = s.usage;
-    let attributes: [(&str, Option<Value<'_>>); 22] = [
-        ("id", Some(Value::Str(s.id.as_str()))),
+    let attributes: [(&[u8], Option<Value<'_>>); 22] = [
+        (key!("id"), Some(Value::Str(s.id.as_str()))),
         (
-            "gen_ai.operation.name",
+            key!("gen_ai.operation.name"),
             s.endpoint
                 .map(|e| Value::Str(crate::observe::gen_ai_operation_name(e))),
         ),
         (
-            "gen_ai.provider.name",
+            key!("gen_ai.provider.name"),
             s.provider.as_deref().map(Value::Str),
         ),
         (
-            "gen_ai.request.model",
+            key!("gen_ai.request.model"),
             genai::request_model(s).map(Value::Model),
         ),
         (
-            "gen_ai.response.model",
+            key!("gen_ai.response.model"),
             s.response_model.as_deref().map(Value::Str),
         ),
         (
-            "gen_ai.response.id",
+            key!("gen_ai.response.id"),
             s.response_id.as_deref().map(Value::Str),
         ),
         (
-            "gen_ai.response.finish_reasons",
+            key!("gen_ai.response.finish_reasons"),
             (!s.finish_reasons.is_empty()).then_some(Value::Reasons(s.finish_reasons)),
         ),
         (
-            "gen_ai.usage.input_tokens",
+            key!("gen_ai.usage.input_tokens"),
             usage.map(|u| Value::Int(int(u.input_tokens))),
         ),
         (
-            "gen_ai.usage.output_tokens",
+            key!("gen_ai.usage.output_tokens"),
             usage.map(|u| Value::Int(int(u.output_tokens))),
         ),
         (
-            "gen_ai.usage.cache_read.input_tokens",
+            key!("gen_ai.usage.cache_read.input_tokens"),
             usage.map(|u| Value::Int(int(u.cached_tokens))),
         ),
         (
-            "gen_ai.request.max_tokens",
+            key!("gen_ai.request.max_tokens"),
             s.request.max_tokens.map(|t| Value::Int(int(t))),
         ),
         (
-            "gen_ai.request.temperature",
+            key!("gen_ai.request.temperature"),
             s.request.temperature.map(Value::Double),
         ),
-        ("gen_ai.request.top_p", s.request.top_p.map(Value::Double)),
         (
-            "gen_ai.conversation.id",
+            key!("gen_ai.request.top_p"),
+            s.request.top_p.map(Value::Double),
+        ),
+        (
+            key!("gen_ai.conversation.id"),
             s.thread.as_deref().map(Value::Str),
         ),
-        ("enduser.id", s.identity.as_deref().map(Value::Str)),
-        ("ai_router.key", s.key.as_deref().map(Value::Str)),
+        (key!("enduser.id"), s.identity.as_deref().map(Value::Str)),
+        (key!("ai_router.key"), s.key.as_deref().map(Value::Str)),
         (
-            "ai_router.attempts",
+            key!("ai_router.attempts"),
             Some(Value::Int(i64::from(s.attempts))),
         ),
-        ("ai_router.outcome", Some(Value::Str(s.outcome.as_str()))),
-        ("http.request.method", Some(Value::Str(s.method.as_str()))),
-        ("url.path", Some(Value::Str(genai::url_path(s)))),
         (
-            "http.response.status_code",
+            key!("ai_router.outcome"),
+            Some(Value::Str(s.outcome.as_str())),
+        ),
+        (
+            key!("http.request.method"),
+            Some(Value::Str(s.method.as_str())),
+        ),
+        (key!("url.path"), Some(Value::Str(genai::url_path(s)))),
+        (
+            key!("http.response.status_code"),
             s.status.map(|c| Value::Int(i64::from(c.as_u16()))),
         ),
-        ("error.type", genai::error_type(s).map(Value::Str)),
+        (key!("error.type"), genai::error_type(s).map(Value::Str)),
     ];
     for (key, value) in attributes {
         if let Some(value) = value {
@@ -380,26 +414,26 @@ fn client_attributes(buf: &mut Vec<u8>, operation: &str, r: &AttemptRecord) {
         AttemptOutcome::Pending => None,
         outcome => Some(Value::Str(outcome.as_str())),
     };
-    let attributes: [(&str, Option<Value<'_>>); 9] = [
-        ("gen_ai.operation.name", Some(Value::Str(operation))),
-        ("gen_ai.provider.name", Some(Value::Str(&r.provider))),
-        ("gen_ai.request.model", Some(Value::Str(&r.model))),
+    let attributes: [(&[u8], Option<Value<'_>>); 9] = [
+        (key!("gen_ai.operation.name"), Some(Value::Str(operation))),
+        (key!("gen_ai.provider.name"), Some(Value::Str(&r.provider))),
+        (key!("gen_ai.request.model"), Some(Value::Str(&r.model))),
         (
-            "ai_router.attempt.number",
+            key!("ai_router.attempt.number"),
             Some(Value::Int(i64::from(r.number))),
         ),
-        ("ai_router.attempt.outcome", outcome),
+        (key!("ai_router.attempt.outcome"), outcome),
         (
-            "http.response.status_code",
+            key!("http.response.status_code"),
             r.status.map(|c| Value::Int(i64::from(c.as_u16()))),
         ),
-        ("error.type", r.error_type().map(Value::Str)),
+        (key!("error.type"), r.error_type().map(Value::Str)),
         (
-            "server.address",
+            key!("server.address"),
             r.server.as_ref().map(|s| Value::Str(&s.host)),
         ),
         (
-            "server.port",
+            key!("server.port"),
             r.server.as_ref().map(|s| Value::Int(i64::from(s.port))),
         ),
     ];
@@ -442,7 +476,7 @@ impl Value<'_> {
     /// Writes the `AnyValue` message (without its length).
     fn encode(&self, buf: &mut Vec<u8>) {
         match self {
-            Self::Str(s) => str_field(buf, field::STRING, &[s]),
+            Self::Str(s) => string_field(buf, field::STRING, s),
             Self::Model(m) => str_field(buf, field::STRING, &[m.provider, "/", m.model]),
             Self::Int(v) => {
                 encode_key(field::INT, WireType::Varint, buf);
@@ -497,16 +531,13 @@ fn encode_varint(value: u64, buf: &mut Vec<u8>) {
     }
 }
 
-/// Writes field `tag`, a `KeyValue` of `key` and `value`.
-fn attribute(buf: &mut Vec<u8>, tag: u32, key: &str, value: Value<'_>) {
+/// Writes field `tag`, a `KeyValue` of `key` (encoded by [`key!`]) and `value`.
+fn attribute(buf: &mut Vec<u8>, tag: u32, key: &[u8], value: Value<'_>) {
     let value_len = value.encoded_len();
-    let len = key_len(field::KEY)
-        + delimited_len(key.len())
-        + key_len(field::VALUE)
-        + delimited_len(value_len);
+    let len = key.len() + key_len(field::VALUE) + delimited_len(value_len);
     encode_key(tag, WireType::LengthDelimited, buf);
     encode_varint(len as u64, buf);
-    str_field(buf, field::KEY, &[key]);
+    buf.extend_from_slice(key);
     encode_key(field::VALUE, WireType::LengthDelimited, buf);
     encode_varint(value_len as u64, buf);
     value.encode(buf);
@@ -519,6 +550,13 @@ fn str_field(buf: &mut Vec<u8>, tag: u32, parts: &[&str]) {
     for part in parts {
         buf.extend_from_slice(part.as_bytes());
     }
+}
+
+/// Writes field `tag`, the string `value` ([`str_field`] of one part, without the loops).
+fn string_field(buf: &mut Vec<u8>, tag: u32, value: &str) {
+    encode_key(tag, WireType::LengthDelimited, buf);
+    encode_varint(value.len() as u64, buf);
+    buf.extend_from_slice(value.as_bytes());
 }
 
 /// Writes field `tag`, bytes (or an encoded message).
