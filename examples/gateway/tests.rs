@@ -776,18 +776,22 @@ on_backend_error = "deny"
 /// matches spans or fields.
 #[test]
 fn rust_log_picks_the_static_filter_unless_it_matches_spans() {
+    use tracing_subscriber::EnvFilter;
+    use tracing_subscriber::filter::Targets;
     use tracing_subscriber::layer::SubscriberExt as _;
 
     use super::{LogFilter, log_filter};
 
     /// The messages logged at `debug` and `info` on a few targets that get through `rust_log`.
     fn logged(rust_log: Option<&str>) -> String {
+        match log_filter(rust_log) {
+            LogFilter::Targets(targets) => logged_through(Some(targets), None),
+            LogFilter::Env(env) => logged_through(None, Some(*env)),
+        }
+    }
+    fn logged_through(targets: Option<Targets>, env: Option<EnvFilter>) -> String {
         let lines = Lines::default();
         let writer = lines.clone();
-        let (targets, env) = match log_filter(rust_log) {
-            LogFilter::Targets(targets) => (Some(targets), None),
-            LogFilter::Env(env) => (None, Some(*env)),
-        };
         let subscriber = tracing_subscriber::registry().with(targets).with(env).with(
             tracing_subscriber::fmt::layer()
                 .without_time()
@@ -802,6 +806,8 @@ fn rust_log_picks_the_static_filter_unless_it_matches_spans() {
             tracing::info_span!(target: "gateway", "request").in_scope(|| {
                 tracing::debug!(target: "hyper", "in-request-debug");
             });
+            tracing::trace!(target: "ai_router::auth", "auth-trace");
+            tracing::error!(target: "hyper::proto", "hyper-error");
         });
         lines.text()
     }
@@ -843,6 +849,27 @@ fn rust_log_picks_the_static_filter_unless_it_matches_spans() {
         shown(&logged(Some("info,[request]=debug"))),
         ["gateway-info", "in-request-debug"]
     );
+    // Where `Targets` reads `RUST_LOG`, it lets through what `EnvFilter` did.
+    for spec in [
+        "info",
+        "warn,ai_router=debug",
+        "ai_router",
+        "ai_router::route=trace,hyper=off",
+        "OFF",
+        "trace",
+        "debug,gateway=warn",
+        "error,ai_router::auth=trace,hyper::proto=error",
+    ] {
+        let LogFilter::Targets(targets) = log_filter(Some(spec)) else {
+            panic!("{spec}: not read by Targets");
+        };
+        let env = EnvFilter::new(format!("{spec},ai_router::genai=off"));
+        assert_eq!(
+            logged_through(Some(targets), None),
+            logged_through(None, Some(env)),
+            "{spec}"
+        );
+    }
     // Spaces: read by `EnvFilter`, as before (it reads ` gateway` as a target with its space).
     assert!(matches!(
         log_filter(Some("info, gateway=debug")),
