@@ -7,6 +7,21 @@ use std::fmt;
 
 use super::{Outcome, RequestSummary, gen_ai_operation_name};
 
+/// The `tracing` target of the router's GenAI spans (each request's SERVER span and each
+/// upstream attempt's CLIENT span): what a trace exporter takes (`ai_router::otel` filters its
+/// layer to it) and a log layer should leave out, e.g. with the `EnvFilter` directive
+/// `ai_router::genai=off` or `Targets::new().with_target(GENAI_TARGET, LevelFilter::OFF)`.
+// Defined here, below the layers (the request's span and the attempts' spans both use it),
+// and re-exported where users find it, `request_id`.
+pub const GENAI_TARGET: &str = "ai_router::genai";
+
+/// Whether a subscriber takes spans on [`GENAI_TARGET`] at all: a callsite's cached interest,
+/// checked before the per-attempt work of finding the current span (a lookup, a reference
+/// count taken and dropped) that only GenAI spans need.
+pub(crate) fn spans_wanted() -> bool {
+    tracing::enabled!(target: GENAI_TARGET, tracing::Level::INFO)
+}
+
 /// `gen_ai.request.model` as the router names it: `{provider}/{model}` (`openai/gpt-4o-mini`),
 /// the model the client asked for.
 #[derive(Clone, Copy, Debug)]

@@ -107,10 +107,12 @@ impl Transport {
     /// current span (an attempt's, when the resilience layer is above) gets the upstream's
     /// `server.address` and `server.port`, if it declares them.
     pub(crate) fn send(&self, request: Request<Full<Bytes>>) -> SendFuture {
-        let span = tracing::Span::current();
-        if !span.is_disabled() {
-            span.record("server.address", &*self.server.host);
-            span.record("server.port", i64::from(self.server.port));
+        if crate::observe::genai::spans_wanted() {
+            let span = tracing::Span::current();
+            if !span.is_disabled() {
+                span.record("server.address", &*self.server.host);
+                span.record("server.port", i64::from(self.server.port));
+            }
         }
         SendFuture {
             future: tokio::time::timeout(self.timeout, self.client.inner.request(request)),

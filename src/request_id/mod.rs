@@ -68,12 +68,7 @@ pub use self::future::ResponseFuture;
 use self::span::RequestSpans;
 use crate::extensions::TracePolicy;
 pub use crate::extensions::{RequestId, X_REQUEST_ID};
-
-/// The `tracing` target of the router's GenAI spans (each request's SERVER span and each
-/// upstream attempt's CLIENT span): what a trace exporter takes (`ai_router::otel` filters its
-/// layer to it) and a log layer should leave out, e.g. with the `EnvFilter` directive
-/// `ai_router::genai=off` or `Targets::new().with_target(GENAI_TARGET, LevelFilter::OFF)`.
-pub const GENAI_TARGET: &str = "ai_router::genai";
+pub use crate::observe::genai::GENAI_TARGET;
 
 /// Adds [`SetRequestId`]. See the module docs.
 #[derive(Clone)]

@@ -13,10 +13,10 @@ use tracing::Span;
 use tracing::field::Empty;
 
 use crate::extensions::{RouteTarget, TraceContext};
+use crate::observe::genai::{self, GENAI_TARGET};
 use crate::observe::{
     AttemptOutcome, AttemptRecord, RequestLog, gen_ai_operation_name as gen_ai_operation,
 };
-use crate::request_id::GENAI_TARGET;
 
 /// One upstream attempt as it is observed: its `tracing` span (when GenAI spans are on), its
 /// record in the request's [`RequestLog`] (when there is one), and the `traceparent` sent
@@ -115,7 +115,7 @@ impl AttemptTrace {
 /// request's GenAI span (`SetRequestIdLayer::genai_spans(false)`, nobody wants them, or no
 /// request span at all).
 fn attempt_span(target: &RouteTarget, n: u32) -> Span {
-    if Span::current().field("gen_ai.operation.name").is_none() {
+    if !genai::spans_wanted() || Span::current().field("gen_ai.operation.name").is_none() {
         return Span::none();
     }
     let operation = gen_ai_operation(target.endpoint());
