@@ -34,6 +34,7 @@
 
 mod config;
 mod limits;
+mod log;
 #[cfg(all(test, feature = "otel"))]
 mod otel_tests;
 /// The Redis test harness of `tests/redis` (a real `redis-server` on a free port).
@@ -49,7 +50,6 @@ mod serve;
 #[allow(clippy::unwrap_used, clippy::expect_used)]
 mod tests;
 
-use std::io::IsTerminal as _;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
@@ -63,10 +63,6 @@ use ai_router::observe::{AccessLog, AccessLogFormat, Metrics, Observer, RequestS
 use ai_router::request_id::SetRequestIdLayer;
 use ai_router::{AiRouter, ReloadHandle, ReloadableRouter};
 use tokio::net::TcpListener;
-use tracing_subscriber::filter::{LevelFilter, Targets};
-use tracing_subscriber::layer::SubscriberExt as _;
-use tracing_subscriber::util::SubscriberInitExt as _;
-use tracing_subscriber::{EnvFilter, Layer as _};
 
 use crate::config::{
     AccessLogConfig, Config, ConfigError, MetricNames, ProviderKind, RestartOnly, TelemetryConfig,
@@ -96,7 +92,7 @@ fn main() -> ExitCode {
     // whenever its queue runs dry (a line is never held back while the gateway idles).
     let stderr = std::io::BufWriter::with_capacity(64 * 1024, std::io::stderr());
     let (writer, _flush_on_exit) = tracing_appender::non_blocking(stderr);
-    init_logging(config.telemetry.access_log, writer.clone());
+    log::init(config.telemetry.access_log, writer.clone());
     if cfg!(not(feature = "otel")) && config.telemetry.otlp_endpoint.is_some() {
         tracing::warn!(
             "`[telemetry] otlp_endpoint` is set, but this gateway was built without the `otel` \
@@ -158,66 +154,6 @@ fn stop_traces(traces: Option<Traces>) {
     }
     #[cfg(not(feature = "otel"))]
     let _ = traces;
-}
-
-/// Diagnostics to `writer`, filtered by `RUST_LOG` (default `info`); JSON when the access log
-/// is JSON, colours only on a terminal. The router opens no GenAI `tracing` span in the
-/// gateway (traces are written from the request summaries), and the log would format their
-/// every field for each request if it did: their target stays off.
-fn init_logging(format: AccessLogConfig, writer: tracing_appender::non_blocking::NonBlocking) {
-    let fmt = tracing_subscriber::fmt::layer()
-        .with_writer(writer)
-        .with_ansi(std::io::stderr().is_terminal());
-    let fmt = if format == AccessLogConfig::Json {
-        fmt.json().boxed()
-    } else {
-        fmt.boxed()
-    };
-    // One layer: its filter is the subscriber's (a per-layer filter would be looked up on
-    // every span enter and exit, several times per request).
-    let (targets, env) = match log_filter(std::env::var("RUST_LOG").ok().as_deref()) {
-        LogFilter::Targets(targets) => (Some(targets), None),
-        LogFilter::Env(env) => (None, Some(*env)),
-    };
-    tracing_subscriber::registry()
-        .with(targets)
-        .with(env)
-        .with(fmt)
-        .init();
-}
-
-/// The log's filter, from `RUST_LOG`.
-#[derive(Debug)]
-enum LogFilter {
-    /// Targets and levels only (`info`, `warn,ai_router=debug`): decided once per callsite,
-    /// nothing to do when a span is entered or left.
-    Targets(Targets),
-    /// Directives that match spans or fields (`[request]=debug`): `EnvFilter` keeps a table of
-    /// the spans it matched and looks each one up (under a lock) at every enter and exit,
-    /// several times per request, so it is used only when asked for.
-    Env(Box<EnvFilter>),
-}
-
-/// `RUST_LOG` as a filter (unset, blank or invalid: `info`), with the GenAI target off.
-fn log_filter(rust_log: Option<&str>) -> LogFilter {
-    let spec = rust_log.map(str::trim).filter(|spec| !spec.is_empty());
-    let genai = ai_router::request_id::GENAI_TARGET;
-    let spec_or_info = spec.unwrap_or("info");
-    // `[` opens a span or field directive (`Targets` would read `[request]` as a target name).
-    let static_only = !spec_or_info.contains(|c: char| c == '[' || c.is_whitespace());
-    if let Some(targets) = static_only
-        .then(|| spec_or_info.parse::<Targets>().ok())
-        .flatten()
-    {
-        return LogFilter::Targets(targets.with_target(genai, LevelFilter::OFF));
-    }
-    let env = spec
-        .and_then(|spec| EnvFilter::try_new(spec).ok())
-        .unwrap_or_else(|| EnvFilter::new("info"));
-    LogFilter::Env(Box::new(match format!("{genai}=off").parse() {
-        Ok(directive) => env.add_directive(directive),
-        Err(_) => env,
-    }))
 }
 
 /// `--config PATH` (default `examples/gateway.toml`).

@@ -780,7 +780,7 @@ fn rust_log_picks_the_static_filter_unless_it_matches_spans() {
     use tracing_subscriber::filter::Targets;
     use tracing_subscriber::layer::SubscriberExt as _;
 
-    use super::{LogFilter, log_filter};
+    use crate::log::{LogFilter, log_filter};
 
     /// The messages logged at `debug` and `info` on a few targets that get through `rust_log`.
     fn logged(rust_log: Option<&str>) -> String {
@@ -875,4 +875,74 @@ fn rust_log_picks_the_static_filter_unless_it_matches_spans() {
         log_filter(Some("info, gateway=debug")),
         LogFilter::Env(_)
     ));
+}
+
+/// The JSON log's span fields read back as `tracing-subscriber`'s own `JsonFields` writes
+/// them: every kind of value, escapes, raw identifiers, fields recorded later or again.
+#[test]
+fn json_span_fields_read_back_as_json_fields_do() {
+    use tracing::field::Empty;
+    use tracing_subscriber::Layer as _;
+    use tracing_subscriber::layer::SubscriberExt as _;
+
+    use crate::log::JsonSpanFields;
+
+    /// The line logged inside two spans, through the JSON format with `JsonSpanFields` or
+    /// with the stock `JsonFields`.
+    fn logged(ours: bool) -> serde_json::Value {
+        let lines = Lines::default();
+        let writer = lines.clone();
+        let layer = tracing_subscriber::fmt::layer()
+            .json()
+            .without_time()
+            .with_writer(move || writer.clone());
+        let layer = if ours {
+            layer.fmt_fields(JsonSpanFields).boxed()
+        } else {
+            layer.boxed()
+        };
+        let subscriber = tracing_subscriber::registry().with(layer);
+        tracing::subscriber::with_default(subscriber, || {
+            let r#type = "raw";
+            let outer = tracing::info_span!(
+                "request",
+                id = %"req_1",
+                text = "a \"quoted\"\nline \\ é \u{1}",
+                negative = -3i64,
+                unsigned = u64::MAX,
+                yes = true,
+                half = 1.5f64,
+                nan = f64::NAN,
+                r#type = ?r#type,
+                later = Empty,
+                again = 1u64,
+            );
+            outer.record("later", "set later");
+            outer.record("again", 2u64);
+            let _outer = outer.enter();
+            let inner = tracing::info_span!("inner", list = ?["x\ty", "z"], bytes = &b"ab"[..]);
+            let _inner = inner.enter();
+            let lazy = tracing::info_span!("lazy", value = Empty);
+            lazy.record("value", "recorded into an empty object");
+            let _lazy = lazy.enter();
+            let empty = tracing::info_span!("empty");
+            let _empty = empty.enter();
+            tracing::info!(target: "gateway", "inside");
+        });
+        serde_json::from_str(lines.text().trim()).unwrap()
+    }
+
+    let (ours, theirs) = (logged(true), logged(false));
+    assert_eq!(ours, theirs);
+    // Not both empty: the fields are there, with the values recorded last.
+    let outer = &ours["spans"][0];
+    assert_eq!(outer["text"], "a \"quoted\"\nline \\ é \u{1}");
+    assert_eq!(outer["id"], "req_1");
+    assert_eq!(outer["type"], "\"raw\"");
+    assert_eq!(outer["later"], "set later");
+    assert_eq!(outer["again"], 2);
+    assert_eq!(outer["unsigned"], u64::MAX);
+    assert_eq!(ours["spans"][1]["list"], "[\"x\\ty\", \"z\"]");
+    assert_eq!(ours["spans"][2]["value"], "recorded into an empty object");
+    assert_eq!(ours["span"]["name"], "empty");
 }
