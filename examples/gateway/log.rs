@@ -1,6 +1,6 @@
 //! The gateway's diagnostics: `RUST_LOG`'s filter and the `fmt` layer's format.
 
-use std::fmt;
+use std::fmt::{self, Write as _};
 use std::io::IsTerminal as _;
 
 use serde::Serialize;
@@ -80,9 +80,10 @@ pub(crate) fn log_filter(rust_log: Option<&str>) -> LogFilter {
 /// The JSON log's span fields, written as the JSON object `tracing-subscriber`'s `JsonFields`
 /// writes (`{"id":"req_…"}`), straight to the span's text: `JsonFields` builds a map of
 /// `serde_json::Value`s first and serialises it, for the request span of every request (3.5k
-/// instructions per request in the gateway, as much as the JSON access line). Values are
-/// escaped by `serde_json`; a field recorded again later is appended, and the JSON formatter
-/// (which reads the object back with `serde_json`) keeps its last value, as `JsonFields` does.
+/// instructions per request in the gateway, as much as the JSON access line). Text that needs
+/// escaping is escaped by `serde_json`; a field recorded again later is appended, and the
+/// JSON formatter (which reads the object back with `serde_json`) keeps its last value, as
+/// `JsonFields` does.
 #[derive(Clone, Copy, Debug, Default)]
 pub(crate) struct JsonSpanFields;
 
@@ -137,58 +138,84 @@ impl<'a, 'writer> Members<'a, 'writer> {
         }
     }
 
-    fn member(&mut self, name: &str, value: impl Serialize) {
+    /// `"name":` and the value `write` writes, after a comma unless it is the first.
+    fn member(&mut self, name: &str, write: impl FnOnce(&mut Writer<'writer>) -> fmt::Result) {
         if self.result.is_err() {
             return;
         }
-        let separator = if self.first { "" } else { "," };
+        let separator = if self.first { "\"" } else { ",\"" };
         self.first = false;
         self.result = self
             .writer
             .write_str(separator)
-            .and_then(|()| write_json(self.writer, name))
-            .and_then(|()| self.writer.write_char(':'))
-            .and_then(|()| write_json(self.writer, value));
+            .and_then(|()| Escaped(self.writer).write_str(name))
+            .and_then(|()| self.writer.write_str("\":"))
+            .and_then(|()| write(self.writer));
+    }
+
+    /// A member whose value `serde_json` writes (numbers, booleans, bytes).
+    fn json_member(&mut self, name: &str, value: impl Serialize) {
+        self.member(name, |writer| {
+            serde_json::to_writer(Utf8Writer(writer), &value).map_err(|_| fmt::Error)
+        });
     }
 }
 
 impl Visit for Members<'_, '_> {
     fn record_str(&mut self, field: &Field, value: &str) {
-        self.member(field.name(), value);
+        self.member(field.name(), |writer| {
+            writer.write_char('"')?;
+            Escaped(writer).write_str(value)?;
+            writer.write_char('"')
+        });
     }
 
     fn record_i64(&mut self, field: &Field, value: i64) {
-        self.member(field.name(), value);
+        self.json_member(field.name(), value);
     }
 
     fn record_u64(&mut self, field: &Field, value: u64) {
-        self.member(field.name(), value);
+        self.json_member(field.name(), value);
     }
 
     fn record_bool(&mut self, field: &Field, value: bool) {
-        self.member(field.name(), value);
+        self.json_member(field.name(), value);
     }
 
     fn record_f64(&mut self, field: &Field, value: f64) {
-        self.member(field.name(), value);
+        self.json_member(field.name(), value);
     }
 
     fn record_bytes(&mut self, field: &Field, value: &[u8]) {
-        self.member(field.name(), value);
+        self.json_member(field.name(), value);
     }
 
     fn record_debug(&mut self, field: &Field, value: &dyn fmt::Debug) {
-        // As `JsonFields` names it (a raw identifier without its `r#`); escaped as it is
-        // formatted (serde_json's `collect_str`), no string in between.
+        // Named as `JsonFields` names it (a raw identifier without its `r#`), escaped as it
+        // is formatted: no string in between.
         let name = field.name();
         let name = name.strip_prefix("r#").unwrap_or(name);
-        self.member(name, format_args!("{value:?}"));
+        self.member(name, |writer| {
+            writer.write_char('"')?;
+            write!(Escaped(writer), "{value:?}")?;
+            writer.write_char('"')
+        });
     }
 }
 
-/// `value` as JSON, escaped by `serde_json`, to a `fmt` writer.
-fn write_json(writer: &mut Writer<'_>, value: impl Serialize) -> fmt::Result {
-    serde_json::to_writer(Utf8Writer(writer), &value).map_err(|_| fmt::Error)
+/// Writes text as the inside of a JSON string: as is when nothing in it needs escaping (ids,
+/// names, most values), else escaped by `serde_json`.
+struct Escaped<'a, 'writer>(&'a mut Writer<'writer>);
+
+impl fmt::Write for Escaped<'_, '_> {
+    fn write_str(&mut self, text: &str) -> fmt::Result {
+        if !text.bytes().any(|b| b < 0x20 || b == b'"' || b == b'\\') {
+            return self.0.write_str(text);
+        }
+        let quoted = serde_json::to_string(text).map_err(|_| fmt::Error)?;
+        self.0
+            .write_str(quoted.get(1..quoted.len() - 1).ok_or(fmt::Error)?)
+    }
 }
 
 /// An `io::Write` over a `fmt` writer, for `serde_json`: it writes whole UTF-8 pieces (the
