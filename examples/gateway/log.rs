@@ -6,7 +6,6 @@ use std::io::IsTerminal as _;
 use serde::Serialize;
 use tracing::field::{Field, Visit};
 use tracing::span::Record;
-use tracing_appender::non_blocking::NonBlocking;
 use tracing_subscriber::Layer as _;
 use tracing_subscriber::field::RecordFields;
 use tracing_subscriber::filter::{EnvFilter, LevelFilter, Targets};
@@ -16,12 +15,13 @@ use tracing_subscriber::layer::SubscriberExt as _;
 use tracing_subscriber::util::SubscriberInitExt as _;
 
 use crate::config::AccessLogConfig;
+use crate::log_writer::LogWriter;
 
 /// Diagnostics to `writer`, filtered by `RUST_LOG` (default `info`); JSON when the access log
 /// is JSON, colours only on a terminal. The router opens no GenAI `tracing` span in the
 /// gateway (traces are written from the request summaries), and the log would format their
 /// every field for each request if it did: their target stays off.
-pub(crate) fn init(format: AccessLogConfig, writer: NonBlocking) {
+pub(crate) fn init(format: AccessLogConfig, writer: LogWriter) {
     let fmt = tracing_subscriber::fmt::layer()
         .with_writer(writer)
         .with_ansi(std::io::stderr().is_terminal());

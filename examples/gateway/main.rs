@@ -35,6 +35,7 @@
 mod config;
 mod limits;
 mod log;
+mod log_writer;
 #[cfg(all(test, feature = "otel"))]
 mod otel_tests;
 /// The Redis test harness of `tests/redis` (a real `redis-server` on a free port).
@@ -67,6 +68,7 @@ use tokio::net::TcpListener;
 use crate::config::{
     AccessLogConfig, Config, ConfigError, MetricNames, ProviderKind, RestartOnly, TelemetryConfig,
 };
+use crate::log_writer::{Batching, LogWriter};
 use crate::serve::{App, ServerState};
 
 /// The key the in-process mock upstream expects: the router swaps it in, as it would a real
@@ -88,10 +90,14 @@ fn main() -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
-    // Buffered: the writer's thread writes whatever has queued up with one syscall, and flushes
-    // whenever its queue runs dry (a line is never held back while the gateway idles).
-    let stderr = std::io::BufWriter::with_capacity(64 * 1024, std::io::stderr());
-    let (writer, _flush_on_exit) = tracing_appender::non_blocking(stderr);
+    // Lines are written by a thread of their own, in batches (at most 10 ms late).
+    let (writer, _flush_on_exit) = match LogWriter::start(std::io::stderr(), Batching::default()) {
+        Ok(started) => started,
+        Err(error) => {
+            eprintln!("error: cannot start the log writer: {error}");
+            return ExitCode::FAILURE;
+        }
+    };
     log::init(config.telemetry.access_log, writer.clone());
     if cfg!(not(feature = "otel")) && config.telemetry.otlp_endpoint.is_some() {
         tracing::warn!(
