@@ -10,9 +10,10 @@
 //! loopback port, so the shipped config answers offline. Ctrl-C or SIGTERM stops accepting
 //! connections and lets in-flight requests finish for `shutdown_grace_secs`.
 //!
-//! Logs go to stderr through a non-blocking writer (a slow terminal never holds a request),
-//! with colours only on a terminal: one access line per request (`[telemetry] access_log`:
-//! `text`, `json` or `off`) and diagnostics filtered by `RUST_LOG` (default `info`).
+//! Logs go to stderr through a non-blocking writer, in batches (a slow terminal never holds a
+//! request, and a request's line costs no system call), with colours only on a terminal: one
+//! access line per request (`[telemetry] access_log`: `text`, `json` or `off`) and diagnostics
+//! filtered by `RUST_LOG` (default `info`).
 //!
 //! Prometheus metrics of the router's requests are served at `GET /metrics`, on
 //! `[telemetry] metrics_listen` when set, else beside `/health` (no key needed: firewall it).
