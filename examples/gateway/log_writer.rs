@@ -295,6 +295,22 @@ mod tests {
     }
 
     #[test]
+    fn lines_past_flush_at_are_written_without_waiting_for_the_round() {
+        let out = Recorder::default();
+        let batching = Batching {
+            every: Duration::from_secs(30),
+            flush_at: 64,
+            ..Batching::default()
+        };
+        let (mut writer, _flush) = LogWriter::start(out.clone(), batching).unwrap();
+        writer.write_all(b"short, under flush_at\n").unwrap();
+        std::thread::sleep(Duration::from_millis(100));
+        assert_eq!(out.text(), "", "a round is 30 s: nothing written yet");
+        writer.write_all(&[b'x'; 63]).unwrap();
+        assert!(out.wait_for("short, under flush_at") < Duration::from_secs(2));
+    }
+
+    #[test]
     fn lines_past_the_cap_are_dropped_and_counted() {
         let out = Recorder::default();
         let batching = Batching {
